@@ -1,0 +1,99 @@
+"""The engine contract: a batch of chat requests in, one completion per request out."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+from sweep.config import ModelCard
+from sweep.errors import SweepError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling after inheritance is resolved: what the engine is asked for."""
+
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    presence_penalty: float
+    max_tokens: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Request:
+    messages: tuple[tuple[str, str], ...]
+    sampling: SamplingParams
+    json_schema: Optional[dict[str, Any]] = None
+    """Constrain the output to this JSON schema (structured outputs)."""
+    thinking: bool = False
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    """The answer, with any reasoning removed."""
+    reasoning: Optional[str]
+    finish_reason: str
+    """stop | length | error."""
+    prompt_tokens: int
+    output_tokens: int
+    latency_s: float
+    """Arrival to last token."""
+    ttft_s: Optional[float] = None
+    queue_s: Optional[float] = None
+    error: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Everything an engine needs beyond the card, resolved by the runner."""
+
+    weights: str
+    dtype: str
+    max_model_len: int
+    kv_cache_bytes: int
+    enforce_eager: bool
+    tensor_parallel_size: int
+    gpu_memory_utilization: float
+    on_gpu: bool
+    seed: int
+
+
+class Engine(Protocol):
+    def complete(self, requests: Sequence[Request]) -> list[Completion]:
+        """All requests go to the engine together, so it can batch them."""
+        ...
+
+    def close(self) -> None: ...
+
+
+Factory = Callable[[ModelCard, EngineSettings], Engine]
+_REGISTRY: dict[str, str] = {"vllm": "jobs.engines.vllm", "fake": "jobs.engines.fake"}
+_FACTORIES: dict[str, Factory] = {}
+
+
+def register(name: str) -> Callable[[Factory], Factory]:
+    def deco(factory: Factory) -> Factory:
+        _FACTORIES[name] = factory
+        return factory
+
+    return deco
+
+
+def create(card: ModelCard, settings: EngineSettings) -> Engine:
+    """Import the card's engine module on first use (vLLM costs ~6 s to import)."""
+    if card.engine not in _REGISTRY:
+        raise SweepError(f"card {card.name}: unknown engine '{card.engine}'", f"use one of {sorted(_REGISTRY)}")
+    importlib.import_module(_REGISTRY[card.engine])
+    return _FACTORIES[card.engine](card, settings)
+
+
+def render_plain(messages: Sequence[tuple[str, str]]) -> str:
+    """A prompt for base models without a chat template."""
+    parts = [content for role, content in messages if role == "system"]
+    parts += [f"Question: {content}\n\nAnswer:" for role, content in messages if role == "user"]
+    return "\n\n".join(parts)

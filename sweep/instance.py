@@ -1,0 +1,40 @@
+"""A loaded model: the body of the Ray actor that holds one engine for its whole life.
+
+It answers (generation) and then judges with the same weights, so each model is
+loaded once per sweep when the cluster has room for the whole pool.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Mapping, Sequence
+
+from jobs import engines
+from jobs.generate import generate
+from jobs.judge import judge
+from jobs.models import local_weights
+from sweep.config import ModelCard, Panel, Suite
+from sweep.plan import GenerateCell, JudgeCell
+from warehouse.schema import GenerationRow, JudgmentRow
+
+
+class Instance:
+    def __init__(self, card: ModelCard, settings: engines.EngineSettings) -> None:
+        started = time.monotonic()
+        self.card = card
+        settings = replace(settings, weights=local_weights(card, settings.dtype))
+        self.engine = engines.create(card, settings)
+        self.load_s = time.monotonic() - started
+
+    def ready(self) -> float:
+        """Seconds the load took; awaiting it surfaces load errors."""
+        return self.load_s
+
+    def generate(self, pool_index: int, suite: Suite, cells: Sequence[GenerateCell], run_id: str) -> list[GenerationRow]:
+        return generate(self.engine, self.card, pool_index, suite, cells, run_id)
+
+    def judge(
+        self, suite: Suite, panel: Panel, cells: Sequence[JudgeCell], answers: Mapping[str, GenerationRow], run_id: str,
+    ) -> list[JudgmentRow]:
+        return judge(self.engine, self.card, suite, panel, cells, answers, run_id)

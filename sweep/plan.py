@@ -1,0 +1,213 @@
+"""Config -> plan: the cells a sweep must compute, checked before anything is loaded.
+
+Pure Python: no Ray, no vLLM. A plan is a frozen value, so it tests in milliseconds
+and the runner only has to execute it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from jobs import judge as judging
+from jobs.engines.base import SamplingParams
+from jobs.generate import build_messages
+from sweep import sizing
+from sweep.config import Mode, ModelCard, Sampling, Suite, SweepConfig
+from sweep.errors import SweepError
+
+
+@dataclass(frozen=True)
+class GenerateCell:
+    """One answer: a model, a prompt, a sample index."""
+
+    key: str
+    model: str
+    eval_id: str
+    sample: int
+    messages: tuple[tuple[str, str], ...]
+    """(role, content) pairs; plain-format cards get their prompt rendered by the engine."""
+    sampling: SamplingParams
+
+
+@dataclass(frozen=True)
+class JudgeCell:
+    """One judgment: a judge reading one answer, blind."""
+
+    key: str
+    judge: str
+    respondent: str
+    eval_id: str
+    sample: int
+    label: str
+    """Neutral name the judge sees instead of the respondent's."""
+    answer_key: str
+    """Key of the GenerateCell whose answer is judged."""
+    sampling: SamplingParams
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    run_id: str
+    cards: tuple[ModelCard, ...]
+    """The pool, in answer order (ties in a ranking go to the earlier card)."""
+    suite: Suite
+    generate: tuple[GenerateCell, ...]
+    judge: tuple[JudgeCell, ...]
+
+    def card(self, name: str) -> ModelCard:
+        return next(c for c in self.cards if c.name == name)
+
+
+def content_key(*parts: Any) -> str:
+    """Stable hash of everything that determines a cell's output."""
+    blob = json.dumps(parts, sort_keys=True, default=_jsonable)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "value"):  # Enum
+        return obj.value
+    return asdict(obj)
+
+
+def resolve_sampling(card: ModelCard, mode: Mode, override: Sampling, seed: int) -> SamplingParams:
+    """Card recommendation for the mode, then the override; unset values take vLLM's defaults."""
+    base = card.sampling.thinking if mode is Mode.thinking else card.sampling.non_thinking
+    defaults = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "presence_penalty": 0.0, "max_tokens": 512}
+    merged = {
+        f.name: next((v for v in (getattr(override, f.name), getattr(base, f.name)) if v is not None), defaults[f.name])
+        for f in fields(Sampling)
+    }
+    return SamplingParams(**merged, seed=seed)
+
+
+def _identity(card: ModelCard) -> dict[str, Any]:
+    """What makes two cards produce different text for the same request."""
+    return {
+        "weights": card.path or (asdict(card.gguf) if card.gguf else None) or card.hf_repo,
+        "revision": card.revision,
+        "dtype": card.dtype.value,
+        "format": card.prompt_format.value,
+        "system": card.system_prompt,
+        "mode": card.mode.value,
+        "reasoning_parser": card.reasoning_parser,
+    }
+
+
+def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPlan:
+    """Expand a validated config into cells; refuse what can't run on ``inventory``."""
+    validate(cfg)
+    cards = tuple(cfg.model.cards.values())
+    check_fits(cards, cfg, inventory)
+    suite = cfg.evals
+    answers: list[GenerateCell] = []
+    for card in cards:
+        for item in suite.prompts:
+            for sample in range(cfg.run.samples):
+                sampling = resolve_sampling(card, card.mode, cfg.sampling, seed=cfg.run.seed + sample)
+                messages = build_messages(card.system_prompt, item.prompt)
+                key = content_key("generate", _identity(card), messages, sampling)
+                answers.append(GenerateCell(key, card.name, item.id, sample, messages, sampling))
+
+    labels = {c.name: f"Response {chr(ord('A') + i % 26)}{i // 26 or ''}" for i, c in enumerate(cards)}
+    rubric = {item.id: item.rubric for item in suite.prompts}
+    judgments: list[JudgeCell] = []
+    for judge_card in cards:
+        sampling = resolve_sampling(judge_card, cfg.judge.mode, cfg.judge.sampling, seed=cfg.run.seed)
+        for answer in answers:
+            if cfg.judge.exclude_self and answer.model == judge_card.name:
+                continue
+            key = content_key(
+                "judge", _identity(judge_card), cfg.judge.mode.value, answer.key, judging.TEMPLATE,
+                suite.judge_brief, [asdict(c) for c in suite.criteria], rubric[answer.eval_id],
+                cfg.judge.justification_max_chars, sampling,
+            )
+            judgments.append(
+                JudgeCell(key, judge_card.name, answer.model, answer.eval_id, answer.sample,
+                          labels[answer.model], answer.key, sampling)
+            )
+    return SweepPlan(run_id, cards, suite, tuple(answers), tuple(judgments))
+
+
+def validate(cfg: SweepConfig) -> None:
+    """The checks a type can't express; each error names the key and the fix."""
+    cards = list(cfg.model.cards.values())
+    if not cards:
+        raise SweepError("the pool is empty (model.cards has no cards)", "choose a pool, e.g. model=cpu or model=all")
+    names = [c.name for c in cards]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SweepError(f"duplicate card name(s) {dupes} in model.cards", "give every card a unique name")
+    if cfg.judge.exclude_self and len(cards) < 2:
+        raise SweepError(
+            f"peer judging needs at least 2 cards, the pool has 1 ({names[0]})",
+            "add cards (model=cpu has 3) or set judge.exclude_self=false to let it judge itself",
+        )
+    for key, card in cfg.model.cards.items():
+        if not (card.path or card.gguf or card.hf_repo):
+            raise SweepError(f"model.cards.{key} has no weights", "set one of path, gguf or hf_repo")
+    suite = cfg.evals
+    if not suite.prompts:
+        raise SweepError(f"suite '{suite.name}' has no prompts", "add prompts to the suite or choose another: evals=hard")
+    ids = [i.id for i in suite.prompts]
+    if len(set(ids)) != len(ids):
+        raise SweepError(f"suite '{suite.name}' repeats prompt ids", "give every prompt a unique id")
+    if not suite.scale_min < suite.scale_max or suite.scale_min < 0:
+        raise SweepError(f"evals.scale_min={suite.scale_min}, scale_max={suite.scale_max}", "use 0 <= scale_min < scale_max")
+    total = sum(c.weight for c in suite.criteria)
+    if not suite.criteria or abs(total - 1.0) > 1e-6 or any(c.weight < 0 for c in suite.criteria):
+        raise SweepError(f"evals.criteria weights sum to {total:g}", "make the weights non-negative and sum to 1")
+    positive = {
+        "run.samples": cfg.run.samples,
+        "engine.max_model_len": cfg.engine.max_model_len,
+        "engine.kv_cache_gib": cfg.engine.kv_cache_gib,
+        "engine.timeout_s": cfg.engine.timeout_s,
+        "judge.justification_max_chars": cfg.judge.justification_max_chars,
+        "sampling.max_tokens": cfg.sampling.max_tokens if cfg.sampling.max_tokens is not None else 1,
+        "judge.sampling.max_tokens": cfg.judge.sampling.max_tokens if cfg.judge.sampling.max_tokens is not None else 1,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise SweepError(f"{key}={value} must be positive", f"set {key} to a value above 0")
+    if not 0 < cfg.engine.gpu_memory_utilization <= 1:
+        raise SweepError(f"engine.gpu_memory_utilization={cfg.engine.gpu_memory_utilization}", "use a value in (0, 1]")
+
+
+def check_fits(cards: tuple[ModelCard, ...], cfg: SweepConfig, inventory: sizing.Inventory) -> None:
+    """Refuse, before anything loads, a pool the cluster can't hold."""
+    if inventory.gpus == 0:
+        gpu_only = [c for c in cards if not c.cpu_ok]
+        if gpu_only:
+            gpu_bytes = int(cfg.cluster.gpu_memory_gib * sizing.GiB)
+            needs = "\n  ".join(
+                sizing.need_text(c, gpu_bytes, cfg.engine.gpu_memory_utilization, cfg.engine.max_model_len)
+                for c in gpu_only
+            )
+            raise SweepError(
+                f"{len(gpu_only)} of {len(cards)} models need GPUs and this cluster has none "
+                f"({inventory.describe()}). The models need:\n  {needs}",
+                "run on a GPU Ray cluster (cluster.address=..., see cluster.yaml), or pick CPU-sized cards: model=cpu",
+            )
+        biggest = max(n.memory_bytes for n in inventory.nodes)
+        for card in cards:
+            need = sizing.cpu_instance_bytes(card, cfg.engine.kv_cache_gib)
+            if need > biggest:
+                raise SweepError(
+                    f"{card.name} needs {need / sizing.GiB:.1f} GiB of host memory; the largest node has "
+                    f"{biggest / sizing.GiB:.1f} GiB",
+                    "lower engine.kv_cache_gib or use a smaller card",
+                )
+        return
+    gpu_bytes = max(n.gpu_memory_bytes for n in inventory.nodes) or int(cfg.cluster.gpu_memory_gib * sizing.GiB)
+    per_node = max(n.gpus for n in inventory.nodes)
+    for card in cards:
+        n = sizing.gpus_needed(card, gpu_bytes, cfg.engine.gpu_memory_utilization, cfg.engine.max_model_len)
+        if n > inventory.gpus:
+            raise SweepError(
+                f"{sizing.need_text(card, gpu_bytes, cfg.engine.gpu_memory_utilization, cfg.engine.max_model_len)}; "
+                f"the cluster has {inventory.describe()} (at most {per_node} GPUs on one node)",
+                "add GPU nodes, use the card's FP8 weights (dtype=fp8), or lower engine.max_model_len",
+            )

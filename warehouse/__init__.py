@@ -1,0 +1,1 @@
+"""The warehouse: Parquet tables on any fsspec store, and DuckDB SQL over them."""

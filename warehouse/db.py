@@ -1,0 +1,48 @@
+"""DuckDB over the warehouse: raw views on the Parquet files, then the .sql models as views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from warehouse.schema import SCHEMAS
+from warehouse.store import TABLES, Store
+
+SQL_DIR = Path(__file__).parent / "sql"
+
+# Each file is one SELECT (jaffle-shop style) and becomes a view of the same name,
+# in dependency order.
+MODELS = ("stg_generations", "stg_judgments", "eval_scores", "rankings", "efficiency", "judge_leniency")
+
+
+def sql(name: str) -> str:
+    return (SQL_DIR / f"{name}.sql").read_text()
+
+
+def connect(store: Store) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB whose views read the warehouse's Parquet files where they are."""
+    con = duckdb.connect()
+    if not store.local:
+        con.register_filesystem(store.fs)
+    for table in TABLES:
+        files = store.files(table)
+        if files:
+            urls = ", ".join(_literal(store.url(f)) for f in files)
+            con.execute(f"create view raw_{table} as select * from read_parquet([{urls}], union_by_name = true)")
+        else:  # an empty warehouse still answers queries, with zero rows
+            con.register(f"_empty_{table}", pa.table({f.name: pa.array([], f.type) for f in SCHEMAS[table]}))
+            con.execute(f"create view raw_{table} as select * from _empty_{table}")
+    con.execute(sql("macros"))
+    for name in MODELS:
+        con.execute(f"create view {name} as {sql(name)}")
+    # The names users query: cleaned tables, plus the runs as written.
+    con.execute("create view generations as select * from stg_generations")
+    con.execute("create view judgments as select * from stg_judgments")
+    con.execute("create view runs as select * from raw_runs")
+    return con
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

@@ -1,0 +1,137 @@
+"""The warehouse contract: one row dataclass per table, and its Arrow schema derived from it.
+
+The dataclass is what jobs build; the Arrow schema (with a description and unit per
+field, stored as Parquet field metadata) is what lands on disk. Deriving one from the
+other keeps the two from drifting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import pyarrow as pa
+
+
+def doc(text: str) -> Any:
+    """A field with its description, kept in the Parquet schema."""
+    return dataclasses.field(metadata={"doc": text})
+
+
+@dataclass(frozen=True)
+class GenerationRow:
+    """One answer: one per (run, model, eval, sample)."""
+
+    run_id: str = doc("Run this row belongs to")
+    cell_key: str = doc("Content hash of everything that determines this answer")
+    model: str = doc("Card name of the respondent")
+    family: str = doc("Model family of the card")
+    pool_index: int = doc("Position of the card in the pool; breaks ranking ties")
+    eval_id: str = doc("Suite item id")
+    category: str = doc("Suite item category")
+    sample: int = doc("Sample index, 0-based")
+    prompt: str = doc("The user prompt as sent")
+    system_prompt: Optional[str] = doc("System prompt of the card, if any")
+    answer: str = doc("The answer, reasoning removed")
+    reasoning: Optional[str] = doc("Reasoning text split off by the reasoning parser")
+    status: str = doc("ok | truncated (hit max_tokens) | empty (no answer text) | error")
+    finish_reason: str = doc("Engine finish reason: stop | length | error")
+    prompt_tokens: int = doc("Prompt length, tokens")
+    output_tokens: int = doc("Generated tokens, reasoning included")
+    latency_s: float = doc("Arrival to last token, seconds")
+    ttft_s: Optional[float] = doc("Arrival to first token, seconds")
+    queue_s: Optional[float] = doc("Arrival to first scheduling, seconds")
+    sampling: str = doc("Resolved sampling parameters, JSON")
+    engine: str = doc("Engine that produced the answer")
+    error: Optional[str] = doc("Error message when status = error")
+    created_at: dt.datetime = doc("When the row was written, UTC")
+
+
+@dataclass(frozen=True)
+class JudgmentRow:
+    """One judgment: one per (run, judge, respondent, eval, sample)."""
+
+    run_id: str = doc("Run this row belongs to")
+    cell_key: str = doc("Content hash of everything that determines this judgment")
+    answer_key: str = doc("cell_key of the judged generation")
+    judge: str = doc("Card name of the judge")
+    judge_family: str = doc("Model family of the judge")
+    respondent: str = doc("Card name of the judged model (hidden from the judge)")
+    respondent_family: str = doc("Model family of the respondent")
+    pool_index: int = doc("Pool position of the respondent; breaks ranking ties")
+    eval_id: str = doc("Suite item id")
+    sample: int = doc("Sample index of the judged answer")
+    label: str = doc("Neutral label the judge saw instead of the respondent's name")
+    criteria: Optional[dict[str, int]] = doc("Criterion scores as the judge gave them")
+    score: Optional[float] = doc("Weighted score computed by sweep from the criteria (never the judge's arithmetic)")
+    scale_max: int = doc("Top of the score scale; a valid score is in (0, scale_max]")
+    justification: Optional[str] = doc("The judge's 2-3 sentence justification")
+    status: str = doc("ok | invalid (unparseable or off-schema) | truncated (hit max_tokens) | error | no_answer")
+    error: Optional[str] = doc("Why the judgment is not ok")
+    raw: str = doc("The judge's raw output text")
+    finish_reason: str = doc("Engine finish reason: stop | length | error")
+    prompt_tokens: int = doc("Judge prompt length, tokens")
+    output_tokens: int = doc("Judge output, tokens")
+    latency_s: float = doc("Arrival to last token, seconds")
+    created_at: dt.datetime = doc("When the row was written, UTC")
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One sweep run and where it came from."""
+
+    run_id: str = doc("Run id (run.name, or a timestamp)")
+    started_at: dt.datetime = doc("Start, UTC")
+    finished_at: Optional[dt.datetime] = doc("End, UTC; null while running or after a crash")
+    status: str = doc("running | finished | failed")
+    config_yaml: str = doc("The resolved config, YAML")
+    config_hash: str = doc("SHA-256 of the resolved config")
+    git_commit: Optional[str] = doc("Commit of the sweep checkout, '+dirty' when modified")
+    packages: dict[str, str] = doc("Versions of the packages that shape results")
+    hardware: str = doc("Cluster inventory as Ray saw it, JSON")
+    pool: list[str] = doc("Card names in answer order")
+    suite: str = doc("Suite name")
+    generate_cells: int = doc("Planned generation cells")
+    judge_cells: int = doc("Planned judgment cells")
+    model_loads: int = doc("Model instances loaded during the run")
+    wall_s: Optional[float] = doc("Wall time of the run, seconds")
+
+
+_SCALARS: dict[Any, pa.DataType] = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+    dt.datetime: pa.timestamp("us", tz="UTC"),
+    dict[str, int]: pa.map_(pa.string(), pa.int64()),
+    dict[str, str]: pa.map_(pa.string(), pa.string()),
+    list[str]: pa.list_(pa.string()),
+}
+
+
+def arrow_schema(row_type: type) -> pa.Schema:
+    hints = typing.get_type_hints(row_type)
+    out = []
+    for f in dataclasses.fields(row_type):
+        hint, nullable = hints[f.name], False
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            hint, nullable = next(a for a in typing.get_args(hint) if a is not type(None)), True
+        out.append(pa.field(f.name, _SCALARS[hint], nullable=nullable, metadata={"doc": f.metadata["doc"]}))
+    return pa.schema(out)
+
+
+TABLES: dict[str, type] = {"generations": GenerationRow, "judgments": JudgmentRow, "runs": RunRow}
+SCHEMAS: dict[str, pa.Schema] = {name: arrow_schema(t) for name, t in TABLES.items()}
+
+
+def to_table(rows: typing.Sequence[Any], table: str) -> pa.Table:
+    schema = SCHEMAS[table]
+    columns = {name: [getattr(r, name) for r in rows] for name in schema.names}
+    for name in ("criteria", "packages"):  # Arrow maps take (key, value) pairs
+        if name in columns:
+            columns[name] = [list(v.items()) if v is not None else None for v in columns[name]]
+    return pa.Table.from_pydict(columns, schema=schema)

@@ -1,0 +1,89 @@
+"""Parquet in, Parquet out, through fsspec: the only module that touches warehouse storage.
+
+Layout (Hive-style partitions, one deterministic file per unit of work)::
+
+    {root}/runs/run_id=R/run.parquet
+    {root}/generations/run_id=R/model=M/eval_id=E/part-{key}.parquet
+    {root}/judgments/run_id=R/judge=J/eval_id=E/part-{key}.parquet
+
+Every file also holds its partition columns, so a file read on its own is complete.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import fsspec
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from sweep.errors import SweepError
+from warehouse.schema import to_table
+
+TABLES = ("runs", "generations", "judgments")
+
+
+@dataclass
+class Store:
+    root: str
+    """Any fsspec URL."""
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.fs, path = fsspec.core.url_to_fs(self.root, **self.storage_options)
+        self.path = path.rstrip("/")
+        self.local = isinstance(self.fs, LocalFileSystem)
+
+    def url(self, path: str) -> str:
+        """A URL DuckDB can read: the local path, or protocol://path for fsspec stores."""
+        return path if self.local else f"{_protocol(self.fs)}://{path}"
+
+    def check_writable(self) -> None:
+        """Probe the root before any model loads; a sweep that can't save must not start."""
+        probe = posixpath.join(self.path, f"_probe-{uuid.uuid4().hex}")
+        try:
+            self.fs.makedirs(self.path, exist_ok=True)
+            self.fs.pipe_file(probe, b"ok")
+            self.fs.rm_file(probe)
+        except Exception as e:  # any backend error means the same thing to the user
+            raise SweepError(
+                f"warehouse.root={self.root} is not writable ({type(e).__name__}: {e})",
+                "set warehouse.root to a folder or bucket you can write, e.g. warehouse.root=/tmp/sweep",
+            ) from e
+
+    def partition(self, table: str, **parts: str) -> str:
+        return posixpath.join(self.path, table, *(f"{k}={v}" for k, v in parts.items()))
+
+    def write(self, table: str, rows: Sequence[Any], name: str, **parts: str) -> str:
+        """Write rows as one Parquet file, all or nothing: readers never see half a file.
+
+        Local disk: write a hidden temp file, then rename (atomic on POSIX). Object stores:
+        an upload becomes visible only once complete, so write the final key directly.
+        """
+        data = to_table(rows, table)
+        folder = self.partition(table, **parts)
+        final = posixpath.join(folder, name)
+        buf = io.BytesIO()
+        pq.write_table(data, buf, compression="zstd")
+        self.fs.makedirs(folder, exist_ok=True)
+        if self.local:
+            tmp = posixpath.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
+            self.fs.pipe_file(tmp, buf.getvalue())
+            self.fs.mv(tmp, final)
+        else:
+            self.fs.pipe_file(final, buf.getvalue())
+        return self.url(final)
+
+    def files(self, table: str, run_id: str | None = None) -> list[str]:
+        """Committed Parquet files of a table (temp files are hidden by their leading dot)."""
+        base = self.partition(table, run_id=run_id) if run_id else posixpath.join(self.path, table)
+        return sorted(p for p in self.fs.glob(posixpath.join(base, "**", "*.parquet")) if "/." not in p)
+
+
+def _protocol(fs: fsspec.AbstractFileSystem) -> str:
+    proto = fs.protocol
+    return proto[0] if isinstance(proto, (tuple, list)) else proto
