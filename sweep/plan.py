@@ -202,12 +202,13 @@ def check_fits(cards: tuple[ModelCard, ...], cfg: SweepConfig, inventory: sizing
                 )
         return
     gpu_bytes = max(n.gpu_memory_bytes for n in inventory.nodes) or int(cfg.cluster.gpu_memory_gib * sizing.GiB)
-    per_node = max(n.gpus for n in inventory.nodes)
-    for card in cards:
-        n = sizing.gpus_needed(card, gpu_bytes, cfg.engine.gpu_memory_utilization, cfg.engine.max_model_len)
-        if n > inventory.gpus:
-            raise SweepError(
-                f"{sizing.need_text(card, gpu_bytes, cfg.engine.gpu_memory_utilization, cfg.engine.max_model_len)}; "
-                f"the cluster has {inventory.describe()} (at most {per_node} GPUs on one node)",
-                "add GPU nodes, use the card's FP8 weights (dtype=fp8), or lower engine.max_model_len",
-            )
+    args = (gpu_bytes, cfg.engine.gpu_memory_utilization, cfg.engine.max_model_len)
+    too_big = [c for c in cards if sizing.gpus_needed(c, *args) > inventory.gpus]
+    if too_big:
+        needs = "\n  ".join(sizing.need_text(c, *args) for c in too_big)
+        per_node = max(n.gpus for n in inventory.nodes)
+        raise SweepError(
+            f"{len(too_big)} of {len(cards)} models don't fit this cluster ({inventory.describe()}, at most "
+            f"{per_node} GPUs on one node). They need:\n  {needs}",
+            "add GPU nodes, use the cards' FP8 weights (model.cards.<key>.dtype=fp8), or lower engine.max_model_len",
+        )

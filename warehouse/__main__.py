@@ -31,13 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     con = connect(Store(args.root))
     if args.command == "query":
-        try:
+        try:  # a relation runs lazily: errors can also come from show()
             result = con.sql(args.sql)
+            if result is not None:
+                result.show(max_width=200, max_rows=200)
         except duckdb.Error as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        if result is not None:
-            result.show(max_width=200, max_rows=200)
         return 0
     run_id = args.run or latest_run(con)
     if run_id is None:

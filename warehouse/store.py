@@ -46,7 +46,8 @@ class Store:
         """Probe the root before any model loads; a sweep that can't save must not start."""
         probe = posixpath.join(self.path, f"_probe-{uuid.uuid4().hex}")
         try:
-            self.fs.makedirs(self.path, exist_ok=True)
+            if self.local:  # object stores have no folders; makedirs there would create a missing bucket
+                self.fs.makedirs(self.path, exist_ok=True)
             self.fs.pipe_file(probe, b"ok")
             self.fs.rm_file(probe)
         except Exception as e:  # any backend error means the same thing to the user
@@ -69,8 +70,8 @@ class Store:
         final = posixpath.join(folder, name)
         buf = io.BytesIO()
         pq.write_table(data, buf, compression="zstd")
-        self.fs.makedirs(folder, exist_ok=True)
         if self.local:
+            self.fs.makedirs(folder, exist_ok=True)
             tmp = posixpath.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
             self.fs.pipe_file(tmp, buf.getvalue())
             self.fs.mv(tmp, final)

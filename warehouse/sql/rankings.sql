@@ -3,7 +3,8 @@
 -- avg_score: unweighted mean of the model's eval scores over the evals it appears in,
 --   rounded to 2 decimals half-to-even.
 -- wins: evals where its eval_rank is 1. top3: evals where it is at most 3. evals: evals it appears in.
--- avg_sigma: mean over those evals of the per-eval sigma (see eval_scores), rounded to 2 decimals.
+-- avg_sigma: mean over those evals of the per-eval sigma (see eval_scores), rounded to 2 decimals
+--   half-to-even.
 -- valid_judgments / total_judgments: judgment rows about its answers, valid and all.
 -- rank: by avg_score (unrounded), ties to the earlier card; models with no valid score last.
 with scores as (
@@ -30,7 +31,7 @@ per_model as (
         count(*) filter (where eval_rank = 1) as wins,
         count(*) filter (where eval_rank <= 3) as top3,
         count(*) as evals,
-        round_even(avg(sigma), 2) as avg_sigma
+        mean_2dp(sigma) as avg_sigma
     from scores
     group by run_id, model
 ),

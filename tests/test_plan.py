@@ -1,0 +1,110 @@
+"""Planning is pure and fast: cells, keys, blind judge prompts, refusals before any load."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from jobs import judge as judging
+from sweep import sizing
+from sweep.errors import SweepError
+from sweep.plan import plan
+from tests.conftest import compose_config
+
+GiB = sizing.GiB
+LAPTOP = sizing.Inventory((sizing.Node(cpus=2, gpus=0, memory_bytes=16 * GiB),))
+TWO_H100_NODES = sizing.Inventory(tuple(sizing.Node(96, 8, 1024 * GiB, 80 * GiB) for _ in range(2)))
+
+
+def test_planning_imports_neither_ray_nor_vllm() -> None:
+    code = (
+        "import sys; from tests.conftest import compose_config; from sweep.plan import plan; "
+        "from tests.test_plan import LAPTOP; plan(compose_config(), 'r', LAPTOP); "
+        "print(sorted(m for m in ('ray', 'vllm', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_cells_cover_every_model_prompt_sample_and_every_peer_pair() -> None:
+    cfg = compose_config("run.samples=2")
+    p = plan(cfg, "r1", LAPTOP)
+    models, prompts, samples = len(cfg.model.cards), len(cfg.evals.prompts), 2
+    assert len(p.generate) == models * prompts * samples
+    assert len(p.judge) == models * (models - 1) * prompts * samples  # self excluded
+    assert all(j.judge != j.respondent for j in p.judge)
+    keys = [c.key for c in p.generate] + [c.key for c in p.judge]
+    assert len(set(keys)) == len(keys)
+    answers = {c.key for c in p.generate}
+    assert {j.answer_key for j in p.judge} == answers  # every answer is judged
+
+
+def test_keys_are_stable_and_change_only_with_what_they_depend_on() -> None:
+    base = plan(compose_config("evals=smoke"), "r1", LAPTOP)
+    again = plan(compose_config("evals=smoke"), "another-run", LAPTOP)
+    assert [c.key for c in base.generate] == [c.key for c in again.generate]
+    changed = plan(compose_config("evals=smoke", "model.cards.smollm2.system_prompt=Be brief."), "r1", LAPTOP)
+    moved = {c.key for c in changed.generate} ^ {c.key for c in base.generate}
+    # only SmolLM2-135M's 3 answers change (3 old keys out, 3 new in)
+    assert len(moved) == 6
+    assert {c.model for c in changed.generate if c.key in moved} == {"SmolLM2-135M"}
+
+
+def test_sampling_inherits_card_then_override() -> None:
+    p = plan(compose_config("evals=smoke", "sampling.max_tokens=64"), "r", LAPTOP)
+    expert = next(c for c in p.generate if c.model == "SmolLM2-135M-expert")
+    assert (expert.sampling.temperature, expert.sampling.top_p, expert.sampling.max_tokens) == (0.7, 0.9, 64)
+    judge = p.judge[0]
+    assert (judge.sampling.temperature, judge.sampling.max_tokens) == (0.0, 512)  # the panel's, not the card's
+
+
+def test_judge_prompt_is_blind() -> None:
+    cfg = compose_config()
+    p = plan(cfg, "r", LAPTOP)
+    for cell in p.judge[:40]:
+        messages = judging.build_messages(cfg.evals, cell.eval_id, "An answer.", cell.label, 300)
+        text = " ".join(content for _, content in messages).lower()
+        for card in cfg.model.cards.values():
+            for name in {card.name, card.family, card.name.split("-")[0]}:
+                assert name.lower() not in text, (name, cell.label)
+        assert cell.label.startswith("Response ")
+
+
+def test_study_pool_is_refused_on_a_cpu_machine_with_needs_and_inventory() -> None:
+    with pytest.raises(SweepError) as e:
+        plan(compose_config("model=all"), "r", LAPTOP)
+    msg = str(e.value)
+    assert "8 of 8 models need GPUs and this cluster has none (1 node(s), 2 CPUs, 16 GiB RAM, no GPUs)" in msg
+    assert "Qwen3-8B: 16 GB of bfloat16 weights, 1 x 80 GiB GPU(s)" in msg
+    assert "fix:" in msg
+
+
+def test_study_pool_fits_two_h100_nodes_but_not_one_gpu() -> None:
+    p = plan(compose_config("model=all", "evals=smoke"), "r", TWO_H100_NODES)
+    assert len(p.generate) == 8 * 3
+    one_gpu = sizing.Inventory((sizing.Node(8, 1, 64 * GiB, 80 * GiB),))
+    with pytest.raises(SweepError) as e:
+        plan(compose_config("model=all", "evals=smoke"), "r", one_gpu)
+    msg = str(e.value)
+    # 397B (794 GB), 122B (244 GB) and Coder-Next (80B: 160 GB) need several GPUs; the rest fit one.
+    assert "3 of 8 models don't fit this cluster" in msg
+    assert "Qwen3.5-397B-A17B: 794 GB of bfloat16 weights, 16 x 80 GiB GPU(s)" in msg
+    assert "Qwen3.5-122B-A10B: 244 GB" in msg and "Qwen3-Coder-Next: 160 GB" in msg
+    assert "Qwen3-8B" not in msg and "Qwen3-32B" not in msg
+
+
+def test_sizing_matches_published_checkpoint_sizes() -> None:
+    cards = compose_config("model=all").model.cards
+    a3b = cards["qwen3_5_35b_a3b"]
+    assert sizing.weight_bytes(a3b, "bfloat16") / GiB == pytest.approx(67, abs=1)  # ~67 GB BF16 checkpoint
+    assert sizing.weight_bytes(a3b, "fp8") / GiB == pytest.approx(33.5, abs=1)  # ~35 GB FP8 (plus BF16 embeddings)
+    # Hybrid attention: only 1 layer in 4 keeps a KV cache.
+    assert sizing.kv_bytes_per_token(a3b, "bfloat16") == 2 * (40 // 4) * 2 * 256 * 2
+
+
+def test_host_memory_refusal_on_a_small_node() -> None:
+    tiny = sizing.Inventory((sizing.Node(2, 0, 1 * GiB),))
+    with pytest.raises(SweepError, match="needs .* GiB of host memory; the largest node has 1.0 GiB"):
+        plan(compose_config("evals=smoke"), "r", tiny)

@@ -1,0 +1,192 @@
+"""The warehouse: Parquet round trips on local disk and S3, atomic writes, the root probe, DuckDB views, the CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import posixpath
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from sweep.errors import SweepError
+from warehouse.db import connect
+from warehouse.schema import SCHEMAS, GenerationRow, JudgmentRow
+from warehouse.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+T0 = dt.datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=dt.timezone.utc)
+PARTS = {"generations": ("run_id", "model", "eval_id"), "judgments": ("run_id", "judge", "eval_id")}
+
+
+def gen(model: str, eval_id: str, **kw: Any) -> GenerationRow:
+    base = dict(
+        run_id="r1", cell_key=f"g-{model}-{eval_id}", model=model, family="qwen", pool_index=0, eval_id=eval_id,
+        category="math", sample=0, prompt="Grüße, 你好 🙂?", system_prompt=None, answer="ответ ✓", reasoning=None,
+        status="ok", finish_reason="stop", prompt_tokens=12, output_tokens=34, latency_s=1.5, ttft_s=None,
+        queue_s=0.25, sampling='{"temperature": 0.7}', engine="vllm", error=None, created_at=T0,
+    )
+    return GenerationRow(**{**base, **kw})
+
+
+def judgment(key: str, eval_id: str, **kw: Any) -> JudgmentRow:
+    base = dict(
+        run_id="r1", cell_key=key, answer_key=f"g-A-{eval_id}", judge="J", judge_family="llama", respondent="A",
+        respondent_family="qwen", pool_index=0, eval_id=eval_id, sample=0, label="Model α",
+        criteria={"correctness": 8, "clarity": 7}, score=7.5, scale_max=10, justification="Clair et net — 好.",
+        status="ok", error=None, raw='{"correctness": 8}', finish_reason="stop", prompt_tokens=100,
+        output_tokens=20, latency_s=0.5, created_at=T0,
+    )
+    return JudgmentRow(**{**base, **kw})
+
+
+GENERATIONS = {("A", "e1"): [gen("A", "e1", system_prompt="Be brief.", ttft_s=0.1)],
+               ("B", "e2"): [gen("B", "e2", reasoning="думаю…", status="error", error="boom ✗")]}
+JUDGMENTS = {"e1": [judgment("valid", "e1"),
+                    judgment("invalid", "e1", status="invalid", criteria=None, score=None, justification=None,
+                             error="unparseable")],
+             "e2": [judgment("zero", "e2", criteria={"correctness": 0}, score=0.0)]}
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "local":
+        return Store(str(tmp_path / "wh"))
+    root, options = request.getfixturevalue("s3_root")
+    return Store(root, options)
+
+
+def fill(store: Store) -> None:
+    for (model, eval_id), rows in GENERATIONS.items():
+        store.write("generations", rows, "part-g.parquet", run_id="r1", model=model, eval_id=eval_id)
+    for eval_id, rows in JUDGMENTS.items():
+        store.write("judgments", rows, "part-j.parquet", run_id="r1", judge="J", eval_id=eval_id)
+
+
+def as_stored(row: Any) -> dict[str, Any]:
+    """A row dataclass as pyarrow reads it back: maps come back as (key, value) pairs."""
+    d = asdict(row)
+    if d.get("criteria") is not None:
+        d["criteria"] = list(d["criteria"].items())
+    return d
+
+
+def rows_of(con: Any, sql: str) -> list[tuple]:
+    return con.execute(sql).fetchall()
+
+
+def test_round_trip(store: Store) -> None:
+    fill(store)
+    # (c) Hive layout, and every file holds its own partition columns.
+    base = posixpath.join(store.path, "generations", "run_id=r1")
+    assert store.files("generations") == [f"{base}/model=A/eval_id=e1/part-g.parquet",
+                                          f"{base}/model=B/eval_id=e2/part-g.parquet"]
+    assert store.files("generations", run_id="r2") == []
+    expected = {"generations": [r for rows in GENERATIONS.values() for r in rows],
+                "judgments": [r for rows in JUDGMENTS.values() for r in rows]}
+    for table, want in expected.items():
+        got: list[dict[str, Any]] = []
+        for path in store.files(table):
+            data = pq.read_table(path, filesystem=store.fs)
+            assert data.schema.equals(SCHEMAS[table]), table
+            assert data.schema.field("created_at").metadata[b"doc"] == b"When the row was written, UTC"
+            parts = dict(seg.split("=", 1) for seg in path.split("/") if "=" in seg)
+            assert tuple(parts) == PARTS[table]
+            for col, value in parts.items():
+                assert data.column(col).to_pylist() == [value] * data.num_rows, (path, col)
+            got += data.to_pylist()
+        # (a) field by field, None, maps, unicode and timestamps included.
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert g == as_stored(w)
+    # (b) DuckDB over the same files.
+    con = connect(store)
+    assert rows_of(con, "select count(*) from judgments") == [(3,)]
+    assert rows_of(con, "select count(*) from generations") == [(2,)]
+    assert rows_of(con, "select cell_key, valid from judgments order by cell_key") == [
+        ("invalid", False), ("valid", True), ("zero", False)]
+    assert rows_of(con, "select answer, system_prompt from generations where model = 'A'") == [("ответ ✓", "Be brief.")]
+    assert rows_of(con, "select model, avg_score, valid_judgments, total_judgments from rankings") == [("A", 7.5, 1, 3)]
+
+
+def test_no_temp_files_and_files_ignores_strays(tmp_path: Path) -> None:
+    store = Store(str(tmp_path))
+    fill(store)
+    assert [p for p in tmp_path.rglob(".*")] == []
+    folder = tmp_path / "judgments" / "run_id=r1" / "judge=J" / "eval_id=e1"
+    committed = store.files("judgments")
+    (folder / ".x.tmp").write_bytes(b"junk")
+    (folder / ".part.parquet.abc.tmp").write_bytes(b"half a parquet file")
+    (folder / ".hidden.parquet").write_bytes(b"not parquet either")
+    assert store.files("judgments") == committed
+    assert rows_of(connect(store), "select count(*) from judgments") == [(3,)]
+
+
+def expect_sweep_error(store: Store) -> SweepError:
+    with pytest.raises(SweepError) as info:
+        store.check_writable()
+    err = info.value
+    assert store.root in err.problem and "not writable" in err.problem
+    assert "warehouse.root=" in err.fix and str(err).startswith("error: ") and "\nfix: " in str(err)
+    return err
+
+
+def test_check_writable(tmp_path: Path, s3_root: tuple[str, dict]) -> None:
+    (tmp_path / "a_file").write_text("x")
+    expect_sweep_error(Store(str(tmp_path / "a_file" / "wh")))
+    root, options = s3_root
+    bucket = root.split("/")[2]
+    missing = Store(root.replace(bucket, bucket + "-missing"), options)
+    expect_sweep_error(missing)
+    assert not missing.fs.exists(bucket + "-missing"), "the probe must not create the bucket"
+    for good in (Store(str(tmp_path / "new" / "wh")), Store(root, options)):
+        good.check_writable()
+        assert good.fs.find(good.path) == [], good.root
+
+
+EMPTY_COLUMNS = {
+    "generations": SCHEMAS["generations"].names,
+    "judgments": SCHEMAS["judgments"].names + ["valid"],
+    "runs": SCHEMAS["runs"].names,
+    "rankings": ["rank", "run_id", "model", "avg_score", "wins", "top3", "evals", "avg_sigma",
+                 "valid_judgments", "total_judgments"],
+    "efficiency": ["run_id", "model", "pool_index", "avg_time_s", "output_tokens_per_s", "score_per_sec",
+                   "avg_score_per_avg_time"],
+    "judge_leniency": ["run_id", "judge", "family", "mean_given", "valid", "total", "valid_rate", "ok", "invalid",
+                       "truncated", "error", "no_answer"],
+}
+
+
+@pytest.mark.parametrize("view", sorted(EMPTY_COLUMNS))
+def test_empty_warehouse_views(tmp_path: Path, view: str) -> None:
+    con = connect(Store(str(tmp_path / "nothing-here")))
+    result = con.execute(f"select * from {view}")
+    assert [d[0] for d in result.description] == EMPTY_COLUMNS[view]
+    assert result.fetchall() == []
+
+
+def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "warehouse", "--root", str(root), *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def test_cli(tmp_path: Path) -> None:
+    fill(Store(str(tmp_path)))
+    ok = cli(tmp_path, "query", "select cell_key, valid from judgments where valid")
+    assert ok.returncode == 0, ok.stderr
+    assert "valid" in ok.stdout and "true" in ok.stdout and "zero" not in ok.stdout
+    for bad, message in [("select nope from judgments", "Binder Error"),
+                         ("selec 1", "Parser Error"),
+                         ("select 'abc'::int", "Conversion Error")]:  # this one fails only when run
+        res = cli(tmp_path, "query", bad)
+        assert res.returncode == 2, (bad, res.stderr)
+        assert res.stderr.startswith(f"error: {message}"), res.stderr
+        assert "Traceback" not in res.stderr and res.stdout == ""
+    empty = cli(tmp_path / "empty", "report")
+    assert empty.returncode == 2
+    assert empty.stderr.startswith("error: no runs in the warehouse") and str(tmp_path / "empty") in empty.stderr
+    assert "Traceback" not in empty.stderr
