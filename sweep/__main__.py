@@ -15,7 +15,9 @@ register()
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from sweep.run import console, run
+    from rich.console import Console
+
+    from sweep.run import run
     from warehouse.db import connect
     from warehouse.report import print_report
 
@@ -24,7 +26,7 @@ def main(cfg: DictConfig) -> None:
     except SweepError as e:
         print(e, file=sys.stderr)
         sys.exit(2)
-    print_report(connect(result.store), result.store, result.run_id, console)
+    print_report(connect(result.store), result.store, result.run_id, Console())  # tables to stdout
 
 
 if __name__ == "__main__":

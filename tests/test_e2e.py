@@ -104,3 +104,16 @@ def test_warehouse_report_prints_the_tables_again(sweep_run) -> None:  # noqa: A
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "Ranking, run e2e" in out.stdout and "SmolLM2-135M-expert" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "view, grain",
+    [("rankings", "run_id, model"), ("efficiency", "run_id, model"), ("eval_scores", "run_id, model, eval_id"),
+     ("judge_leniency", "run_id, judge"), ("generations", "run_id, model, eval_id, sample"),
+     ("judgments", "run_id, judge, respondent, eval_id, sample")],
+)
+def test_each_view_has_one_row_per_grain(sweep_run, view: str, grain: str) -> None:  # noqa: ANN001
+    _, store = sweep_run
+    rows, distinct = connect(store).execute(
+        f"select count(*), count(distinct ({grain})) from {view}").fetchone()
+    assert rows == distinct > 0

@@ -54,3 +54,14 @@ def test_judges_never_see_their_own_answers_and_answers_are_blind(tmp_path: Path
     assert con.execute("select count(*) from judgments where judge = respondent").fetchone() == (0,)
     labels = con.execute("select distinct pool_index, label from judgments order by 1").fetchall()
     assert labels == [(0, "Response A"), (1, "Response B"), (2, "Response C")]  # one neutral label per respondent
+
+
+def test_a_sweep_writes_to_s3_and_duckdb_reads_it_back(s3_root: tuple[str, dict]) -> None:
+    root, options = s3_root
+    cfg = fake_pool(f"warehouse.root={root}", "run.name=s3run")
+    cfg.warehouse.storage_options = options
+    result = run(cfg)
+    assert result.store.files("generations", "s3run")[0].startswith(root.removeprefix("s3://"))
+    assert counts(result.store, "s3run") == (9, 9, 18, 18)
+    ranked = connect(result.store).execute("select count(*) from rankings where run_id = 's3run'").fetchone()
+    assert ranked == (3,)

@@ -1,16 +1,17 @@
-"""``python -m warehouse query "SQL"`` and ``python -m warehouse report [RUN]``."""
+"""``python -m warehouse query "SQL"``, ``report [RUN]`` and ``views`` (SQL for the duckdb CLI)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from pathlib import Path
 
 import duckdb
 from rich.console import Console
 
 from sweep.config import Warehouse
-from warehouse.db import connect
+from warehouse.db import connect, script
 from warehouse.report import latest_run, print_report
 from warehouse.store import Store
 
@@ -26,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("sql")
     r = sub.add_parser("report", help="print a run's ranking and efficiency tables")
     r.add_argument("run", nargs="?", help="run id (default: the latest run)")
+    sub.add_parser("views", help="print every view as SQL for the duckdb CLI: duckdb -init views.sql")
     args = parser.parse_args(argv)
+    if args.command == "views":
+        print(script(str(Path(args.root).resolve())))
+        return 0
 
     console = Console()
     con = connect(Store(args.root))

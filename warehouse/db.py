@@ -34,14 +34,31 @@ def connect(store: Store) -> duckdb.DuckDBPyConnection:
         else:  # an empty warehouse still answers queries, with zero rows
             con.register(f"_empty_{table}", pa.table({f.name: pa.array([], f.type) for f in SCHEMAS[table]}))
             con.execute(f"create view raw_{table} as select * from _empty_{table}")
-    con.execute(sql("macros"))
-    for name in MODELS:
-        con.execute(f"create view {name} as {sql(name)}")
-    # The names users query: cleaned tables, plus the runs as written.
-    con.execute("create view generations as select * from stg_generations")
-    con.execute("create view judgments as select * from stg_judgments")
-    con.execute("create view runs as select * from raw_runs")
+    for statement in model_views():
+        con.execute(statement)
     return con
+
+
+def model_views() -> list[str]:
+    """The SQL models as views over raw_runs, raw_generations and raw_judgments."""
+    return [
+        sql("macros"),
+        *(f"create or replace view {name} as {sql(name)}" for name in MODELS),
+        # The names users query: cleaned tables, plus the runs as written.
+        "create or replace view generations as select * from stg_generations",
+        "create or replace view judgments as select * from stg_judgments",
+        "create or replace view runs as select * from raw_runs",
+    ]
+
+
+def script(root: str) -> str:
+    """Every view as one SQL script for the duckdb CLI (local roots): duckdb -init views.sql"""
+    raw = [
+        f"create or replace view raw_{t} as select * from read_parquet("
+        f"{_literal(f'{root}/{t}/**/*.parquet')}, union_by_name = true);"
+        for t in TABLES
+    ]
+    return "\n".join(raw + [v.rstrip().rstrip(";") + ";" for v in model_views()]) + "\n"
 
 
 def _literal(text: str) -> str:

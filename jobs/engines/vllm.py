@@ -74,12 +74,14 @@ class VllmEngine:
                 chat_template_kwargs={"enable_thinking": thinking} if self.card.reasoning_parser else None,
             )
         batch_s = time.time() - started
-        return [self._completion(o, batch_s) for o in outputs]
+        return [self._completion(o, r.thinking, batch_s) for o, r in zip(outputs, requests)]
 
-    def _completion(self, out: Any, batch_s: float) -> Completion:
+    def _completion(self, out: Any, thinking: bool, batch_s: float) -> Completion:
         gen = out.outputs[0]
         text, reasoning = gen.text, None
-        if self._reasoning is not None:
+        if thinking and self._reasoning is not None:
+            # No end-of-thinking marker means the budget ran out mid-thought: no answer at all,
+            # which the generation job records as empty rather than judging the reasoning.
             reasoning, content = self._reasoning.extract_reasoning(gen.text, request=None)
             text = content or ""
         m = out.metrics
