@@ -1,9 +1,11 @@
-"""The pipeline's own cost: `python -m sweep` end to end against plain vLLM doing the same work.
+"""The pipeline's own cost: `python -m sweep` end to end against plain vLLM doing the same work,
+and what rerunning a finished sweep costs (resume).
 
 Both sides run as fresh processes in the same session, on the same plan (cells, prompts,
 sampling, seeds, engine settings): the baseline loads each model once with vLLM's `LLM` in
 one process, answers, then judges with the same JSON schema, and writes nothing. The
 pipeline adds Ray, actors, Parquet, DuckDB and the report. Ratio = pipeline / baseline.
+Then the same sweep is run again on its warehouse: resume ratio = rerun / first run.
 
     python -m bench.overhead [hydra overrides...]          # default: the default sweep
     python -m bench.overhead evals=smoke sampling.max_tokens=64
@@ -79,20 +81,30 @@ def baseline(overrides: list[str]) -> dict:
 
 def pipeline(overrides: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as wh:
+        command = [sys.executable, "-m", "sweep", *overrides, f"warehouse.root={wh}", "run.name=bench",
+                   "run.progress=false"]
         started = time.monotonic()
-        subprocess.run([sys.executable, "-m", "sweep", *overrides, f"warehouse.root={wh}", "run.name=bench",
-                        "run.progress=false"], check=True, cwd=ROOT, capture_output=True)
+        subprocess.run(command, check=True, cwd=ROOT, capture_output=True)
         wall = time.monotonic() - started
+        started = time.monotonic()
+        subprocess.run(command, check=True, cwd=ROOT, capture_output=True)
+        rerun = time.monotonic() - started
         import duckdb
 
         con = duckdb.connect()
         q = "select sum(output_tokens), count(*) from read_parquet('{}/{}/**/*.parquet')"
         gen_tokens, gens = con.execute(q.format(wh, "generations")).fetchone()
         judge_tokens, judged = con.execute(q.format(wh, "judgments")).fetchone()
-    return {"wall_s": wall, "output_tokens": int(gen_tokens + judge_tokens), "cells": gens + judged}
+    return {"wall_s": wall, "rerun_wall_s": rerun, "output_tokens": int(gen_tokens + judge_tokens),
+            "cells": gens + judged}
+
+
+# Same work on both sides: no re-asks (the baseline doesn't re-ask), every non-empty answer judged.
+SAME_WORK = ["run.retry_truncated=0", "judge.retries=0", "judge.judge_truncated=true"]
 
 
 def main(overrides: list[str]) -> None:
+    overrides = [*overrides, *SAME_WORK]
     base_run = subprocess.run([sys.executable, "-m", "bench.overhead", "--baseline", *overrides], cwd=ROOT,
                               capture_output=True, text=True, check=True)
     base = json.loads(base_run.stdout.strip().splitlines()[-1])
@@ -102,6 +114,7 @@ def main(overrides: list[str]) -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "baseline": base, "pipeline": pipe, "ratio": round(pipe["wall_s"] / base["wall_s"], 3),
+        "resume_ratio": round(pipe["rerun_wall_s"] / pipe["wall_s"], 3),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"overhead-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(result, indent=2))

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from jobs.engines.base import Completion, Engine, Request
+from jobs.engines.base import Completion, Engine, Request, complete_with_retries, larger_budget
 from sweep.config import Mode, ModelCard, Suite
 from warehouse.schema import GenerationRow
 
@@ -34,10 +34,28 @@ def answer_status(c: Completion) -> str:
 
 def generate(
     engine: Engine, card: ModelCard, pool_index: int, suite: Suite, cells: Sequence[GenerateCell], run_id: str,
+    retry_truncated: int = 0, max_model_len: int = 1 << 30,
 ) -> list[GenerationRow]:
-    """All of a model's requests go to the engine in one call, so it batches them."""
+    """All of a model's requests go to the engine in one call, so it batches them; answers
+    cut off at max_tokens are asked again with a larger budget, ``retry_truncated`` times."""
     requests = [Request(c.messages, c.sampling, thinking=card.mode is Mode.thinking) for c in cells]
-    completions = engine.complete(requests)
+
+    def cut_off(request: Request, last: Completion, attempt: int) -> Optional[Request]:
+        return larger_budget(request, last, max_model_len) if last.finish_reason == "length" else None
+
+    completions, attempts = complete_with_retries(engine, requests, cut_off, retry_truncated)
+    return rows(card, pool_index, suite, cells, run_id, completions, attempts)
+
+
+def failed(card: ModelCard, pool_index: int, suite: Suite, cells: Sequence[GenerateCell], run_id: str,
+           error: str, attempts: int) -> list[GenerationRow]:
+    """Rows for cells whose instance kept failing: kept as errors, never silently missing."""
+    c = Completion("", None, "error", 0, 0, 0.0, error=error)
+    return rows(card, pool_index, suite, cells, run_id, [c] * len(cells), [attempts] * len(cells))
+
+
+def rows(card: ModelCard, pool_index: int, suite: Suite, cells: Sequence[GenerateCell], run_id: str,
+         completions: Sequence[Completion], attempts: Sequence[int]) -> list[GenerationRow]:
     items = {i.id: i for i in suite.prompts}
     now = dt.datetime.now(dt.timezone.utc)
     return [
@@ -48,7 +66,7 @@ def generate(
             reasoning=c.reasoning, status=answer_status(c), finish_reason=c.finish_reason,
             prompt_tokens=c.prompt_tokens, output_tokens=c.output_tokens, latency_s=c.latency_s, ttft_s=c.ttft_s,
             queue_s=c.queue_s, sampling=json.dumps(asdict(cell.sampling), sort_keys=True), engine=card.engine,
-            error=c.error, created_at=now,
+            error=c.error, attempts=n, created_at=now,
         )
-        for cell, c in zip(cells, completions, strict=True)
+        for cell, c, n in zip(cells, completions, attempts, strict=True)
     ]

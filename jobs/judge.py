@@ -8,12 +8,15 @@ parsed strictly and kept, valid or not, with its raw text.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import re
+from collections import Counter
 from decimal import Decimal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
-from jobs.engines.base import Completion, Engine, Request
+from jobs.engines.base import Completion, Engine, Request, complete_with_retries, larger_budget
 from sweep.config import Mode, ModelCard, Panel, Suite
 from warehouse.schema import GenerationRow, JudgmentRow
 
@@ -37,8 +40,46 @@ Criteria:
 Reply with JSON only: an integer from {lo} to {hi} for each criterion, and a "justification" of \
 2-3 sentences (at most {max_chars} characters)."""
 
-ANSWERABLE = ("ok", "truncated")
-"""Generation statuses whose text is shown to judges; empty and failed answers are not."""
+REDACTED = "[redacted]"
+VENDOR_TERMS = (
+    "Qwen", "Tongyi", "Alibaba", "Alibaba Cloud", "SmolLM", "Hugging Face", "HuggingFace", "Gemma",
+    "Google DeepMind", "DeepMind",
+)
+"""How the pool's models name themselves and their makers ("I am Qwen, created by Alibaba Cloud").
+Bare "Google" is left alone: answers cite it for other reasons."""
+
+
+def identity_terms(cards: Sequence[ModelCard]) -> tuple[str, ...]:
+    """What an answer must not show a judge: every card's name and family, and VENDOR_TERMS."""
+    terms = {t.lower(): t for t in (*VENDOR_TERMS, *(c.name for c in cards), *(c.family for c in cards))}
+    return tuple(sorted(terms.values(), key=lambda t: (-len(t), t)))  # longest first: "Alibaba Cloud" whole
+
+
+@functools.lru_cache(maxsize=8)
+def _identity_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
+    # A term and any version tail glued to it ("Qwen" in "Qwen3.5-9B"), in any case, not inside a word.
+    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, terms)) + r")(?:[\w.-]*\w)?", re.IGNORECASE)
+
+
+def scrub(answer: str, terms: tuple[str, ...]) -> tuple[str, Optional[str]]:
+    """The answer with each identity term replaced by REDACTED, and what was replaced as JSON
+    {text: times} (None when nothing was), so a judge can't recognise a model by its self-description."""
+    if not terms:
+        return answer, None
+    found: Counter[str] = Counter()
+
+    def redact(match: re.Match[str]) -> str:
+        found[match.group(0)] += 1
+        return REDACTED
+
+    text = _identity_pattern(terms).sub(redact, answer)
+    return text, json.dumps(dict(sorted(found.items())), ensure_ascii=False) if found else None
+
+
+def answerable(answer: GenerationRow, panel: Panel) -> bool:
+    """Whether judges see this answer: complete ones always, cut-off ones only if the panel
+    says so, empty and failed ones never (the study's judges scored empty answers as answers)."""
+    return answer.status == "ok" or (answer.status == "truncated" and panel.judge_truncated)
 
 
 def build_messages(suite: Suite, eval_id: str, answer: str, label: str, max_chars: int) -> tuple[tuple[str, str], ...]:
@@ -102,29 +143,55 @@ def weighted_score(criteria: Mapping[str, int], suite: Suite) -> float:
 
 def judge(
     engine: Engine, card: ModelCard, suite: Suite, panel: Panel, cells: Sequence[JudgeCell],
-    answers: Mapping[str, GenerationRow], run_id: str,
+    answers: Mapping[str, GenerationRow], run_id: str, max_model_len: int = 1 << 30,
 ) -> list[JudgmentRow]:
-    """One JudgmentRow per cell; answers that can't be judged get status no_answer."""
+    """One JudgmentRow per cell; answers that can't be judged get status no_answer.
+
+    Invalid and truncated verdicts are asked again, ``panel.retries`` times."""
     schema = verdict_schema(suite, panel.justification_max_chars)
-    todo = [c for c in cells if answers[c.answer_key].status in ANSWERABLE]
+    todo = [c for c in cells if answerable(answers[c.answer_key], panel)]
     requests = [
         Request(
-            build_messages(suite, c.eval_id, answers[c.answer_key].answer, c.label, panel.justification_max_chars),
+            build_messages(suite, c.eval_id, scrub(answers[c.answer_key].answer, c.scrub)[0], c.label,
+                           panel.justification_max_chars),
             c.sampling, json_schema=schema, thinking=panel.mode is Mode.thinking,
         )
         for c in todo
     ]
-    completions = dict(zip((c.key for c in todo), engine.complete(requests), strict=True)) if todo else {}
+
+    def unusable(request: Request, last: Completion, attempt: int) -> Optional[Request]:
+        status = parse(last, suite).status
+        if status not in ("invalid", "truncated"):
+            return None
+        seed = replace(request.sampling, seed=request.sampling.seed + 7919 * attempt)  # a new draw
+        again = replace(request, sampling=seed)
+        return (larger_budget(again, last, max_model_len) or again) if status == "truncated" else again
+
+    finals, tries = complete_with_retries(engine, requests, unusable, panel.retries)
+    done = {c.key: (comp, n) for c, comp, n in zip(todo, finals, tries, strict=True)}
+    return rows(card, suite, cells, answers, run_id, done)
+
+
+def failed(card: ModelCard, suite: Suite, cells: Sequence[JudgeCell], answers: Mapping[str, GenerationRow],
+           run_id: str, error: str, attempts: int) -> list[JudgmentRow]:
+    """Rows for judgments whose judge instance kept failing: kept as errors, counted, never dropped."""
+    c = Completion("", None, "error", 0, 0, 0.0, error=error)
+    return rows(card, suite, cells, answers, run_id, {cell.key: (c, attempts) for cell in cells})
+
+
+def rows(card: ModelCard, suite: Suite, cells: Sequence[JudgeCell], answers: Mapping[str, GenerationRow],
+         run_id: str, done: Mapping[str, tuple[Completion, int]]) -> list[JudgmentRow]:
+    """One row per cell; a cell without a completion had no answer to judge."""
     now = dt.datetime.now(dt.timezone.utc)
-    rows = []
+    out = []
     for cell in cells:
         answer = answers[cell.answer_key]
-        comp = completions.get(cell.key)
+        comp, attempts = done.get(cell.key, (None, 0))
         verdict = (
             parse(comp, suite) if comp is not None
             else Verdict("no_answer", error=f"answer status {answer.status}: nothing to judge")
         )
-        rows.append(
+        out.append(
             JudgmentRow(
                 run_id=run_id, cell_key=cell.key, answer_key=cell.answer_key, judge=card.name,
                 judge_family=card.family, respondent=answer.model, respondent_family=answer.family,
@@ -134,7 +201,8 @@ def judge(
                 scale_max=suite.scale_max, justification=verdict.justification, status=verdict.status,
                 error=verdict.error, raw=comp.text if comp else "", finish_reason=comp.finish_reason if comp else "",
                 prompt_tokens=comp.prompt_tokens if comp else 0, output_tokens=comp.output_tokens if comp else 0,
-                latency_s=comp.latency_s if comp else 0.0, created_at=now,
+                latency_s=comp.latency_s if comp else 0.0, attempts=attempts, created_at=now,
+                scrubbed=scrub(answer.answer, cell.scrub)[1] if comp else None,
             )
         )
-    return rows
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import traceback
 
 import hydra
 from omegaconf import DictConfig
@@ -19,6 +20,7 @@ def main(cfg: DictConfig) -> None:
 
     from sweep.run import run
     from warehouse.db import connect
+    from warehouse.html import save_run_page
     from warehouse.report import print_report
 
     try:
@@ -26,7 +28,14 @@ def main(cfg: DictConfig) -> None:
     except SweepError as e:
         print(e, file=sys.stderr)
         sys.exit(2)
-    print_report(connect(result.store), result.store, result.run_id, Console())  # tables to stdout
+    except Exception:
+        # A bug keeps its traceback, but not Hydra's echo of the command line, which may
+        # hold credentials passed as overrides.
+        traceback.print_exc()
+        sys.exit(1)
+    con = connect(result.store)
+    print_report(con, result.store, result.run_id, Console())  # tables to stdout
+    print(f"Page: {save_run_page(con, result.store, result.run_id)}")
 
 
 if __name__ == "__main__":

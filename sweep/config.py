@@ -177,6 +177,9 @@ class Panel:
 
     exclude_self: bool = True
     """A model never judges its own answer."""
+    exclude_same_family: bool = False
+    """No model judges answers of its own family (itself included), so a family can't favour its
+    own; every model must keep at least one judge of another family."""
     mode: Mode = Mode.non_thinking
     """Judges answer without reasoning by default: in the study, thinking judges ran out of
     tokens before the verdict on 125 of 704 judgments."""
@@ -184,6 +187,12 @@ class Panel:
     justification_max_chars: int = 300
     """Bound on the justification string; the JSON grammar closes it there, so a judge
     can't ramble past its token budget (measured: unbounded strings truncate)."""
+    retries: int = 2
+    """Times an invalid or truncated verdict is asked again (new seed; truncated: twice the
+    budget). The final status and the attempt count are stored."""
+    judge_truncated: bool = False
+    """Show judges answers that were cut off at max_tokens. Off: such answers are not judged
+    as if complete; their judgment rows say no_answer."""
 
 
 @dataclass
@@ -215,7 +224,7 @@ class Cluster:
     """Where the sweep runs."""
 
     address: Optional[str] = None
-    """Ray address; None starts a local Ray."""
+    """Ray address ("auto", "ray://host:10001", ...); None starts a fresh local Ray for the sweep."""
     gpu_memory_gib: float = 80.0
     """Memory of one GPU when Ray can't tell (it reports only a count)."""
     instance_memory_gib: float = 0.0
@@ -230,6 +239,15 @@ class Run:
     """Answers per (model, prompt)."""
     seed: int = 0
     progress: bool = True
+    resume: bool = True
+    """Rerunning a run name reuses every cell whose content key the warehouse already holds;
+    false recomputes them all (the new rows supersede the old)."""
+    retries: int = 2
+    """Times a model instance that dies, fails or hangs is restarted (its unfinished cells
+    requeued) before those cells are recorded as errors."""
+    retry_truncated: int = 1
+    """Times an answer cut off at max_tokens is asked again with twice the budget (the study
+    lost 5 answers whose reasoning used the whole budget)."""
 
 
 @dataclass

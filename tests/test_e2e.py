@@ -43,6 +43,12 @@ def test_it_prints_the_study_tables_and_where_the_data_lives(sweep_run) -> None:
     assert f"Data: {store.root}" in text and "python -m warehouse" in text
 
 
+def test_it_writes_the_run_page_next_to_the_data(sweep_run) -> None:  # noqa: ANN001
+    out, store = sweep_run
+    page = Path(store.root) / "reports" / "e2e.html"
+    assert f"Page: {page}" in out.stdout and page.read_text().startswith("<!DOCTYPE html>")
+
+
 def test_rows_are_complete_and_unique(sweep_run) -> None:  # noqa: ANN001
     _, store = sweep_run
     con = connect(store)

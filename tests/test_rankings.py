@@ -43,7 +43,7 @@ def gen(model: str, eval_id: str, sample: int, latency: float, tokens: int) -> G
         run_id="r", cell_key=f"g-{model}-{eval_id}-{sample}", model=model, family="f", pool_index=MODELS.index(model),
         eval_id=eval_id, category="c", sample=sample, prompt="p", system_prompt=None, answer="a", reasoning=None,
         status="ok", finish_reason="stop", prompt_tokens=10, output_tokens=tokens, latency_s=latency, ttft_s=None,
-        queue_s=None, sampling="{}", engine="fake", error=None, created_at=NOW,
+        queue_s=None, sampling="{}", engine="fake", error=None, attempts=1, created_at=NOW,
     )
 
 
@@ -56,7 +56,7 @@ def judgment(judge: str, resp: str, eval_id: str, sample: int, status: str, crit
         judge=judge, judge_family="f", respondent=resp, respondent_family="f", pool_index=MODELS.index(resp),
         eval_id=eval_id, sample=sample, label="Response A", criteria=criteria, score=score, scale_max=10,
         justification=None, status=status, error=None, raw="{}", finish_reason="stop", prompt_tokens=1,
-        output_tokens=1, latency_s=0.1, created_at=NOW,
+        output_tokens=1, latency_s=0.1, attempts=1, created_at=NOW,
     )
 
 

@@ -28,7 +28,7 @@ def gen(model: str, eval_id: str, **kw: Any) -> GenerationRow:
         run_id="r1", cell_key=f"g-{model}-{eval_id}", model=model, family="qwen", pool_index=0, eval_id=eval_id,
         category="math", sample=0, prompt="Grüße, 你好 🙂?", system_prompt=None, answer="ответ ✓", reasoning=None,
         status="ok", finish_reason="stop", prompt_tokens=12, output_tokens=34, latency_s=1.5, ttft_s=None,
-        queue_s=0.25, sampling='{"temperature": 0.7}', engine="vllm", error=None, created_at=T0,
+        queue_s=0.25, sampling='{"temperature": 0.7}', engine="vllm", error=None, attempts=1, created_at=T0,
     )
     return GenerationRow(**{**base, **kw})
 
@@ -39,7 +39,7 @@ def judgment(key: str, eval_id: str, **kw: Any) -> JudgmentRow:
         respondent_family="qwen", pool_index=0, eval_id=eval_id, sample=0, label="Model α",
         criteria={"correctness": 8, "clarity": 7}, score=7.5, scale_max=10, justification="Clair et net — 好.",
         status="ok", error=None, raw='{"correctness": 8}', finish_reason="stop", prompt_tokens=100,
-        output_tokens=20, latency_s=0.5, created_at=T0,
+        output_tokens=20, latency_s=0.5, attempts=1, created_at=T0,
     )
     return JudgmentRow(**{**base, **kw})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import duckdb
@@ -14,7 +15,11 @@ SQL_DIR = Path(__file__).parent / "sql"
 
 # Each file is one SELECT (jaffle-shop style) and becomes a view of the same name,
 # in dependency order.
-MODELS = ("stg_generations", "stg_judgments", "eval_scores", "rankings", "efficiency", "judge_leniency")
+MODELS = (
+    "stg_generations", "stg_judgments", "eval_scores", "rankings", "efficiency", "judge_leniency",
+    "judge_matrix", "family_leniency", "flat_judges", "judge_agreement", "common_evals_ranking",
+    "coverage", "efficiency_frontier", "run_pairs", "ranking_deltas", "cell_deltas",
+)
 
 
 def sql(name: str) -> str:
@@ -27,7 +32,10 @@ def connect(store: Store) -> duckdb.DuckDBPyConnection:
     if not store.local:
         con.register_filesystem(store.fs)
     for table in TABLES:
-        files = store.files(table)
+        files, bad = store.readable(table)
+        for path in bad:
+            print(f"warning: skipping {store.url(path)}: not a readable {table} Parquet file "
+                  "(truncated, corrupt, or another schema)", file=sys.stderr)
         if files:
             urls = ", ".join(_literal(store.url(f)) for f in files)
             con.execute(f"create view raw_{table} as select * from read_parquet([{urls}], union_by_name = true)")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Optional, Sequence
 
 import duckdb
 from rich.console import Console
 from rich.table import Table
 
+from warehouse import stats
 from warehouse.store import Store
 
 
@@ -64,10 +66,158 @@ def leniency_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
     return t
 
 
+def deltas_table(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str) -> Table:
+    """Each model's rank and score in run B against run A (ranking_deltas)."""
+    t = _table(f"Ranking, run {run_a} -> {run_b}", ("Model", "Rank A", "Rank B", "Δ Rank", "Score A", "Score B",
+                                                    "Δ Score"))
+    rows = con.execute(
+        "select model, rank_a, rank_b, rank_delta, score_a, score_b, score_delta "
+        "from ranking_deltas where run_a = ? and run_b = ?", [run_a, run_b],
+    ).fetchall()
+    for model, *values in rows:
+        t.add_row(model, *map(_fmt, values))
+    return t
+
+
+def _table(title: str, columns: Sequence[str], caption: Optional[str] = None) -> Table:
+    t = Table(title=title, caption=caption)
+    for col in columns:
+        t.add_column(col, justify="left" if col in ("Model", "Judge", "Family", "Judge family") else "right")
+    return t
+
+
+def _with_interval(value: float, lo: float, hi: float) -> str:
+    return f"{value:.2f}" + ("" if math.isnan(lo) else f" ({lo:.2f}–{hi:.2f})")
+
+
+def _rank_with_range(rank: int, lo: float, hi: float) -> str:
+    return str(rank) + ("" if math.isnan(lo) or lo == hi else f" ({int(lo)}–{int(hi)})")
+
+
+def calibrated_table(con: duckdb.DuckDBPyConnection, run_id: str, panel: stats.PanelStats) -> Table:
+    """Leniency-calibrated scores beside the raw ranking, each with bootstrap intervals."""
+    pct = f"{panel.level:.0%}"
+    raw, cal = panel.rankings["raw"], panel.rankings.get("calibrated")
+    official = {m: (rank, avg) for rank, m, avg in con.execute(
+        "select rank, model, avg_score from rankings where run_id = ?", [run_id]).fetchall()}
+    caption = (
+        "Calibrated: quality(model) in score = quality(model) + leniency(judge), least squares, leniencies sum to 0"
+        f"{'' if cal else ' (not identified: the judges and models split into separate groups)'}. "
+        f"In brackets: {pct} percentile intervals over {panel.replicates} bootstrap replicates of evals and judges "
+        f"(seed {panel.seed}; used: raw {raw.replicates}, calibrated {cal.replicates if cal else 0})."
+    )
+    t = _table(f"Calibrated ranking, run {run_id}", ("Model", "Calibrated", "Rank", "Avg Score", "Raw rank"), caption)
+    for i in sorted(range(len(raw.models)), key=lambda i: (cal or raw).rank[i]):
+        rank, avg = official[raw.models[i]]
+        t.add_row(
+            raw.models[i],
+            _with_interval(cal.score[i], cal.score_lo[i], cal.score_hi[i]) if cal else "-",
+            _rank_with_range(cal.rank[i], cal.rank_lo[i], cal.rank_hi[i]) if cal else "-",
+            _with_interval(avg, raw.score_lo[i], raw.score_hi[i]),
+            _rank_with_range(rank, raw.rank_lo[i], raw.rank_hi[i]),
+        )
+    return t
+
+
+def common_evals_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
+    rows = con.execute(
+        "select rank, model, avg_score, wins, top3, evals, all_evals_rank, all_evals "
+        "from common_evals_ranking where run_id = ? order by rank", [run_id],
+    ).fetchall()
+    (every,) = con.execute("select count(distinct eval_id) from eval_scores where run_id = ?", [run_id]).fetchone()
+    common = max((r[5] for r in rows), default=0)
+    t = _table(f"Ranking over the {common} of {every} evals every ranked model appears in",
+               ("Rank", "Model", "Avg Score", "Wins", "Top 3", "All-evals rank", "All evals"),
+               None if common else "No eval has a valid score for every ranked model: no comparison on equal terms.")
+    for rank, model, avg, wins, top3, evals, all_rank, all_evals in rows if common else []:
+        t.add_row(str(rank), model, _fmt(avg), str(wins), f"{top3}/{evals}", str(all_rank), str(all_evals))
+    return t
+
+
+def panel_table(con: duckdb.DuckDBPyConnection, run_id: str, panel: stats.PanelStats) -> Table:
+    """Per judge: fitted leniency, whether it tells models apart, and how much the ranking leans on it."""
+    t = _table("Judge panel", ("Judge", "Family", "Leniency", "Spread", "Score σ", "LOJO τ raw", "LOJO τ cal."),
+               caption="Leniency: fitted offset from the average judge. Spread: max - min of its mean score per "
+                       "model. LOJO τ: Kendall tau-b of the scores without this judge against the scores with all.")
+    rows = con.execute(
+        "select judge, family, spread, score_sd from flat_judges where run_id = ? order by judge", [run_id],
+    ).fetchall()
+    for judge, family, spread, sd in rows:
+        lenient = panel.leniency.get(judge)
+        t.add_row(judge, family, "-" if lenient is None else f"{lenient:+.2f}", _fmt(spread), _fmt(sd),
+                  *(_fmt(panel.lojo.get(m, {}).get(judge)) for m in ("raw", "calibrated")))
+    return t
+
+
+def _matrix(title: str, corner: str, cells: list[tuple[str, str, str]]) -> Table:
+    """Rows and columns in the order they first appear in ``cells`` (row, column, text)."""
+    columns = list(dict.fromkeys(c for _, c, _ in cells))
+    text = {(r, c): v for r, c, v in cells}
+    t = _table(title, (corner, *columns))
+    for r in sorted({r for r, _, _ in cells}):
+        t.add_row(r, *(text.get((r, c), "-") for c in columns))
+    return t
+
+
+def print_judging(con: duckdb.DuckDBPyConnection, run_id: str, console: Console) -> None:
+    """The judge panel beside the ranking: calibrated scores with intervals, the ranking over common
+    evals, leniency and flat judges, the judge and family matrices, agreement, the scrub."""
+    panel = stats.analyze(con, run_id)
+    if panel is None:
+        console.print("Judging statistics: no valid score in this run.")
+        return
+    judge_cells = con.execute("select judge, respondent, mean_score from judge_matrix where run_id = ? "
+                              "order by pool_index, judge", [run_id]).fetchall()
+    family_cells = con.execute("select judge_family, respondent_family, mean_score, vs_others from family_leniency "
+                               "where run_id = ? order by respondent_family, judge_family", [run_id]).fetchall()
+    for table in (
+        calibrated_table(con, run_id, panel),
+        common_evals_table(con, run_id),
+        panel_table(con, run_id, panel),
+        _matrix("Mean score given (judge x model)", "Judge", [(j, r, _fmt(m)) for j, r, m in judge_cells]),
+        _matrix("Mean score given (judge family x model family; vs other families)", "Judge family",
+                [(j, r, _fmt(m) + ("" if v is None else f" ({v:+.2f})")) for j, r, m, v in family_cells]),
+    ):
+        console.print(table)
+    alpha, units, values, judges = con.execute(
+        "select alpha, units, pairable_values, judges from judge_agreement where run_id = ?", [run_id]).fetchone()
+    console.print(f"Agreement: Krippendorff's alpha (interval) = {_fmt(alpha, 3)} over {units} answers scored by "
+                  f"2+ judges ({values} scores, {judges} judges)")
+    flat = [j for (j,) in con.execute("select judge from flat_judges where run_id = ? and flat", [run_id]).fetchall()]
+    console.print(f"Flat judges (spread <= 1% of the scale: they don't tell models apart): {', '.join(flat) or 'none'}")
+    if "scrubbed" in [d[0] for d in con.execute("select * from judgments limit 0").description]:
+        scrubbed, judged = con.execute("select count(*) filter (where scrubbed is not null), count(*) filter "
+                                       "(where status <> 'no_answer') from judgments where run_id = ?",
+                                       [run_id]).fetchone()
+        console.print(f"Self-identification scrubbed from {scrubbed} of {judged} judged answers (judgments.scrubbed)")
+
+
+def coverage_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
+    """Model x eval: the eval score where the cell is usable, else missing or failed and why."""
+    cells = con.execute("select model, eval_id, cell_status, eval_score, reason from coverage where run_id = ? "
+                        "order by eval_id", [run_id]).fetchall()
+    texts = [(m, e, _fmt(score) if status == "ok" else f"{status.upper()}: {reason}")
+             for m, e, status, score, reason in cells]
+    bad = sum(status != "ok" for _, _, status, _, _ in cells)
+    table = _matrix(f"Coverage, run {run_id}: {len(cells) - bad} of {len(cells)} cells usable", "Model", texts)
+    return table
+
+
+def run_line(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
+    status, loads, reused, failures, wall = con.execute(
+        "select status, model_loads, reused_cells, instance_failures, wall_s from runs where run_id = ?", [run_id]
+    ).fetchone()
+    return (f"Run {run_id}: {status}, {_fmt(wall, 0)} s, {loads} model loads, {reused or 0} cells reused from "
+            f"earlier attempts, {failures or 0} instance failures")
+
+
 def print_report(con: duckdb.DuckDBPyConnection, store: Store, run_id: str, console: Console) -> None:
     console.print(ranking_table(con, run_id))
     console.print(efficiency_table(con, run_id))
     console.print(leniency_table(con, run_id))
+    console.print(coverage_table(con, run_id))
+    print_judging(con, run_id, console)
+    console.print(run_line(con, run_id))
     console.print(f"Data: {store.root}  (runs/, generations/, judgments/ as Parquet, run_id={run_id})")
     console.print(
         f"Query: python -m warehouse --root {store.root} query "

@@ -17,9 +17,9 @@ from typing import Any, Optional
 import pyarrow as pa
 
 
-def doc(text: str) -> Any:
+def doc(text: str, default: Any = dataclasses.MISSING) -> Any:
     """A field with its description, kept in the Parquet schema."""
-    return dataclasses.field(metadata={"doc": text})
+    return dataclasses.field(default=default, metadata={"doc": text})
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class GenerationRow:
     sampling: str = doc("Resolved sampling parameters, JSON")
     engine: str = doc("Engine that produced the answer")
     error: Optional[str] = doc("Error message when status = error")
+    attempts: int = doc("Times the answer was asked for (re-asked when cut off at max_tokens)")
     created_at: dt.datetime = doc("When the row was written, UTC")
 
 
@@ -77,7 +78,12 @@ class JudgmentRow:
     prompt_tokens: int = doc("Judge prompt length, tokens")
     output_tokens: int = doc("Judge output, tokens")
     latency_s: float = doc("Arrival to last token, seconds")
+    attempts: int = doc("Times the verdict was asked for (re-asked when invalid or truncated)")
     created_at: dt.datetime = doc("When the row was written, UTC")
+    scrubbed: Optional[str] = doc(
+        "Self-identification replaced in the answer before the judge saw it, JSON {text: times}; "
+        "null when nothing was", default=None,
+    )
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,8 @@ class RunRow:
     generate_cells: int = doc("Planned generation cells")
     judge_cells: int = doc("Planned judgment cells")
     model_loads: int = doc("Model instances loaded during the run")
+    reused_cells: int = doc("Cells found in the warehouse and not recomputed (resume)")
+    instance_failures: int = doc("Model instances that died, failed or hung and were replaced")
     wall_s: Optional[float] = doc("Wall time of the run, seconds")
 
 
@@ -135,3 +143,22 @@ def to_table(rows: typing.Sequence[Any], table: str) -> pa.Table:
         if name in columns:
             columns[name] = [list(v.items()) if v is not None else None for v in columns[name]]
     return pa.Table.from_pydict(columns, schema=schema)
+
+
+# Columns every file of a table has had since the first release. A file without them is
+# not ours; a file missing only newer columns is an older file and reads with nulls there.
+IDENTITY = {"runs": ("run_id", "config_hash"), "generations": ("run_id", "cell_key"),
+            "judgments": ("run_id", "cell_key", "answer_key")}
+
+
+def from_table(data: pa.Table, table: str) -> list[Any]:
+    """Rows back from Arrow; raises KeyError when an identity column is missing."""
+    row_type = TABLES[table]
+    names = [f.name for f in dataclasses.fields(row_type)]
+    for name in IDENTITY[table]:
+        data.column(name)
+    columns = {n: data.column(n).to_pylist() if n in data.column_names else [None] * data.num_rows for n in names}
+    for name in ("criteria", "packages"):
+        if name in columns:
+            columns[name] = [dict(v) if v is not None else None for v in columns[name]]
+    return [row_type(**dict(zip(names, values))) for values in zip(*columns.values())]

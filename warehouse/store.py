@@ -5,6 +5,7 @@ Layout (Hive-style partitions, one deterministic file per unit of work)::
     {root}/runs/run_id=R/run.parquet
     {root}/generations/run_id=R/model=M/eval_id=E/part-{key}.parquet
     {root}/judgments/run_id=R/judge=J/eval_id=E/part-{key}.parquet
+    {root}/reports/R.html                      (not a table: the run's page)
 
 Every file also holds its partition columns, so a file read on its own is complete.
 """
@@ -18,11 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import fsspec
+import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from sweep.errors import SweepError
-from warehouse.schema import to_table
+from warehouse.schema import IDENTITY, from_table, to_table
 
 TABLES = ("runs", "generations", "judgments")
 
@@ -65,19 +67,56 @@ class Store:
         Local disk: write a hidden temp file, then rename (atomic on POSIX). Object stores:
         an upload becomes visible only once complete, so write the final key directly.
         """
-        data = to_table(rows, table)
-        folder = self.partition(table, **parts)
-        final = posixpath.join(folder, name)
         buf = io.BytesIO()
-        pq.write_table(data, buf, compression="zstd")
+        pq.write_table(to_table(rows, table), buf, compression="zstd")
+        return self._put(posixpath.join(self.partition(table, **parts), name), buf.getvalue())
+
+    def put(self, path: str, data: bytes) -> str:
+        """Write a file that is not a table (a report page) at path under the root, all or nothing."""
+        return self._put(posixpath.join(self.path, path), data)
+
+    def _put(self, final: str, data: bytes) -> str:
         if self.local:
+            folder, name = posixpath.split(final)
             self.fs.makedirs(folder, exist_ok=True)
             tmp = posixpath.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
-            self.fs.pipe_file(tmp, buf.getvalue())
+            self.fs.pipe_file(tmp, data)
             self.fs.mv(tmp, final)
         else:
-            self.fs.pipe_file(final, buf.getvalue())
+            self.fs.pipe_file(final, data)
         return self.url(final)
+
+    def read(self, table: str, run_id: str) -> tuple[dict[str, list[Any]], list[str]]:
+        """A run's rows per file, and the files that are not readable warehouse Parquet
+        (corrupt, truncated, or another schema), which callers skip with a warning."""
+        good: dict[str, list[Any]] = {}
+        bad: list[str] = []
+        for path in self.files(table, run_id):
+            try:
+                good[path] = from_table(pq.read_table(path, filesystem=self.fs), table)
+            except (pa.ArrowException, KeyError, OSError, TypeError):
+                bad.append(path)
+        return good, bad
+
+    def readable(self, table: str) -> tuple[list[str], list[str]]:
+        """A table's files split into readable ones and the rest (no Parquet footer, as a
+        truncated or corrupt file has none, or not this table's identity columns)."""
+        good, bad = [], []
+        for path in self.files(table):
+            try:
+                names = set(pq.read_schema(path, filesystem=self.fs).names)
+            except (pa.ArrowException, OSError):
+                names = set()
+            (good if set(IDENTITY[table]) <= names else bad).append(path)
+        return good, bad
+
+    def supersede(self, path: str) -> str:
+        """Move a file out of the live tables, keeping it under superseded/ (nothing is deleted)."""
+        target = posixpath.join(self.path, "superseded", posixpath.relpath(path, self.path))
+        if self.local:
+            self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        self.fs.mv(path, target)
+        return self.url(target)
 
     def files(self, table: str, run_id: str | None = None) -> list[str]:
         """Committed Parquet files of a table (temp files are hidden by their leading dot)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Protocol, Sequence
 
 from sweep.config import ModelCard
@@ -97,3 +97,34 @@ def render_plain(messages: Sequence[tuple[str, str]]) -> str:
     parts = [content for role, content in messages if role == "system"]
     parts += [f"Question: {content}\n\nAnswer:" for role, content in messages if role == "user"]
     return "\n\n".join(parts)
+
+
+Retry = Callable[[Request, Completion, int], Optional[Request]]
+"""Given a request, its last completion and the attempt about to be made: the request to
+send again, or None when that completion stands."""
+
+
+def complete_with_retries(engine: Engine, requests: Sequence[Request], retry: Retry, times: int,
+                          ) -> tuple[list[Completion], list[int]]:
+    """Complete every request, then re-ask the ones ``retry`` picks, up to ``times`` more
+    rounds, each round one batch. Returns the final completions and attempts per request."""
+    current = list(requests)
+    completions = engine.complete(current) if current else []
+    attempts = [1] * len(current)
+    for attempt in range(2, times + 2):
+        again = {i: r for i, r in ((i, retry(current[i], completions[i], attempt)) for i in range(len(current)))
+                 if r is not None}
+        if not again:
+            break
+        for i, c in zip(again, engine.complete(list(again.values())), strict=True):
+            current[i], completions[i], attempts[i] = again[i], c, attempt
+    return completions, attempts
+
+
+def larger_budget(request: Request, last: Completion, max_model_len: int) -> Optional[Request]:
+    """The request with twice the output budget, capped by the context window; None if it
+    can't grow."""
+    budget = min(request.sampling.max_tokens * 2, max_model_len - last.prompt_tokens)
+    if budget <= request.sampling.max_tokens:
+        return None
+    return replace(request, sampling=replace(request.sampling, max_tokens=budget))

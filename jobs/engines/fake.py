@@ -1,7 +1,14 @@
-"""A deterministic stand-in engine for fast tests of scheduling and bookkeeping.
+"""A deterministic stand-in engine for fast tests of scheduling, bookkeeping and faults.
 
 Never the only test of a feature: the real path is exercised with vLLM. Answers are a
 hash of the request; judge requests get schema-valid JSON with hash-derived scores.
+Faults are injected through environment variables, which Ray workers inherit from the
+cluster they were started in:
+
+    SWEEP_FAKE_DELAY_S=2          sleep this long per batch (time to kill something mid-batch)
+    SWEEP_FAKE_HANG_ONCE=PATH     the first batch anywhere hangs (PATH marks that it happened)
+    SWEEP_FAKE_NEEDS_TOKENS=100   answers need this many tokens: a smaller max_tokens is cut off
+    SWEEP_FAKE_BAD_FIRST_VERDICT=1  a verdict on its first seed is not JSON
 """
 
 from __future__ import annotations
@@ -9,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
+from pathlib import Path
 from typing import Sequence
 
 from jobs.engines.base import Completion, EngineSettings, Request, register
@@ -18,15 +27,26 @@ from sweep.config import ModelCard
 class FakeEngine:
     def __init__(self, card: ModelCard, settings: EngineSettings) -> None:
         self.card = card
+        self.seed = settings.seed
         self.pid = os.getpid()
 
     def complete(self, requests: Sequence[Request]) -> list[Completion]:
+        hang = os.environ.get("SWEEP_FAKE_HANG_ONCE")
+        if hang and not Path(hang).exists():
+            Path(hang).touch()
+            time.sleep(3600)
+        time.sleep(float(os.environ.get("SWEEP_FAKE_DELAY_S", "0")))
         return [self._one(r) for r in requests]
 
     def _one(self, r: Request) -> Completion:
         digest = hashlib.sha256(repr((self.card.name, r.messages)).encode()).digest()
+        finish = "stop"
         if r.json_schema is None:
             text = f"answer {digest.hex()[:12]} from pid {self.pid}"
+            if r.sampling.max_tokens < int(os.environ.get("SWEEP_FAKE_NEEDS_TOKENS", "0")):
+                text, finish = text[:10], "length"
+        elif os.environ.get("SWEEP_FAKE_BAD_FIRST_VERDICT") and r.sampling.seed == self.seed:
+            text = "I rate this answer highly."
         else:
             props = r.json_schema["properties"]
             scores = {
@@ -36,7 +56,7 @@ class FakeEngine:
             }
             text = json.dumps({**scores, "justification": "deterministic fake verdict"})
         tokens = len(text.split())
-        return Completion(text, None, "stop", prompt_tokens=sum(len(m[1].split()) for m in r.messages),
+        return Completion(text, None, finish, prompt_tokens=sum(len(m[1].split()) for m in r.messages),
                           output_tokens=tokens, latency_s=0.001 * tokens, ttft_s=0.0005, queue_s=0.0)
 
     def close(self) -> None:

@@ -15,3 +15,15 @@ create or replace macro div_half_even(num, den) as (
 create or replace macro mean_2dp(x) as (
     div_half_even(sum(round(x * 1000000)::hugeint), count(x) * 10000)::decimal(18, 0) / 100
 );
+
+-- The same mean from an exact total (a DECIMAL sum of scores cast to decimal(18, 6)) and a count,
+-- for means over groups of groups (others = all - this one); null when n = 0.
+create or replace macro sum_2dp(total, n) as (
+    div_half_even((total * 1000000)::hugeint, nullif(n, 0) * 10000)::decimal(18, 0) / 100
+);
+
+-- sum_2dp over the rest of a partition: every row of (run, part) but this one. For per-group rows of
+-- (total, n), the mean of all the other groups' scores: the rest of the panel.
+create or replace macro rest_2dp(total, n, run, part) as (
+    sum_2dp(sum(total) over (partition by run, part) - total, sum(n) over (partition by run, part) - n)
+);
