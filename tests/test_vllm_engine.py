@@ -7,15 +7,14 @@ the generation job relies on: no end-of-thinking marker means no answer.
 
 from __future__ import annotations
 
-import os
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from jobs.engines.base import EngineSettings, Request, SamplingParams
-from jobs.generate import answer_status
 from jobs.models import local_weights
-from sweep.config import Mode
 from tests.conftest import compose_config
 
 pytestmark = pytest.mark.vllm
@@ -39,23 +38,43 @@ def tiny_qwen3(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_reasoning_is_split_from_the_answer(tiny_qwen3: Path) -> None:
-    os.environ.update(VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_CPU_NUM_OF_RESERVED_CPU="0")
-    from jobs.engines.vllm import VllmEngine
+ENGINE_CHECK = """
+import json, os, sys
+os.environ.update(VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_CPU_NUM_OF_RESERVED_CPU="0")
+from jobs.engines.base import EngineSettings, Request, SamplingParams
+from jobs.engines.vllm import VllmEngine
+from jobs.generate import answer_status
+from sweep.config import Mode
+from tests.conftest import compose_config
 
-    card = compose_config("model=smollm2").model.cards["smollm2"]
-    card.name, card.path, card.gguf, card.reasoning_parser, card.mode = "tiny", str(tiny_qwen3), None, "qwen3", Mode.thinking
-    settings = EngineSettings(weights=str(tiny_qwen3), dtype="float32", max_model_len=512, kv_cache_bytes=64 << 20,
-                              enforce_eager=True, tensor_parallel_size=1, gpu_memory_utilization=0.9, on_gpu=False,
-                              seed=0)
-    engine = VllmEngine(card, settings)
-    parser = engine._reasoning
-    assert parser is not None
-    assert parser.extract_reasoning("<think>add 17 and 25</think>42", request=None) == ("add 17 and 25", "42")
-    reasoning, answer = parser.extract_reasoning("<think>still thinking when the budget ran out", request=None)
-    assert answer is None and "still thinking" in (reasoning or "")
+path = sys.argv[1]
+card = compose_config("model=smollm2").model.cards["smollm2"]
+card.name, card.path, card.gguf, card.reasoning_parser, card.mode = "tiny", path, None, "qwen3", Mode.thinking
+settings = EngineSettings(weights=path, dtype="float32", max_model_len=512, kv_cache_bytes=64 << 20,
+                          enforce_eager=True, tensor_parallel_size=1, gpu_memory_utilization=0.9, on_gpu=False, seed=0)
+engine = VllmEngine(card, settings)
+parser = engine._reasoning
+sampling = SamplingParams(temperature=0.0, top_p=1.0, top_k=0, min_p=0.0, presence_penalty=0.0, max_tokens=8, seed=0)
+(done,) = engine.complete([Request((("user", "hi"),), sampling, thinking=True)])
+print(json.dumps({
+    "split": parser.extract_reasoning("<think>add 17 and 25</think>42", request=None),
+    "cut": parser.extract_reasoning("<think>still thinking when the budget ran out", request=None),
+    "finish": done.finish_reason, "tokens": done.output_tokens, "latency": done.latency_s,
+    "status": answer_status(done),
+}))
+"""
+
+
+def test_reasoning_is_split_from_the_answer(tiny_qwen3: Path) -> None:
+    # A fresh interpreter: vLLM walks module globals at import and trips over objects other
+    # tests leave in this process (moto's Flask proxies raise on hasattr).
+    out = subprocess.run([sys.executable, "-c", ENGINE_CHECK, str(tiny_qwen3)], capture_output=True, text=True,
+                         timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["split"] == ["add 17 and 25", "42"]
+    reasoning, answer = got["cut"]
+    assert answer is None and "still thinking" in reasoning
     # A real batch through the engine: random weights, so only the shape of the result is checked.
-    sampling = SamplingParams(temperature=0.0, top_p=1.0, top_k=0, min_p=0.0, presence_penalty=0.0, max_tokens=8, seed=0)
-    (done,) = engine.complete([Request((("user", "hi"),), sampling, thinking=True)])
-    assert done.finish_reason in ("stop", "length") and 0 < done.output_tokens <= 8 and done.latency_s > 0
-    assert answer_status(done) in ("ok", "truncated", "empty")
+    assert got["finish"] in ("stop", "length") and 0 < got["tokens"] <= 8 and got["latency"] > 0
+    assert got["status"] in ("ok", "truncated", "empty")
