@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from jobs import judge as judging
-from jobs.engines.base import SamplingParams
+from jobs.engines.base import PLAIN_STOP, SamplingParams
 from jobs.generate import build_messages
 from sweep import sizing
-from sweep.config import Mode, ModelCard, Panel, Sampling, Suite, SweepConfig
+from sweep.config import Mode, ModelCard, Panel, PromptFormat, Sampling, Suite, SweepConfig
 from sweep.errors import SweepError
 
 
@@ -93,6 +93,7 @@ def _identity(card: ModelCard) -> dict[str, Any]:
         "revision": card.revision,
         "dtype": card.dtype.value,
         "format": card.prompt_format.value,
+        "stop": PLAIN_STOP if card.prompt_format is PromptFormat.plain else None,
         "system": card.system_prompt,
         "mode": card.mode.value,
         "reasoning_parser": card.reasoning_parser,

@@ -68,6 +68,11 @@ def test_answers_are_real_model_output(sweep_run) -> None:  # noqa: ANN001
     (answer,) = con.execute(
         "select answer from generations where model = 'SmolLM2-135M' and eval_id = 'capital-france'").fetchone()
     assert "Paris" in answer
+    # The base model has no end-of-turn token: its plain-format answer ends at the next "Question:".
+    (answer, finish) = con.execute(
+        "select answer, finish_reason from generations where model = 'Gemma3-270M-base' "
+        "and eval_id = 'capital-france'").fetchone()
+    assert finish == "stop" and "Paris" in answer and "Question:" not in answer
     rows = con.execute("select status, output_tokens, latency_s, prompt_tokens from generations").fetchall()
     assert all(s in ("ok", "truncated", "empty") for s, *_ in rows)
     # max_tokens=64, and an answer cut off there is asked once more with twice the budget

@@ -92,8 +92,13 @@ def create(card: ModelCard, settings: EngineSettings) -> Engine:
     return _FACTORIES[card.engine](card, settings)
 
 
+PLAIN_STOP = ("\nQuestion:",)
+"""Where a plain-format answer ends: a base model has no end-of-turn token and goes on to write
+the next "Question:" of the pattern (Gemma-3-270M base ran to max_tokens on every prompt)."""
+
+
 def render_plain(messages: Sequence[tuple[str, str]]) -> str:
-    """A prompt for base models without a chat template."""
+    """A prompt for base models without a chat template; the answer stops at PLAIN_STOP."""
     parts = [content for role, content in messages if role == "system"]
     parts += [f"Question: {content}\n\nAnswer:" for role, content in messages if role == "user"]
     return "\n\n".join(parts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Optional, Sequence
 
-from jobs.engines.base import Completion, EngineSettings, Request, register, render_plain
+from jobs.engines.base import PLAIN_STOP, Completion, EngineSettings, Request, register, render_plain
 from sweep.config import ModelCard, PromptFormat
 
 
@@ -52,6 +52,7 @@ class VllmEngine:
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
+        plain = self.card.prompt_format is PromptFormat.plain
         params = []
         for r in requests:
             s = r.sampling
@@ -60,10 +61,11 @@ class VllmEngine:
                     temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
                     presence_penalty=s.presence_penalty, max_tokens=s.max_tokens, seed=s.seed,
                     structured_outputs=StructuredOutputsParams(json=r.json_schema) if r.json_schema else None,
+                    stop=list(PLAIN_STOP) if plain else None,
                 )
             )
         started = time.time()
-        if self.card.prompt_format is PromptFormat.plain:
+        if plain:
             outputs = self.llm.generate([render_plain(r.messages) for r in requests], params, use_tqdm=False)
         else:
             conversations = [[{"role": role, "content": text} for role, text in r.messages] for r in requests]
