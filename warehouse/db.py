@@ -16,7 +16,7 @@ SQL_DIR = Path(__file__).parent / "sql"
 # Each file is one SELECT (jaffle-shop style) and becomes a view of the same name,
 # in dependency order.
 MODELS = (
-    "stg_generations", "stg_judgments", "eval_scores", "rankings", "efficiency", "judge_leniency",
+    "stg_generations", "stg_judgments", "eval_scores", "model_scores", "rankings", "efficiency", "judge_leniency",
     "judge_matrix", "family_leniency", "flat_judges", "judge_agreement", "common_evals_ranking",
     "coverage", "efficiency_frontier", "run_pairs", "ranking_deltas", "cell_deltas",
 )

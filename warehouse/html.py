@@ -27,7 +27,7 @@ from bokeh.transform import dodge, linear_cmap
 from jinja2 import Environment, PackageLoader
 
 from warehouse import stats
-from warehouse.report import _fmt, _rank_with_range, _with_interval
+from warehouse.formats import fmt, rank_with_range, with_interval
 from warehouse.store import Store
 
 _ENV = Environment(loader=PackageLoader("warehouse", "templates"), autoescape=True,
@@ -80,7 +80,7 @@ def table(id: str, columns: Sequence[Column], rows: Sequence[dict[str, Any]]) ->
 def _text(value: Any, digits: int = 2) -> str:
     if isinstance(value, dt.datetime):
         return f"{value:%Y-%m-%d %H:%M:%S %Z}"
-    return _fmt(value, digits)
+    return fmt(value, digits)
 
 
 def _delta(key: str, digits: int) -> Callable[[dict[str, Any]], str]:
@@ -94,11 +94,11 @@ def _delta(key: str, digits: int) -> Callable[[dict[str, Any]], str]:
 
 
 RANKING = (
-    Column("Rank", "rank", show=lambda r: _rank_with_range(r["rank"], r["raw_rank_lo"], r["raw_rank_hi"])),
+    Column("Rank", "rank", show=lambda r: rank_with_range(r["rank"], r["raw_rank_lo"], r["raw_rank_hi"])),
     Column("Model", "model"),
     Column("Avg Score", "avg_score",
-           show=lambda r: "-" if r["avg_score"] is None else _with_interval(r["avg_score"], r["raw_lo"], r["raw_hi"])),
-    Column("Calibrated", "calibrated_score", show=lambda r: "-" if r["calibrated_score"] is None else _with_interval(
+           show=lambda r: "-" if r["avg_score"] is None else with_interval(r["avg_score"], r["raw_lo"], r["raw_hi"])),
+    Column("Calibrated", "calibrated_score", show=lambda r: "-" if r["calibrated_score"] is None else with_interval(
         r["calibrated_score"], r["calibrated_lo"], r["calibrated_hi"])),
     Column("Wins", "wins"),
     Column("Top 3", "top3", show=lambda r: f"{r['top3']}/{r['evals']}"), Column("Avg σ", "avg_sigma"),
@@ -271,7 +271,7 @@ def heatmap_plot(pairs: list[dict[str, Any]], pool: list[str], scale_max: int) -
                   height=120 + 60 * len(pool))
     source = ColumnDataSource({
         **{k: [p[k] for p in pairs] for k in ("judge", "respondent", "mean_score", "n", "total", "vs_others")},
-        "label": [_fmt(p["mean_score"]) for p in pairs],
+        "label": [fmt(p["mean_score"]) for p in pairs],
         # Dark cells get white text: Viridis is dark below its middle.
         "ink": ["white" if (p["mean_score"] or 0) < scale_max / 2 else "black" for p in pairs],
     })
@@ -331,7 +331,7 @@ def coverage_table(cells: list[dict[str, Any]]) -> Table:
     def cell(c: dict[str, Any]) -> Cell:
         ok = c["cell_status"] == "ok"
         title = f"{c['answers']} answer(s), {c['valid_judgments']}/{c['judgments']} valid judgments"
-        return Cell(_fmt(c["eval_score"]) if ok else c["cell_status"], str(c["eval_score"]) if ok else "",
+        return Cell(fmt(c["eval_score"]) if ok else c["cell_status"], str(c["eval_score"]) if ok else "",
                     c["cell_status"], f"#eval-{c['eval_id']}", f"{c['reason']}; {title}" if c["reason"] else title)
 
     return Table("coverage", ("Model", *evals),
@@ -347,7 +347,7 @@ def drill_down(con: duckdb.DuckDBPyConnection, run_id: str, coverage: list[dict[
     columns = (
         Column("Judge", "judge"), Column("Saw it as", "label"),
         *(Column(c.capitalize(), f"criterion {c}") for c in criteria),
-        Column("Score", "score", show=lambda j: _fmt(j["score"]) + ("" if j["valid"] else " (not valid)")),
+        Column("Score", "score", show=lambda j: fmt(j["score"]) + ("" if j["valid"] else " (not valid)")),
         Column("Status", "status"), Column("Justification", "justification"),
     )
     by_answer = _group([{**j, **{f"criterion {k}": v for k, v in (j["criteria"] or {}).items()}} for j in judgments],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import duckdb
@@ -10,20 +9,13 @@ from rich.console import Console
 from rich.table import Table
 
 from warehouse import stats
+from warehouse.formats import fmt, rank_with_range, with_interval
 from warehouse.store import Store
 
 
 def latest_run(con: duckdb.DuckDBPyConnection) -> Optional[str]:
     row = con.execute("select run_id from runs order by started_at desc limit 1").fetchone()
     return row[0] if row else None
-
-
-def _fmt(value: object, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def ranking_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
@@ -35,7 +27,7 @@ def ranking_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
         "from rankings where run_id = ? order by rank", [run_id],
     ).fetchall()
     for rank, model, avg, wins, top3, evals, sigma, valid, total in rows:
-        t.add_row(str(rank), model, _fmt(avg), str(wins), f"{top3}/{evals}", _fmt(sigma), f"{valid}/{total}")
+        t.add_row(str(rank), model, fmt(avg), str(wins), f"{top3}/{evals}", fmt(sigma), f"{valid}/{total}")
     return t
 
 
@@ -48,7 +40,7 @@ def efficiency_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
         "from efficiency where run_id = ? order by pool_index", [run_id],
     ).fetchall()
     for model, avg_time, tps, sps, ratio in rows:
-        t.add_row(model, _fmt(avg_time), _fmt(tps, 1), _fmt(sps, 3), _fmt(ratio, 3))
+        t.add_row(model, fmt(avg_time), fmt(tps, 1), fmt(sps, 3), fmt(ratio, 3))
     return t
 
 
@@ -62,7 +54,7 @@ def leniency_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
         "from judge_leniency where run_id = ? order by judge", [run_id],
     ).fetchall()
     for judge, mean, valid, total, *counts in rows:
-        t.add_row(judge, _fmt(mean), f"{valid}/{total}", *map(str, counts))
+        t.add_row(judge, fmt(mean), f"{valid}/{total}", *map(str, counts))
     return t
 
 
@@ -75,7 +67,7 @@ def deltas_table(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str) -> Tabl
         "from ranking_deltas where run_a = ? and run_b = ?", [run_a, run_b],
     ).fetchall()
     for model, *values in rows:
-        t.add_row(model, *map(_fmt, values))
+        t.add_row(model, *map(fmt, values))
     return t
 
 
@@ -84,14 +76,6 @@ def _table(title: str, columns: Sequence[str], caption: Optional[str] = None) ->
     for col in columns:
         t.add_column(col, justify="left" if col in ("Model", "Judge", "Family", "Judge family") else "right")
     return t
-
-
-def _with_interval(value: float, lo: float, hi: float) -> str:
-    return f"{value:.2f}" + ("" if math.isnan(lo) else f" ({lo:.2f}–{hi:.2f})")
-
-
-def _rank_with_range(rank: int, lo: float, hi: float) -> str:
-    return str(rank) + ("" if math.isnan(lo) or lo == hi else f" ({int(lo)}–{int(hi)})")
 
 
 def calibrated_table(con: duckdb.DuckDBPyConnection, run_id: str, panel: stats.PanelStats) -> Table:
@@ -111,10 +95,10 @@ def calibrated_table(con: duckdb.DuckDBPyConnection, run_id: str, panel: stats.P
         rank, avg = official[raw.models[i]]
         t.add_row(
             raw.models[i],
-            _with_interval(cal.score[i], cal.score_lo[i], cal.score_hi[i]) if cal else "-",
-            _rank_with_range(cal.rank[i], cal.rank_lo[i], cal.rank_hi[i]) if cal else "-",
-            _with_interval(avg, raw.score_lo[i], raw.score_hi[i]),
-            _rank_with_range(rank, raw.rank_lo[i], raw.rank_hi[i]),
+            with_interval(cal.score[i], cal.score_lo[i], cal.score_hi[i]) if cal else "-",
+            rank_with_range(cal.rank[i], cal.rank_lo[i], cal.rank_hi[i]) if cal else "-",
+            with_interval(avg, raw.score_lo[i], raw.score_hi[i]),
+            rank_with_range(rank, raw.rank_lo[i], raw.rank_hi[i]),
         )
     return t
 
@@ -130,7 +114,7 @@ def common_evals_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
                ("Rank", "Model", "Avg Score", "Wins", "Top 3", "All-evals rank", "All evals"),
                None if common else "No eval has a valid score for every ranked model: no comparison on equal terms.")
     for rank, model, avg, wins, top3, evals, all_rank, all_evals in rows if common else []:
-        t.add_row(str(rank), model, _fmt(avg), str(wins), f"{top3}/{evals}", str(all_rank), str(all_evals))
+        t.add_row(str(rank), model, fmt(avg), str(wins), f"{top3}/{evals}", str(all_rank), str(all_evals))
     return t
 
 
@@ -144,8 +128,8 @@ def panel_table(con: duckdb.DuckDBPyConnection, run_id: str, panel: stats.PanelS
     ).fetchall()
     for judge, family, spread, sd in rows:
         lenient = panel.leniency.get(judge)
-        t.add_row(judge, family, "-" if lenient is None else f"{lenient:+.2f}", _fmt(spread), _fmt(sd),
-                  *(_fmt(panel.lojo.get(m, {}).get(judge)) for m in ("raw", "calibrated")))
+        t.add_row(judge, family, "-" if lenient is None else f"{lenient:+.2f}", fmt(spread), fmt(sd),
+                  *(fmt(panel.lojo.get(m, {}).get(judge)) for m in ("raw", "calibrated")))
     return t
 
 
@@ -174,14 +158,14 @@ def print_judging(con: duckdb.DuckDBPyConnection, run_id: str, console: Console)
         calibrated_table(con, run_id, panel),
         common_evals_table(con, run_id),
         panel_table(con, run_id, panel),
-        _matrix("Mean score given (judge x model)", "Judge", [(j, r, _fmt(m)) for j, r, m in judge_cells]),
+        _matrix("Mean score given (judge x model)", "Judge", [(j, r, fmt(m)) for j, r, m in judge_cells]),
         _matrix("Mean score given (judge family x model family; vs other families)", "Judge family",
-                [(j, r, _fmt(m) + ("" if v is None else f" ({v:+.2f})")) for j, r, m, v in family_cells]),
+                [(j, r, fmt(m) + ("" if v is None else f" ({v:+.2f})")) for j, r, m, v in family_cells]),
     ):
         console.print(table)
     alpha, units, values, judges = con.execute(
         "select alpha, units, pairable_values, judges from judge_agreement where run_id = ?", [run_id]).fetchone()
-    console.print(f"Agreement: Krippendorff's alpha (interval) = {_fmt(alpha, 3)} over {units} answers scored by "
+    console.print(f"Agreement: Krippendorff's alpha (interval) = {fmt(alpha, 3)} over {units} answers scored by "
                   f"2+ judges ({values} scores, {judges} judges)")
     flat = [j for (j,) in con.execute("select judge from flat_judges where run_id = ? and flat", [run_id]).fetchall()]
     console.print(f"Flat judges (spread <= 1% of the scale: they don't tell models apart): {', '.join(flat) or 'none'}")
@@ -196,7 +180,7 @@ def coverage_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
     """Model x eval: the eval score where the cell is usable, else missing or failed and why."""
     cells = con.execute("select model, eval_id, cell_status, eval_score, reason from coverage where run_id = ? "
                         "order by eval_id", [run_id]).fetchall()
-    texts = [(m, e, _fmt(score) if status == "ok" else f"{status.upper()}: {reason}")
+    texts = [(m, e, fmt(score) if status == "ok" else f"{status.upper()}: {reason}")
              for m, e, status, score, reason in cells]
     bad = sum(status != "ok" for _, _, status, _, _ in cells)
     table = _matrix(f"Coverage, run {run_id}: {len(cells) - bad} of {len(cells)} cells usable", "Model", texts)
@@ -207,7 +191,7 @@ def run_line(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
     status, loads, reused, failures, wall = con.execute(
         "select status, model_loads, reused_cells, instance_failures, wall_s from runs where run_id = ?", [run_id]
     ).fetchone()
-    return (f"Run {run_id}: {status}, {_fmt(wall, 0)} s, {loads} model loads, {reused or 0} cells reused from "
+    return (f"Run {run_id}: {status}, {fmt(wall, 0)} s, {loads} model loads, {reused or 0} cells reused from "
             f"earlier attempts, {failures or 0} instance failures")
 
 

@@ -1,14 +1,12 @@
 -- rankings: the study's ranking table, one row per model of a run.
--- Input: eval_scores, stg_judgments. Grain: (run_id, model).
--- avg_score: unweighted mean of the model's eval scores over the evals it appears in,
---   rounded to 2 decimals half-to-even.
--- wins: evals where its eval_rank is 1. top3: evals where it is at most 3. evals: evals it appears in.
--- avg_sigma: mean over those evals of the per-eval sigma (see eval_scores), rounded to 2 decimals
---   half-to-even.
+-- Input: model_scores (scope 'all'), stg_judgments. Grain: (run_id, model).
+-- avg_score, wins, top3, evals, avg_sigma: over every eval the model appears in (see model_scores):
+--   the unweighted mean of its eval scores rounded to 2 decimals half-to-even; evals where its
+--   eval_rank is 1 / at most 3; the number of those evals; the mean per-eval sigma.
 -- valid_judgments / total_judgments: judgment rows about its answers, valid and all.
 -- rank: by avg_score (unrounded), ties to the earlier card; models with no valid score last.
-with scores as (
-    select * from eval_scores
+with per_model as (
+    select * from model_scores where scope = 'all'
 ),
 
 judged as (
@@ -20,20 +18,6 @@ judged as (
         count(*) as total_judgments
     from stg_judgments
     group by run_id, respondent
-),
-
-per_model as (
-    select
-        run_id,
-        model,
-        avg(eval_score) as mean_score,
-        mean_2dp(eval_score) as avg_score,
-        count(*) filter (where eval_rank = 1) as wins,
-        count(*) filter (where eval_rank <= 3) as top3,
-        count(*) as evals,
-        mean_2dp(sigma) as avg_sigma
-    from scores
-    group by run_id, model
 ),
 
 final as (

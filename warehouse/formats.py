@@ -1,0 +1,24 @@
+"""How numbers read in the reports: one formatting for the terminal tables and the HTML page."""
+
+from __future__ import annotations
+
+import math
+
+
+def fmt(value: object, digits: int = 2) -> str:
+    """A value for a table cell; missing values read as "-"."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def with_interval(value: float, lo: float, hi: float) -> str:
+    """A score and its bootstrap interval, "7.25 (6.90–7.60)"; no interval when it is NaN."""
+    return f"{value:.2f}" + ("" if math.isnan(lo) else f" ({lo:.2f}–{hi:.2f})")
+
+
+def rank_with_range(rank: int, lo: float, hi: float) -> str:
+    """A rank and, when the bootstrap moves it, its range: "3 (2–5)"."""
+    return str(rank) + ("" if math.isnan(lo) or lo == hi else f" ({int(lo)}–{int(hi)})")
