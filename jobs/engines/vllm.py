@@ -27,6 +27,8 @@ class VllmEngine:
         if settings.on_gpu:
             kwargs.update(
                 tensor_parallel_size=settings.tensor_parallel_size,
+                pipeline_parallel_size=settings.pipeline_parallel_size,
+                distributed_executor_backend=settings.executor,
                 gpu_memory_utilization=settings.gpu_memory_utilization,
             )
             if card.hf_repo and card.path is None and card.gguf is None:
