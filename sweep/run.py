@@ -32,7 +32,7 @@ from jobs.models import check_weights
 from sweep import provenance, sizing
 from sweep.config import ModelCard, SweepConfig
 from sweep.errors import SweepError
-from sweep.forecast import forecast, plan_table
+from sweep.forecast import best_policy, plan_table, work_seconds
 from jobs.generate import failed as generate_failed
 from jobs.judge import answerable
 from jobs.judge import failed as judge_failed
@@ -40,7 +40,7 @@ from jobs.judge import rows as judge_rows
 from sweep.instance import Instance
 from sweep.resume import Reuse, reconcile
 from sweep.plan import JudgeCell, SweepPlan, content_key, plan, validate
-from sweep.schedule import Capacity, Demand, Placement, admit, demand, keep_loaded, load_order
+from sweep.schedule import Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, load_order
 from warehouse.schema import GenerationRow, JudgmentRow, RunRow
 from warehouse.store import Store
 
@@ -107,7 +107,8 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
             f"({the_plan.suite.name}) -> {len(the_plan.generate)} answers, {len(the_plan.judge)} judgments "
             f"on {inventory.describe()}"
         )
-        console.print(plan_table(the_plan, conf, forecast(the_plan, conf, inventory), inventory))
+        policy, expected = best_policy(the_plan, conf, inventory)
+        console.print(plan_table(the_plan, conf, expected, inventory))
         reuse = reusable(store, the_plan, conf.run.resume)
         run_row = RunRow(
             run_id=run_id, started_at=dt.datetime.now(dt.timezone.utc), finished_at=None, status="running",
@@ -118,7 +119,7 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
             model_loads=0, reused_cells=reuse.cells, instance_failures=0, wall_s=None,
         )
         store.write("runs", [run_row], "run.parquet", run_id=run_id)
-        executor = Executor(the_plan, conf, store, inventory, reuse)
+        executor = Executor(the_plan, conf, store, inventory, reuse, policy)
         status = "failed"
         try:
             executor.execute()
@@ -215,8 +216,9 @@ class Executor:
     """
 
     def __init__(self, the_plan: SweepPlan, conf: SweepConfig, store: Store, inventory: sizing.Inventory,
-                 reuse: Reuse) -> None:
+                 reuse: Reuse, policy: Policy = Policy()) -> None:
         self.plan, self.conf, self.store, self.inventory, self.reuse = the_plan, conf, store, inventory, reuse
+        self.policy = policy
         self.remote = ray.remote(Instance)
         self.capacity = Capacity(inventory)
         self.alive: dict[str, Live] = {}
@@ -257,8 +259,8 @@ class Executor:
                                        self.conf.run.retries + 1)
 
             demands = {c.name: demand(c, self.conf, self.inventory) for c in p.cards}
-            work = {name: float(len(cells)) for name, cells in gen_cells.items()}
-            gen_order = load_order([c for c in p.cards if c.name in gen_cells], demands, work)
+            gen_s, judge_s = work_seconds(p, self.conf, self.inventory)
+            gen_order = load_order([c for c in p.cards if c.name in gen_cells], demands, gen_s, self.policy)
             self._phase(gen_order, answer, saved_answers, failed_answers, keep=set(judge_cells))
 
             def saved_judgments(card: ModelCard, rows: list[JudgmentRow]) -> None:
@@ -288,9 +290,8 @@ class Executor:
             self.progress.update(gen_task, note="")
             self.progress.start_task(judge_task)
             self.task = judge_task
-            work = {name: float(len(cells)) for name, cells in judge_cells.items()}
-            judge_order = sorted(load_order([c for c in p.cards if c.name in judge_cells], demands, work),
-                                 key=lambda c: c.name not in self.alive)
+            judge_order = load_order([c for c in p.cards if c.name in judge_cells], demands, judge_s, self.policy)
+            judge_order.sort(key=lambda c: c.name not in self.alive)
             self._phase(judge_order, judgment, saved_judgments, failed_judgments, keep=set())
             for name in list(self.alive):  # loaded for answers, nothing left to judge
                 self._stop(name)
@@ -337,7 +338,7 @@ class Executor:
             card = batch.card
             if error is None:
                 collect(card, rows)
-                if not keep_loaded(card.name, keep, pending, self.alive):
+                if not keep_loaded(card.name, keep, pending, self.alive, self.policy):
                     self._stop(card.name)
                 continue
             self.failures += 1

@@ -105,20 +105,32 @@ class Policy:
     """The runner's ordering decisions; the defaults are what it does (other values exist for
     bench/scheduler_sim.py to compare against)."""
 
-    largest_first: bool = True
-    """Load the largest models first; False: in the pool's order."""
+    order: str = "largest"
+    """Load order. largest: most GPUs, then most work first (longest-processing-time first).
+    cheap_last_loaded: the models of the largest shape first, then the rest from the cheapest
+    to load up, so the costly ones are still loaded when judging starts and only cheap ones
+    reload. pool: the pool's order (a baseline)."""
     fuse: bool = True
     """Keep an instance loaded from answering to judging when no model waits for its room."""
+    replicas: bool = False
+    """Once every model of a phase is loaded, start data-parallel replicas on idle GPUs for the
+    models with the most work left. Simulated only (sweep/forecast.py): the live runner submits
+    a model's cells as one batch and can't split it yet."""
 
 
 def load_order(cards: Sequence[ModelCard], demands: dict[str, Demand], work: dict[str, float],
                policy: Policy = Policy()) -> list[ModelCard]:
-    """Largest first: most GPUs, then most work (longest-processing-time first), so the
-    models that need whole nodes get them before small ones fragment the cluster, and the
-    long jobs start early; small models fill the gaps. Ties keep the pool's order."""
-    if not policy.largest_first:
+    """Largest first, so the models that need whole nodes get them before small ones
+    fragment the cluster and the long jobs start early; small models fill the gaps. Ties
+    keep the pool's order."""
+    if policy.order == "pool":
         return list(cards)
-    return sorted(cards, key=lambda c: (-demands[c.name].gpus, -work.get(c.name, 0.0)))
+    largest = sorted(cards, key=lambda c: (-demands[c.name].gpus, -work.get(c.name, 0.0)))
+    if policy.order == "largest" or not largest:
+        return largest
+    widest = demands[largest[0].name].gpus
+    head = [c for c in largest if demands[c.name].gpus == widest]
+    return head + sorted((c for c in cards if demands[c.name].gpus != widest), key=lambda c: c.params_total_b)
 
 
 def admit(pending: Sequence[ModelCard], loaded: Collection[str], start: Callable[[ModelCard], bool]) -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from sweep import sizing
-from sweep.forecast import Forecast, forecast
+from sweep.forecast import ORDERS, Forecast, best_policy, forecast
 from sweep.plan import plan
+from sweep.schedule import Policy
 from tests.conftest import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,3 +108,31 @@ def test_every_described_cluster_plans_the_study_in_fp8(cluster: str) -> None:
     f = study_forecast(cluster, "model.cards.qwen3_5_397b_a17b.dtype=fp8")
     assert {s.model for s in f.spans} == {c.name for c in compose_config("model=all").model.cards.values()}
     assert f.makespan_s >= f.lower_bound_s > 0
+
+
+def test_the_run_takes_the_load_order_whose_forecast_ends_first() -> None:
+    cfg = compose_config("model=all", "evals=hard", "cluster=h100_2x8", "model.cards.qwen3_5_397b_a17b.dtype=fp8")
+    inventory = sizing.described(cfg.cluster)
+    the_plan = plan(cfg, "r", inventory)
+    policy, best = best_policy(the_plan, cfg, inventory)
+    by_order = {o: forecast(the_plan, cfg, inventory, Policy(order=o)) for o in ORDERS}
+    # On 16 GPUs the seven smaller models can't all stay loaded beside the 397B: loading the cheap
+    # ones first keeps the 122B and Coder-Next loaded into judging, and only cheap models reload.
+    assert policy.order == "cheap_last_loaded"
+    assert best.makespan_s < by_order["largest"].makespan_s
+    assert best.loads > by_order["largest"].loads
+    never_oversubscribed(best, 8)
+
+
+def test_replicas_use_idle_gpus_when_a_load_pays_off() -> None:
+    cfg = compose_config("model=all", "evals=hard", "run.samples=8", "cluster=h100_64")
+    inventory = sizing.described(cfg.cluster)
+    the_plan = plan(cfg, "r", inventory)
+    alone, replicated = (forecast(the_plan, cfg, inventory, Policy(replicas=r)) for r in (False, True))
+    assert alone.loads == 8 and replicated.loads > 8
+    assert replicated.makespan_s < alone.makespan_s
+    never_oversubscribed(replicated, 8)
+    # Work is conserved: the busy seconds of a model's instances add up to its work alone.
+    for name in alone.model_s:
+        busy = sum(s.busy_s for s in replicated.spans if s.model == name)
+        assert busy == pytest.approx(sum(s.busy_s for s in alone.spans if s.model == name), rel=1e-6)
