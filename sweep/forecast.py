@@ -21,7 +21,7 @@ from rich.table import Table
 from sweep.config import Mode, ModelCard, SweepConfig
 from sweep.plan import SweepPlan, plan
 from sweep.schedule import Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, load_order
-from sweep.sizing import BYTES_PER_PARAM, GiB, Inventory, Node, described, run_dtype, weight_bytes
+from sweep.sizing import BYTES_PER_PARAM, GiB, Inventory, Node, described, params_total, run_dtype, weight_bytes
 
 # Per GPU: HBM bandwidth (GB/s) and dense BF16 tensor throughput (TFLOP/s), vendor datasheets.
 GPU_SPECS = {"H100": (3350, 989), "H200": (4800, 989), "B200": (8000, 2250), "A100": (2039, 312),
@@ -117,7 +117,7 @@ def seconds(card: ModelCard, d: Demand, w: Work, inventory: Inventory, batch: in
         # Experts a decode step's batch routes to, per layer: the rest of the weights stay unread.
         touched = 1 - (1 - arch.experts_per_token / arch.num_experts) ** batch
     active = card.params_active_b * 1e9
-    read = (active + (card.params_total_b * 1e9 - active) * touched) * per_param
+    read = (active + (params_total(card) - active) * touched) * per_param
     step = read / (bandwidth * 1e9 * BANDWIDTH_EFFICIENCY * scale)
     steps = math.ceil(w.sequences / batch) * (w.decode / max(w.sequences, 1))
     prefill = 2 * active * w.prefill / (flops * 1e12 * COMPUTE_EFFICIENCY * scale)
@@ -127,7 +127,7 @@ def seconds(card: ModelCard, d: Demand, w: Work, inventory: Inventory, batch: in
 def load_seconds(card: ModelCard, d: Demand) -> float:
     """Start-up plus reading the weights; pipeline stages sit on separate nodes and read in parallel."""
     nodes = d.shape.pp if d.shape else 1
-    gb = card.params_total_b * BYTES_PER_PARAM[run_dtype(card, d.shape is not None)]
+    gb = weight_bytes(card, run_dtype(card, d.shape is not None)) / 1e9
     return LOAD_FIXED_S + gb / (LOAD_GB_PER_S * nodes)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Collection, Optional, Sequence
 
 from sweep.config import ModelCard, SweepConfig
-from sweep.sizing import GiB, Inventory, Shape, budget, choose_shape, cpu_instance_bytes
+from sweep.sizing import GiB, Inventory, Shape, budget, choose_shape, cpu_instance_bytes, run_dtype, weight_bytes
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,8 @@ def load_order(cards: Sequence[ModelCard], demands: dict[str, Demand], work: dic
         return largest
     widest = demands[largest[0].name].gpus
     head = [c for c in largest if demands[c.name].gpus == widest]
-    return head + sorted((c for c in cards if demands[c.name].gpus != widest), key=lambda c: c.params_total_b)
+    rest = (c for c in cards if demands[c.name].gpus != widest)
+    return head + sorted(rest, key=lambda c: weight_bytes(c, run_dtype(c, demands[c.name].gpus > 0)))
 
 
 def admit(pending: Sequence[ModelCard], loaded: Collection[str], start: Callable[[ModelCard], bool]) -> None:

@@ -9,8 +9,10 @@ one shard, the KV budget of one shard, and the overhead must fit
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 from sweep.config import Cluster, DType, Engine, ModelCard
@@ -153,10 +155,32 @@ def run_dtype(card: ModelCard, on_gpu: bool) -> str:
     return card.dtypes[0] if on_gpu else "float32"
 
 
+@functools.lru_cache(maxsize=64)
+def checkpoint_params(folder: str) -> Optional[int]:
+    """Parameters of a local checkpoint, counted from its safetensors headers (shapes only:
+    no tensor is read); None when the folder has no safetensors files."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        return None
+    from safetensors import safe_open
+
+    total = 0
+    for f in files:
+        with safe_open(str(f), framework="numpy") as st:
+            total += sum(math.prod(st.get_slice(k).get_shape()) for k in st.keys())
+    return total
+
+
+def params_total(card: ModelCard) -> float:
+    """Total parameters: counted in a local checkpoint (``path``) where there is one, else the card's."""
+    counted = checkpoint_params(card.path) if card.path else None
+    return float(counted) if counted else card.params_total_b * 1e9
+
+
 def weight_bytes(card: ModelCard, dtype: str) -> int:
     """Weight bytes in ``dtype``. FP8 checkpoints quantize the linear layers only: the token
     embedding and the LM head stay BF16 (one extra byte per parameter)."""
-    params = card.params_total_b * 1e9
+    params = params_total(card)
     if dtype != "fp8":
         return int(params * BYTES_PER_PARAM[dtype])
     arch = card.architecture
@@ -212,7 +236,8 @@ def choose_shape(card: ModelCard, slot: Slot, budget: Budget) -> Optional[Shape]
     scaling guide says (TP = GPUs per node, PP = nodes).
     """
     if budget.tensor_parallel_size:
-        tps = [budget.tensor_parallel_size] if valid_tp(card, budget.tensor_parallel_size) else []
+        forced = budget.tensor_parallel_size
+        tps = [forced] if valid_tp(card, forced) and forced <= slot.gpus_per_node else []
     else:
         tps = [t for t in range(1, slot.gpus_per_node + 1) if valid_tp(card, t)]
     for tp in tps:
@@ -239,8 +264,14 @@ def gpus_needed(card: ModelCard, slot: Slot, budget: Budget) -> int:
 def need_text(card: ModelCard, slot: Slot, budget: Budget) -> str:
     """What a card needs, for refusals: weights, KV budget, and the GPUs that would hold them."""
     s = shape_for(card, 1, 1, slot, budget)
-    return (f"{card.name}: {s.weight_bytes / 1e9:.0f} GB of {s.dtype} weights + {s.kv_bytes / 1e9:.1f} GB KV cache, "
+    text = (f"{card.name}: {s.weight_bytes / 1e9:.0f} GB of {s.dtype} weights + {s.kv_bytes / 1e9:.1f} GB KV cache, "
             f"at least {gpus_needed(card, slot, budget)} x {slot.gpu_memory_bytes / GiB:.0f} GiB GPU(s)")
+    forced, arch = budget.tensor_parallel_size, card.architecture
+    if forced and not (valid_tp(card, forced) and forced <= slot.gpus_per_node):
+        text += (f"; engine.tensor_parallel_size={forced} can't run it (TP must divide its {arch.num_attention_heads} "
+                 f"attention heads, divide or be a multiple of its {arch.num_kv_heads} KV heads, and fit "
+                 f"{slot.gpus_per_node} GPUs per node)")
+    return text
 
 
 def cpu_instance_bytes(card: ModelCard, kv_cache_gib: float) -> int:

@@ -89,6 +89,11 @@ def test_a_forced_tp_is_kept_or_refused(cards: dict[str, ModelCard]) -> None:
     forced = sizing.Budget(4096, 8, 0.9, tensor_parallel_size=4)
     assert sizing.choose_shape(q8, H100_2x8, forced).tp == 4
     assert sizing.choose_shape(q8, H100_2x8, sizing.Budget(4096, 8, 0.9, tensor_parallel_size=3)) is None
+    # TP stays inside a node: 16 GPUs of TP would need a 16-GPU node.
+    forced = sizing.Budget(4096, 8, 0.9, tensor_parallel_size=16)
+    assert sizing.choose_shape(q8, H100_2x8, forced) is None
+    assert "engine.tensor_parallel_size=16 can't run it (TP must divide its 32 attention heads" in sizing.need_text(
+        q8, H100_2x8, forced)
 
 
 def test_described_cluster_inventory() -> None:
@@ -99,3 +104,18 @@ def test_described_cluster_inventory() -> None:
     assert h200.slot(0) == H200_8
     assert sizing.described(compose_config("cluster=h100_64").cluster).gpus == 64
     assert sizing.described(compose_config().cluster).nodes == ()  # local: Ray tells
+
+
+def test_a_local_checkpoint_is_sized_from_its_safetensors_headers(tmp_path) -> None:  # noqa: ANN001
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    # Two shards of a made-up 3.5M-parameter checkpoint; the card claims 1B.
+    save_file({"embed": np.zeros((1000, 1000), np.float32)}, str(tmp_path / "model-00001.safetensors"))
+    save_file({"layer": np.zeros((2500, 1000), np.float16)}, str(tmp_path / "model-00002.safetensors"))
+    card = compose_config("model=cpu").model.cards["smollm2"]
+    card.params_total_b, card.path = 1.0, str(tmp_path)
+    assert sizing.checkpoint_params(str(tmp_path)) == 3_500_000
+    assert sizing.weight_bytes(card, "bfloat16") == 7_000_000  # the headers' count, not the card's
+    card.path = str(tmp_path / "elsewhere")  # no safetensors there: the card's figure
+    assert sizing.weight_bytes(card, "bfloat16") == 2_000_000_000
