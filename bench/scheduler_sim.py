@@ -41,7 +41,8 @@ POLICIES = {"largest": Policy(), "cheap_last_loaded": Policy(order="cheap_last_l
 def config(*overrides: str) -> SweepConfig:
     register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return OmegaConf.to_object(compose(config_name="config", overrides=list(overrides)))  # type: ignore[return-value]
+        cfg = compose(config_name="config", overrides=list(overrides))
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
 def main(extra: list[str]) -> None:
@@ -55,10 +56,11 @@ def main(extra: list[str]) -> None:
             started = time.perf_counter()
             f = forecast(the_plan, cfg, inventory, policy or replace(best, replicas=True))
             rows.append({
-                "gpus": gpus, "policy": name + (" (runner)" if policy == best else ""), "makespan_s": round(f.makespan_s, 1),
-                "lower_bound_s": round(f.lower_bound_s, 1), "ratio": round(f.makespan_s / f.lower_bound_s, 3),
-                "model_loads": f.loads, "models": len(the_plan.cards),
-                "gpu_busy": round(gpu_utilisation(f) or 0.0, 3), "sim_ms": round(1000 * (time.perf_counter() - started), 1),
+                "gpus": gpus, "policy": name + (" (runner)" if policy == best else ""),
+                "makespan_s": round(f.makespan_s, 1), "lower_bound_s": round(f.lower_bound_s, 1),
+                "ratio": round(f.makespan_s / f.lower_bound_s, 3), "model_loads": f.loads, "models": len(the_plan.cards),
+                "gpu_busy": round(gpu_utilisation(f) or 0.0, 3),
+                "sim_ms": round(1000 * (time.perf_counter() - started), 1),
             })
     print(f"{'GPUs':>4} {'policy':<28} {'makespan':>9} {'bound':>8} {'ratio':>6} {'loads':>5} {'busy':>5}")
     for r in rows:

@@ -83,14 +83,14 @@ class Forecast:
         return max(self.gpu_s / self.gpus if self.gpus else 0.0, max(self.model_s.values(), default=0.0))
 
 
-def work(the_plan: SweepPlan, conf: SweepConfig) -> tuple[dict[str, Work], dict[str, Work]]:
+def work(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, Work]]:
     """Answers and judging per model, in tokens, from the plan's cells."""
     answer_len = {c.key: min(c.sampling.max_tokens, ANSWER_TOKENS[the_plan.card(c.model).mode])
                   for c in the_plan.generate}
     gen: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for c in the_plan.generate:
         w = gen[c.model]
-        w[0] += sum(len(text.split()) for _, text in c.messages) * 4 // 3
+        w[0] += sum(len(text.split()) for _, text in c.messages) * 4 // 3  # ~4 tokens per 3 words
         w[1] += answer_len[c.key]
         w[2] += 1
     judge: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -136,13 +136,13 @@ def work_seconds(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory) -
     load order sorts on, in the runner as in the simulation."""
     demands = {c.name: demand(c, conf, inventory) for c in the_plan.cards}
     return tuple({n: seconds(the_plan.card(n), demands[n], w, inventory, conf.engine.concurrency)
-                  for n, w in phase.items()} for phase in work(the_plan, conf))
+                  for n, w in phase.items()} for phase in work(the_plan))
 
 
 def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, policy: Policy = Policy()) -> Forecast:
     """Simulate the runner on ``inventory``: answers (every model), then judging, with the same
     order, admission, placement and keep rules as sweep.run.Executor."""
-    gen, judge = work(the_plan, conf)
+    gen, judge = work(the_plan)
     cards = list(the_plan.cards)
     demands = {c.name: demand(c, conf, inventory) for c in cards}
     batch = conf.engine.concurrency

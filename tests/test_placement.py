@@ -50,7 +50,7 @@ def test_placement_groups_land_where_the_plan_says(ray_nodes, tmp_path: Path) ->
         g["state"] == "REMOVED" for g in placement_group_table().values())  # every group freed
 
 
-def test_a_model_too_large_for_the_cluster_is_refused_before_anything_starts(ray_nodes, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_model_too_large_is_refused_before_anything_starts(ray_nodes, tmp_path: Path) -> None:  # noqa: ANN001
     cluster = ray_nodes(workers=1, gpus=8, cpus=8)
     with pytest.raises(SweepError) as e:
         run(study(tmp_path, "refused"))
