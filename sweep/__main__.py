@@ -6,7 +6,7 @@ import sys
 import traceback
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sweep.config import register
 from sweep.errors import SweepError
@@ -18,12 +18,18 @@ register()
 def main(cfg: DictConfig) -> None:
     from rich.console import Console
 
-    from sweep.run import run
     from warehouse.db import connect
     from warehouse.html import save_run_page
     from warehouse.report import print_report
 
     try:
+        if cfg.plan:  # print the plan and stop: Ray is not even imported
+            from sweep.forecast import show_plan
+
+            Console(width=160).print(show_plan(OmegaConf.to_object(cfg)))
+            return
+        from sweep.run import run
+
         result = run(cfg)
     except SweepError as e:
         print(e, file=sys.stderr)

@@ -213,16 +213,39 @@ class Engine:
     enforce_eager: bool = True
     """Skip torch.compile/CUDA graphs: a 3 s load instead of 50-85 s on CPU."""
     gpu_memory_utilization: float = 0.9
+    concurrency: int = 64
+    """Sequences of max_model_len tokens a GPU instance's KV cache must hold at once; sizing
+    reserves that much KV and picks a larger TP when it doesn't fit (vLLM then fills the rest
+    of gpu_memory_utilization with more)."""
     tensor_parallel_size: int = 0
-    """0 = smallest that fits (from the card's size and the GPU memory)."""
+    """0 = smallest valid degree that fits (from the card's size and the GPU memory)."""
     timeout_s: float = 3600.0
     """Driver-side limit on one batch; a hung engine is killed after it."""
+
+
+@dataclass
+class NodeGroup:
+    """Identical machines of a described cluster."""
+
+    count: int = 1
+    gpus: int = 0
+    """GPUs per node."""
+    gpu_type: str = ""
+    """Accelerator type as Ray names it (H100, H200, A100-80G ...); sets the GPU memory."""
+    gpu_memory_gib: float = 0.0
+    """Memory of one GPU; 0 = from gpu_type (sweep.sizing.GPU_MEMORY_GIB)."""
+    cpus: float = MISSING
+    memory_gib: float = MISSING
+    """Host memory per node."""
 
 
 @dataclass
 class Cluster:
     """Where the sweep runs."""
 
+    nodes: list[NodeGroup] = field(default_factory=list)
+    """A described cluster, for plans without one (``plan=true``); empty = whatever Ray reports.
+    A live run always uses Ray's inventory."""
     address: Optional[str] = None
     """Ray address ("auto", "ray://host:10001", ...); None starts a fresh local Ray for the sweep."""
     gpu_memory_gib: float = 80.0
@@ -261,6 +284,9 @@ class SweepConfig:
     warehouse: Warehouse = field(default_factory=Warehouse)
     cluster: Cluster = field(default_factory=Cluster)
     run: Run = field(default_factory=Run)
+    plan: bool = False
+    """Print the placement plan (shapes, nodes, estimated times, model loads) and exit without
+    starting Ray or loading anything; with a described cluster (cluster=h100_2x8) no GPU is needed."""
 
 
 def register() -> None:

@@ -200,11 +200,8 @@ def check_fits(cards: tuple[ModelCard, ...], cfg: SweepConfig, inventory: sizing
     if inventory.gpus == 0:
         gpu_only = [c for c in cards if not c.cpu_ok]
         if gpu_only:
-            gpu_bytes = int(cfg.cluster.gpu_memory_gib * sizing.GiB)
-            needs = "\n  ".join(
-                sizing.need_text(c, gpu_bytes, cfg.engine.gpu_memory_utilization, cfg.engine.max_model_len)
-                for c in gpu_only
-            )
+            slot = sizing.Slot(int(cfg.cluster.gpu_memory_gib * sizing.GiB), 8, 1)
+            needs = "\n  ".join(sizing.need_text(c, slot, sizing.budget(cfg.engine)) for c in gpu_only)
             raise SweepError(
                 f"{len(gpu_only)} of {len(cards)} models need GPUs and this cluster has none "
                 f"({inventory.describe()}). The models need:\n  {needs}",
@@ -220,14 +217,15 @@ def check_fits(cards: tuple[ModelCard, ...], cfg: SweepConfig, inventory: sizing
                     "lower engine.kv_cache_gib or use a smaller card",
                 )
         return
-    gpu_bytes = max(n.gpu_memory_bytes for n in inventory.nodes) or int(cfg.cluster.gpu_memory_gib * sizing.GiB)
-    args = (gpu_bytes, cfg.engine.gpu_memory_utilization, cfg.engine.max_model_len)
-    too_big = [c for c in cards if sizing.gpus_needed(c, *args) > inventory.gpus]
+    slot = inventory.slot(int(cfg.cluster.gpu_memory_gib * sizing.GiB))
+    budget = sizing.budget(cfg.engine)
+    too_big = [c for c in cards if sizing.choose_shape(c, slot, budget) is None]
     if too_big:
-        needs = "\n  ".join(sizing.need_text(c, *args) for c in too_big)
-        per_node = max(n.gpus for n in inventory.nodes)
+        needs = "\n  ".join(sizing.need_text(c, slot, budget) for c in too_big)
         raise SweepError(
-            f"{len(too_big)} of {len(cards)} models don't fit this cluster ({inventory.describe()}, at most "
-            f"{per_node} GPUs on one node). They need:\n  {needs}",
-            "add GPU nodes, use the cards' FP8 weights (model.cards.<key>.dtype=fp8), or lower engine.max_model_len",
+            f"{len(too_big)} of {len(cards)} models don't fit this cluster ({inventory.describe()}): the biggest "
+            f"slot one model can span is {slot.describe()} (TP inside a node, PP across nodes) at "
+            f"gpu_memory_utilization={budget.utilization:g}. They need:\n  {needs}",
+            "add GPU nodes, use the cards' FP8 weights (model.cards.<key>.dtype=fp8), or lower engine.max_model_len "
+            "or engine.concurrency",
         )

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import ray
+from ray.util.placement_group import (NODE_ID_LABEL_KEY, placement_group, placement_group_table,
+                                      remove_placement_group)
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from rich.console import Console
@@ -29,6 +32,7 @@ from jobs.models import check_weights
 from sweep import provenance, sizing
 from sweep.config import ModelCard, SweepConfig
 from sweep.errors import SweepError
+from sweep.forecast import best_policy, plan_table, work_seconds
 from jobs.generate import failed as generate_failed
 from jobs.judge import answerable
 from jobs.judge import failed as judge_failed
@@ -36,7 +40,7 @@ from jobs.judge import rows as judge_rows
 from sweep.instance import Instance
 from sweep.resume import Reuse, reconcile
 from sweep.plan import JudgeCell, SweepPlan, content_key, plan, validate
-from sweep.schedule import Capacity, Demand, demand
+from sweep.schedule import Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, load_order
 from warehouse.schema import GenerationRow, JudgmentRow, RunRow
 from warehouse.store import Store
 
@@ -56,11 +60,21 @@ class TokensPerSecond(ProgressColumn):
 
 
 @dataclass(frozen=True)
+class Landing:
+    """Where one GPU instance's placement group was planned and where Ray put it (node ids per bundle)."""
+
+    model: str
+    planned: tuple[str, ...]
+    landed: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RunResult:
     run_id: str
     store: Store
     model_loads: int
     wall_s: float
+    landings: tuple[Landing, ...] = ()
 
 
 def to_config(cfg: DictConfig | SweepConfig) -> tuple[SweepConfig, str]:
@@ -93,6 +107,8 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
             f"({the_plan.suite.name}) -> {len(the_plan.generate)} answers, {len(the_plan.judge)} judgments "
             f"on {inventory.describe()}"
         )
+        policy, expected = best_policy(the_plan, conf, inventory)
+        console.print(plan_table(the_plan, conf, expected, inventory))
         reuse = reusable(store, the_plan, conf.run.resume)
         run_row = RunRow(
             run_id=run_id, started_at=dt.datetime.now(dt.timezone.utc), finished_at=None, status="running",
@@ -103,7 +119,7 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
             model_loads=0, reused_cells=reuse.cells, instance_failures=0, wall_s=None,
         )
         store.write("runs", [run_row], "run.parquet", run_id=run_id)
-        executor = Executor(the_plan, conf, store, inventory, reuse)
+        executor = Executor(the_plan, conf, store, inventory, reuse, policy)
         status = "failed"
         try:
             executor.execute()
@@ -114,7 +130,8 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
             run_row = replace(run_row, finished_at=end, status=status, model_loads=executor.loads,
                               instance_failures=executor.failures, wall_s=wall)
             store.write("runs", [run_row], "run.parquet", run_id=run_id)
-    return RunResult(run_id, store, executor.loads, wall)
+    console.print(f"sweep {run_id}: {executor.loads} model loads for {len(the_plan.cards)} models")
+    return RunResult(run_id, store, executor.loads, wall, tuple(executor.landings))
 
 
 def reusable(store: Store, the_plan: SweepPlan, resume: bool) -> Reuse:
@@ -162,17 +179,20 @@ def inventory_from_ray(conf: SweepConfig) -> sizing.Inventory:
             continue
         res = n["Resources"]
         gpus = int(res.get("GPU", 0))
-        accel = next((k.split(":", 1)[1] for k in res if k.startswith("accelerator_type:")), None)
-        gib = sizing.GPU_MEMORY_GIB.get(accel or "", conf.cluster.gpu_memory_gib) if gpus else 0
-        nodes.append(sizing.Node(res.get("CPU", 0.0), gpus, int(res.get("memory", 0)), int(gib * sizing.GiB)))
+        accel = next((k.split(":", 1)[1] for k in res if k.startswith("accelerator_type:")), "")
+        gib = sizing.GPU_MEMORY_GIB.get(accel, conf.cluster.gpu_memory_gib) if gpus else 0
+        nodes.append(sizing.Node(res.get("CPU", 0.0), gpus, int(res.get("memory", 0)), int(gib * sizing.GiB),
+                                 accel if gpus else "", n["NodeID"]))
     return sizing.Inventory(tuple(nodes))
 
 
 @dataclass
 class Live:
     actor: Any
-    node: int
+    where: Placement
     demand: Demand
+    group: Any = None
+    """The instance's placement group (GPU instances), removed when it stops."""
 
 
 @dataclass
@@ -196,13 +216,15 @@ class Executor:
     """
 
     def __init__(self, the_plan: SweepPlan, conf: SweepConfig, store: Store, inventory: sizing.Inventory,
-                 reuse: Reuse) -> None:
+                 reuse: Reuse, policy: Policy = Policy()) -> None:
         self.plan, self.conf, self.store, self.inventory, self.reuse = the_plan, conf, store, inventory, reuse
+        self.policy = policy
         self.remote = ray.remote(Instance)
         self.capacity = Capacity(inventory)
         self.alive: dict[str, Live] = {}
         self.loads = 0
         self.failures = 0
+        self.landings: list[Landing] = []
         self.answers: dict[str, GenerationRow] = dict(reuse.answers)
         self.task: Any = None  # the progress bar of the current phase
         self.progress = Progress(
@@ -236,7 +258,9 @@ class Executor:
                 return generate_failed(card, pool_index[card.name], p.suite, gen_cells[card.name], p.run_id, error,
                                        self.conf.run.retries + 1)
 
-            gen_order = [c for c in p.cards if c.name in gen_cells]
+            demands = {c.name: demand(c, self.conf, self.inventory) for c in p.cards}
+            gen_s, judge_s = work_seconds(p, self.conf, self.inventory)
+            gen_order = load_order([c for c in p.cards if c.name in gen_cells], demands, gen_s, self.policy)
             self._phase(gen_order, answer, saved_answers, failed_answers, keep=set(judge_cells))
 
             def saved_judgments(card: ModelCard, rows: list[JudgmentRow]) -> None:
@@ -266,7 +290,8 @@ class Executor:
             self.progress.update(gen_task, note="")
             self.progress.start_task(judge_task)
             self.task = judge_task
-            judge_order = sorted((c for c in p.cards if c.name in judge_cells), key=lambda c: c.name not in self.alive)
+            judge_order = load_order([c for c in p.cards if c.name in judge_cells], demands, judge_s, self.policy)
+            judge_order.sort(key=lambda c: c.name not in self.alive)
             self._phase(judge_order, judgment, saved_judgments, failed_judgments, keep=set())
             for name in list(self.alive):  # loaded for answers, nothing left to judge
                 self._stop(name)
@@ -280,22 +305,21 @@ class Executor:
         running: list[Batch] = []
         tries: dict[str, int] = defaultdict(int)
         while pending or running:
-            for card in pending:  # load in order while there is room
-                if card.name not in self.alive and not self._start(card):
-                    break
+            admit(pending, self.alive, self._start)
             busy = {b.node for b in running if b.on_cpu}
             for card in [c for c in pending if c.name in self.alive]:
                 live = self.alive[card.name]
                 on_cpu = live.demand.gpus == 0
+                node = live.where.nodes[0]
                 # CPU instances on one node take turns: two vLLM-CPU engines computing at once
                 # spin on the same cores and both run ~8x slower (measured here).
-                if on_cpu and live.node in busy:
+                if on_cpu and node in busy:
                     continue
                 if on_cpu:
-                    busy.add(live.node)
+                    busy.add(node)
                 pending.remove(card)
                 deadline = time.monotonic() + self.conf.engine.timeout_s
-                running.append(Batch(card, submit(live, card), deadline, live.node, on_cpu))
+                running.append(Batch(card, submit(live, card), deadline, node, on_cpu))
             if not running:
                 raise SweepError(f"{pending[0].name} does not fit in the free cluster", "use a larger cluster")
             timeout = max(0.0, min(b.deadline for b in running) - time.monotonic())
@@ -314,8 +338,7 @@ class Executor:
             card = batch.card
             if error is None:
                 collect(card, rows)
-                # Keep it for the next phase unless a model is waiting for its room.
-                if card.name not in keep or any(c.name not in self.alive for c in pending):
+                if not keep_loaded(card.name, keep, pending, self.alive, self.policy):
                     self._stop(card.name)
                 continue
             self.failures += 1
@@ -331,29 +354,57 @@ class Executor:
 
     def _start(self, card: ModelCard) -> bool:
         d = demand(card, self.conf, self.inventory)
-        node = self.capacity.take(d)
-        if node is None:
+        where = self.capacity.take(d)
+        if where is None:
             return False
-        on_gpu = d.gpus > 0
+        shape = d.shape
         settings = EngineSettings(
-            weights="", dtype=sizing.run_dtype(card, on_gpu),
+            weights="", dtype=sizing.run_dtype(card, shape is not None),
             max_model_len=min(self.conf.engine.max_model_len, card.context_length),
             kv_cache_bytes=int(self.conf.engine.kv_cache_gib * sizing.GiB), enforce_eager=self.conf.engine.enforce_eager,
-            tensor_parallel_size=max(d.gpus, 1), gpu_memory_utilization=self.conf.engine.gpu_memory_utilization,
-            on_gpu=on_gpu, seed=self.conf.run.seed,
+            tensor_parallel_size=shape.tp if shape else 1, pipeline_parallel_size=shape.pp if shape else 1,
+            executor=executor_backend(shape, where), gpu_memory_utilization=self.conf.engine.gpu_memory_utilization,
+            on_gpu=shape is not None, seed=self.conf.run.seed,
         )
-        if on_gpu:
-            options: dict[str, Any] = {"num_gpus": d.gpus, "num_cpus": 1}
+        group = None
+        if shape is not None:
+            group, options = self._gpu_options(shape, where)
         else:
-            threads = str(int(self.inventory.nodes[node].cpus) or os.cpu_count() or 1)
+            node = self.inventory.nodes[where.nodes[0]]
+            threads = str(int(node.cpus) or os.cpu_count() or 1)
             # CPU instances share the cores (num_cpus=0); Ray still accounts their memory.
             options = {"num_cpus": 0, "memory": d.memory_bytes,
                        "runtime_env": {"env_vars": {**CPU_ENV, "OMP_NUM_THREADS": threads}}}
+            if node.node_id:  # where the room was counted, so turn-taking per node holds
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node.node_id, soft=False)
         self.progress.update(self.task, note=f"loading {card.name}")
         self.loads += 1
         name = f"sweep/{self.plan.run_id}/{card.name}/{self.loads}"
-        self.alive[card.name] = Live(self.remote.options(name=name, **options).remote(card, settings), node, d)
+        self.alive[card.name] = Live(self.remote.options(name=name, **options).remote(card, settings), where, d, group)
         return True
+
+    def _gpu_options(self, shape: sizing.Shape, where: Placement) -> tuple[Any, dict[str, Any]]:
+        """One placement group per instance, its bundles pinned to the planned nodes.
+
+        On one node (pattern A): a single bundle of all its GPUs, which the actor takes, so
+        vLLM's mp executor inside it sees them (with num_gpus=0 Ray hides the GPUs). Across
+        nodes (pattern B): a {GPU: 1, CPU: 1} bundle per vLLM worker, each on its stage's
+        node; the actor sits in bundle 0 holding nothing and captures its children, so vLLM's
+        Ray executor starts the workers in this group.
+        """
+        if not where.spans_nodes:
+            bundles = [{"GPU": float(shape.gpus), "CPU": 1.0}]
+            actor = {"num_gpus": shape.gpus, "num_cpus": 1}
+        else:
+            bundles = [{"GPU": 1.0, "CPU": 1.0}] * shape.gpus
+            actor = {"num_gpus": 0, "num_cpus": 0}
+        ids = bundle_node_ids(shape, where, self.inventory)
+        selector = [{NODE_ID_LABEL_KEY: i} for i in ids] if all(ids) else None  # no ids: Ray chooses
+        group = placement_group(bundles, strategy="STRICT_PACK" if not where.spans_nodes else "PACK",
+                                bundle_label_selector=selector)
+        strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0,
+                                                    placement_group_capture_child_tasks=where.spans_nodes)
+        return group, {**actor, "scheduling_strategy": strategy}
 
     def _advance(self, task: Any, rows: Sequence[Any]) -> None:
         tokens = self.progress.tasks[task].fields["tokens"] + sum(r.output_tokens for r in rows)
@@ -367,13 +418,19 @@ class Executor:
         self.inventory = inventory_from_ray(self.conf)
         self.capacity = Capacity(self.inventory)
         for live in self.alive.values():
-            live.node = self.capacity.take(live.demand) or 0
+            live.where = self.capacity.take(live.demand) or live.where
 
     def _stop(self, name: str) -> None:
         """Process exit is the only reliable way to free vLLM's memory."""
         live = self.alive.pop(name)
         ray.kill(live.actor)
-        self.capacity.give_back(live.node, live.demand)
+        if live.group is not None:
+            landed = placement_group_table(live.group).get("bundles_to_node_id", {})
+            assert live.demand.shape is not None
+            planned = bundle_node_ids(live.demand.shape, live.where, self.inventory)
+            self.landings.append(Landing(name, planned, tuple(landed.get(i, "") for i in range(len(planned)))))
+            remove_placement_group(live.group)
+        self.capacity.give_back(live.where, live.demand)
 
     def _write(self, table: str, rows: Sequence[Any], **parts: str) -> None:
         """One file per (model or judge, eval): the unit a rerun can skip or redo."""
@@ -388,6 +445,20 @@ class Executor:
         tokens = sum(r.output_tokens for r in rows)
         counts = ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
         console.log(f"{card.name}: {len(rows)} {what} ({counts}), {tokens} output tokens")
+
+
+def bundle_node_ids(shape: sizing.Shape, where: Placement, inventory: sizing.Inventory) -> tuple[str, ...]:
+    """The Ray node of each bundle of an instance's placement group (see Executor._gpu_options)."""
+    if not where.spans_nodes:
+        return (inventory.nodes[where.nodes[0]].node_id,)
+    return tuple(inventory.nodes[n].node_id for n in where.nodes for _ in range(shape.tp))
+
+
+def executor_backend(shape: sizing.Shape | None, where: Placement) -> str:
+    """vLLM's executor for a shape: in-process on one device, mp on one node, Ray across nodes."""
+    if shape is None or shape.gpus == 1:
+        return "uni"
+    return "ray" if where.spans_nodes else "mp"
 
 
 def _group(items: Sequence[Any], key: Callable[[Any], str]) -> dict[str, list[Any]]:

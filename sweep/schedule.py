@@ -1,52 +1,150 @@
-"""Which model instances can be loaded at once: resource accounting for the runner. Pure.
+"""Where model instances go and in which order they load: placement and policy for the runner. Pure.
 
 The runner asks ``take`` before it starts an instance and calls ``give_back`` after it
 kills one, so it never asks Ray for more than the cluster has (a request Ray can't meet
-would wait forever while finished instances hold the room).
+would wait forever while finished instances hold the room). The same code places
+instances in ``plan=true`` tables and in bench/scheduler_sim.py, so what a plan prints
+is what the live run does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Collection, Optional, Sequence
 
 from sweep.config import ModelCard, SweepConfig
-from sweep.sizing import GiB, Inventory, cpu_instance_bytes, gpus_needed
+from sweep.sizing import GiB, Inventory, Shape, budget, choose_shape, cpu_instance_bytes, run_dtype, weight_bytes
 
 
 @dataclass(frozen=True)
 class Demand:
     """What one instance of a card holds while loaded."""
 
-    gpus: int
+    shape: Optional[Shape]
+    """TP x PP on GPUs; None for a CPU instance."""
     memory_bytes: int
     """Host memory (CPU instances: weights + KV cache + runtime)."""
+
+    @property
+    def gpus(self) -> int:
+        return self.shape.gpus if self.shape else 0
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Node index (into the inventory) of each pipeline stage; one entry on CPU or when PP = 1."""
+
+    nodes: tuple[int, ...]
+
+    @property
+    def spans_nodes(self) -> bool:
+        return len(set(self.nodes)) > 1
 
 
 def demand(card: ModelCard, cfg: SweepConfig, inventory: Inventory) -> Demand:
     if inventory.gpus:
-        gpu_bytes = max(n.gpu_memory_bytes for n in inventory.nodes) or int(cfg.cluster.gpu_memory_gib * GiB)
-        tp = cfg.engine.tensor_parallel_size or gpus_needed(
-            card, gpu_bytes, cfg.engine.gpu_memory_utilization, cfg.engine.max_model_len
-        )
-        return Demand(gpus=tp, memory_bytes=0)
+        shape = choose_shape(card, inventory.slot(int(cfg.cluster.gpu_memory_gib * GiB)), budget(cfg.engine))
+        assert shape is not None, "plan.check_fits refuses cards that fit no slot"
+        return Demand(shape, 0)
     memory = int(cfg.cluster.instance_memory_gib * GiB) or cpu_instance_bytes(card, cfg.engine.kv_cache_gib)
-    return Demand(gpus=0, memory_bytes=memory)
+    return Demand(None, memory)
 
 
 class Capacity:
-    """Free GPUs and memory per node; first fit."""
+    """Free GPUs and memory per node.
+
+    A GPU instance goes whole onto the node it fills best (the fewest free GPUs that still
+    hold it), keeping whole nodes free for the big models; when no node holds it, its
+    pipeline stages (TP GPUs each) go onto the nodes they fill best. CPU instances: first fit.
+    """
 
     def __init__(self, inventory: Inventory) -> None:
         self.free = [[n.gpus, n.memory_bytes] for n in inventory.nodes]
 
-    def take(self, d: Demand) -> int | None:
-        """Reserve room for ``d``; the node index, or None when no node has room."""
-        for i, (gpus, memory) in enumerate(self.free):
-            if gpus >= d.gpus and memory >= d.memory_bytes:
-                self.free[i] = [gpus - d.gpus, memory - d.memory_bytes]
-                return i
-        return None
+    def take(self, d: Demand) -> Optional[Placement]:
+        """Reserve room for ``d``; where it goes, or None when the free cluster can't hold it."""
+        if d.shape is None:
+            for i, (_, memory) in enumerate(self.free):
+                if memory >= d.memory_bytes:
+                    self.free[i][1] -= d.memory_bytes
+                    return Placement((i,))
+            return None
+        whole = self._best_fit(d.shape.gpus)
+        if whole is not None:
+            self.free[whole][0] -= d.shape.gpus
+            return Placement((whole,) * d.shape.pp)
+        stages: list[int] = []
+        for _ in range(d.shape.pp):
+            node = self._best_fit(d.shape.tp)
+            if node is None:
+                for n in stages:
+                    self.free[n][0] += d.shape.tp
+                return None
+            self.free[node][0] -= d.shape.tp
+            stages.append(node)
+        return Placement(tuple(stages))
 
-    def give_back(self, node: int, d: Demand) -> None:
-        self.free[node][0] += d.gpus
-        self.free[node][1] += d.memory_bytes
+    def _best_fit(self, gpus: int) -> Optional[int]:
+        fitting = [(free, i) for i, (free, _) in enumerate(self.free) if free >= gpus]
+        return min(fitting)[1] if fitting else None
+
+    def give_back(self, where: Placement, d: Demand) -> None:
+        if d.shape is None:
+            self.free[where.nodes[0]][1] += d.memory_bytes
+            return
+        for node in where.nodes:
+            self.free[node][0] += d.shape.tp
+
+    @property
+    def idle_gpus(self) -> int:
+        return sum(gpus for gpus, _ in self.free)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The runner's ordering decisions; the defaults are what it does (other values exist for
+    bench/scheduler_sim.py to compare against)."""
+
+    order: str = "largest"
+    """Load order. largest: most GPUs, then most work first (longest-processing-time first).
+    cheap_last_loaded: the models of the largest shape first, then the rest from the cheapest
+    to load up, so the costly ones are still loaded when judging starts and only cheap ones
+    reload. pool: the pool's order (a baseline)."""
+    fuse: bool = True
+    """Keep an instance loaded from answering to judging when no model waits for its room."""
+    replicas: bool = False
+    """Once every model of a phase is loaded, start data-parallel replicas on idle GPUs for the
+    models with the most work left. Simulated only (sweep/forecast.py): the live runner submits
+    a model's cells as one batch and can't split it yet."""
+
+
+def load_order(cards: Sequence[ModelCard], demands: dict[str, Demand], work: dict[str, float],
+               policy: Policy = Policy()) -> list[ModelCard]:
+    """Largest first, so the models that need whole nodes get them before small ones
+    fragment the cluster and the long jobs start early; small models fill the gaps. Ties
+    keep the pool's order."""
+    if policy.order == "pool":
+        return list(cards)
+    largest = sorted(cards, key=lambda c: (-demands[c.name].gpus, -work.get(c.name, 0.0)))
+    if policy.order == "largest" or not largest:
+        return largest
+    widest = demands[largest[0].name].gpus
+    head = [c for c in largest if demands[c.name].gpus == widest]
+    rest = (c for c in cards if demands[c.name].gpus != widest)
+    return head + sorted(rest, key=lambda c: weight_bytes(c, run_dtype(c, demands[c.name].gpus > 0)))
+
+
+def admit(pending: Sequence[ModelCard], loaded: Collection[str], start: Callable[[ModelCard], bool]) -> None:
+    """Load pending models in order while there is room; stop at the first that doesn't fit,
+    so a large model waiting for room is not overtaken (and starved) by small ones."""
+    for card in pending:
+        if card.name not in loaded and not start(card):
+            return
+
+
+def keep_loaded(name: str, keep: Collection[str], pending: Sequence[ModelCard], loaded: Collection[str],
+                policy: Policy = Policy()) -> bool:
+    """Whether an instance that finished its batch stays loaded for the next phase (fusing
+    answers and judging into one load): only if it is needed there and no model of this
+    phase is still waiting for room."""
+    return policy.fuse and name in keep and all(c.name in loaded for c in pending)

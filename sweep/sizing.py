@@ -1,16 +1,21 @@
-"""How much memory a card needs, and whether a cluster can hold it. Pure arithmetic.
+"""How much memory a card needs, and the shape (TP x PP) it runs in on a cluster. Pure arithmetic.
 
 Estimates follow vLLM's own accounting: weights (all experts of an MoE sit in memory),
 plus a KV cache that only full-attention layers grow, plus a fixed runtime overhead
-(activations, CUDA graphs or the CPU runtime).
+(activations, CUDA graphs or the CPU runtime). A shape is chosen per GPU: the weights of
+one shard, the KV budget of one shard, and the overhead must fit
+``gpu_memory_utilization x GPU memory`` (vLLM's ceiling; it fills the rest with more KV).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
 
-from sweep.config import DType, ModelCard
+from sweep.config import Cluster, DType, Engine, ModelCard
 
 GiB = 1 << 30
 
@@ -28,12 +33,16 @@ GPU_RUNTIME_OVERHEAD = 3 * GiB
 
 @dataclass(frozen=True)
 class Node:
-    """One machine as Ray reports it."""
+    """One machine as Ray reports it (or as conf/cluster/ describes it)."""
 
     cpus: float
     gpus: int
     memory_bytes: int
     gpu_memory_bytes: int = 0
+    gpu_type: str = ""
+    """Accelerator type (H100, H200, ...): sets memory and, in estimates, bandwidth."""
+    node_id: str = ""
+    """Ray's node id (live clusters only): instances are pinned to the node the plan gives them."""
 
 
 @dataclass(frozen=True)
@@ -46,14 +55,97 @@ class Inventory:
     def gpus(self) -> int:
         return sum(n.gpus for n in self.nodes)
 
+    @property
+    def gpu_nodes(self) -> tuple[Node, ...]:
+        return tuple(n for n in self.nodes if n.gpus)
+
+    def slot(self, fallback_gpu_bytes: int) -> "Slot":
+        """The biggest group of GPUs one instance can use: TP inside a node, PP across nodes.
+
+        GPU memory is the smallest of the GPU nodes', so a shape fits on any of them."""
+        nodes = self.gpu_nodes
+        memory = min(n.gpu_memory_bytes for n in nodes) or fallback_gpu_bytes
+        return Slot(gpu_memory_bytes=memory, gpus_per_node=max(n.gpus for n in nodes), nodes=len(nodes))
+
     def describe(self) -> str:
         cpus = sum(n.cpus for n in self.nodes)
         mem = sum(n.memory_bytes for n in self.nodes) / GiB
         gpu_part = "no GPUs"
         if self.gpus:
             per = max(n.gpu_memory_bytes for n in self.nodes) / GiB
-            gpu_part = f"{self.gpus} GPUs of {per:.0f} GiB"
+            kind = next((n.gpu_type for n in self.gpu_nodes if n.gpu_type), "")
+            gpu_part = f"{self.gpus} {kind + ' ' if kind else ''}GPUs of {per:.0f} GiB"
         return f"{len(self.nodes)} node(s), {cpus:g} CPUs, {mem:.0f} GiB RAM, {gpu_part}"
+
+
+def described(cluster: Cluster) -> Inventory:
+    """The inventory a conf/cluster/ file describes (no Ray needed)."""
+    nodes = []
+    for group in cluster.nodes:
+        gib = group.gpu_memory_gib or (GPU_MEMORY_GIB.get(group.gpu_type, cluster.gpu_memory_gib) if group.gpus else 0)
+        node = Node(group.cpus, group.gpus, int(group.memory_gib * GiB), int(gib * GiB), group.gpu_type)
+        nodes += [node] * group.count
+    return Inventory(tuple(nodes))
+
+
+@dataclass(frozen=True)
+class Slot:
+    """GPUs one model instance may span: ``gpus_per_node`` per node (TP) x ``nodes`` (PP)."""
+
+    gpu_memory_bytes: int
+    gpus_per_node: int
+    nodes: int
+
+    def describe(self) -> str:
+        return f"{self.nodes} node(s) x {self.gpus_per_node} GPUs of {self.gpu_memory_bytes / GiB:.0f} GiB"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Engine settings that size a GPU instance (from cfg.engine)."""
+
+    max_model_len: int
+    concurrency: int
+    """Sequences of max_model_len tokens the KV cache must hold at once."""
+    utilization: float
+    tensor_parallel_size: int = 0
+    """0: the smallest valid degree that fits; otherwise this one."""
+
+
+def budget(engine: Engine) -> Budget:
+    return Budget(engine.max_model_len, engine.concurrency, engine.gpu_memory_utilization, engine.tensor_parallel_size)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How one instance of a card runs: ``tp`` GPUs per pipeline stage, ``pp`` stages."""
+
+    model: str
+    dtype: str
+    tp: int
+    pp: int
+    weight_bytes: int
+    """The whole model's weights."""
+    kv_bytes_per_gpu: int
+    """KV budget one GPU reserves: max_model_len x concurrency tokens of its layers and heads."""
+    overhead_bytes: int
+    """Per GPU."""
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp
+
+    @property
+    def weight_bytes_per_gpu(self) -> int:
+        return math.ceil(self.weight_bytes / self.gpus)
+
+    @property
+    def kv_bytes(self) -> int:
+        return self.kv_bytes_per_gpu * self.gpus
+
+    @property
+    def bytes_per_gpu(self) -> int:
+        return self.weight_bytes_per_gpu + self.kv_bytes_per_gpu + self.overhead_bytes
 
 
 def run_dtype(card: ModelCard, on_gpu: bool) -> str:
@@ -63,39 +155,125 @@ def run_dtype(card: ModelCard, on_gpu: bool) -> str:
     return card.dtypes[0] if on_gpu else "float32"
 
 
+@functools.lru_cache(maxsize=64)
+def checkpoint_params(folder: str) -> Optional[int]:
+    """Parameters of a local checkpoint, counted from its safetensors headers (shapes only:
+    no tensor is read); None when the folder has no safetensors files."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        return None
+    from safetensors import safe_open
+
+    total = 0
+    for f in files:
+        with safe_open(str(f), framework="numpy") as st:
+            total += sum(math.prod(st.get_slice(k).get_shape()) for k in st.keys())
+    return total
+
+
+def params_total(card: ModelCard) -> float:
+    """Total parameters: counted in a local checkpoint (``path``) where there is one, else the card's."""
+    counted = checkpoint_params(card.path) if card.path else None
+    return float(counted) if counted else card.params_total_b * 1e9
+
+
 def weight_bytes(card: ModelCard, dtype: str) -> int:
-    return int(card.params_total_b * 1e9 * BYTES_PER_PARAM[dtype])
-
-
-def kv_bytes_per_token(card: ModelCard, dtype: str) -> int:
-    """K and V for every full-attention layer; FP8 checkpoints keep a 16-bit KV cache."""
+    """Weight bytes in ``dtype``. FP8 checkpoints quantize the linear layers only: the token
+    embedding and the LM head stay BF16 (one extra byte per parameter)."""
+    params = params_total(card)
+    if dtype != "fp8":
+        return int(params * BYTES_PER_PARAM[dtype])
     arch = card.architecture
-    kv_layers = math.ceil(arch.num_layers / arch.full_attention_interval)
+    return int(params + 2 * arch.vocab_size * arch.hidden_size)
+
+
+def kv_layers(card: ModelCard) -> int:
+    """Layers that keep a KV cache: every ``full_attention_interval``-th one (linear-attention
+    layers hold a small constant state per sequence instead, not counted)."""
+    arch = card.architecture
+    return math.ceil(arch.num_layers / arch.full_attention_interval)
+
+
+def kv_bytes_per_token(card: ModelCard, dtype: str, tp: int = 1, pp: int = 1) -> int:
+    """K and V of one token on one GPU of a ``tp`` x ``pp`` shape (whole model: 1 x 1).
+
+    A pipeline stage holds ``1/pp`` of the layers. TP splits the KV heads, but vLLM
+    replicates them once ``tp`` exceeds their number (``max(1, kv_heads // tp)`` per GPU), so
+    the per-GPU cache stops shrinking there. FP8 checkpoints keep a 16-bit KV cache.
+    """
+    arch = card.architecture
+    heads = max(1, arch.num_kv_heads // tp)
     elem = 4 if dtype == "float32" else 2
-    return 2 * kv_layers * arch.num_kv_heads * arch.head_dim * elem
+    return 2 * math.ceil(kv_layers(card) / pp) * heads * arch.head_dim * elem
+
+
+def valid_tp(card: ModelCard, tp: int) -> bool:
+    """vLLM's rule: ``tp`` divides the attention heads (ModelConfig.verify_with_parallel_config),
+    and either divides the KV heads or is a multiple of them (the attention layers assert one or
+    the other, replicating KV heads in the second case; vllm/model_executor/models/qwen3*.py)."""
+    arch = card.architecture
+    kv = arch.num_kv_heads
+    return arch.num_attention_heads % tp == 0 and (kv % tp == 0 if kv >= tp else tp % kv == 0)
+
+
+def shape_for(card: ModelCard, tp: int, pp: int, slot: Slot, budget: Budget) -> Shape:
+    dtype = run_dtype(card, True)
+    tokens = min(budget.max_model_len, card.context_length) * budget.concurrency
+    return Shape(card.name, dtype, tp, pp, weight_bytes(card, dtype),
+                 kv_bytes_per_token(card, dtype, tp, pp) * tokens, int(GPU_RUNTIME_OVERHEAD))
+
+
+def fits(shape: Shape, slot: Slot, budget: Budget) -> bool:
+    return shape.bytes_per_gpu <= budget.utilization * slot.gpu_memory_bytes
+
+
+def choose_shape(card: ModelCard, slot: Slot, budget: Budget) -> Optional[Shape]:
+    """The smallest shape that fits, or None when the slot can't hold the card.
+
+    TP first, inside one node, at the smallest valid degree that fits (fewest GPUs, no
+    cross-GPU traffic it doesn't need). When no degree up to the node's GPUs fits, the
+    largest valid degree per node and as few pipeline stages (nodes) as fit, as vLLM's
+    scaling guide says (TP = GPUs per node, PP = nodes).
+    """
+    if budget.tensor_parallel_size:
+        forced = budget.tensor_parallel_size
+        tps = [forced] if valid_tp(card, forced) and forced <= slot.gpus_per_node else []
+    else:
+        tps = [t for t in range(1, slot.gpus_per_node + 1) if valid_tp(card, t)]
+    for tp in tps:
+        s = shape_for(card, tp, 1, slot, budget)
+        if fits(s, slot, budget):
+            return s
+    if not tps:
+        return None
+    tp = max(tps)
+    for pp in range(2, min(slot.nodes, card.architecture.num_layers) + 1):
+        s = shape_for(card, tp, pp, slot, budget)
+        if fits(s, slot, budget):
+            return s
+    return None
+
+
+def gpus_needed(card: ModelCard, slot: Slot, budget: Budget) -> int:
+    """GPUs of the slot's size the card needs at least, counting memory alone."""
+    s = shape_for(card, 1, 1, slot, budget)
+    per_gpu = budget.utilization * slot.gpu_memory_bytes - GPU_RUNTIME_OVERHEAD
+    return math.ceil((s.weight_bytes + s.kv_bytes_per_gpu) / per_gpu) if per_gpu > 0 else 0
+
+
+def need_text(card: ModelCard, slot: Slot, budget: Budget) -> str:
+    """What a card needs, for refusals: weights, KV budget, and the GPUs that would hold them."""
+    s = shape_for(card, 1, 1, slot, budget)
+    text = (f"{card.name}: {s.weight_bytes / 1e9:.0f} GB of {s.dtype} weights + {s.kv_bytes / 1e9:.1f} GB KV cache, "
+            f"at least {gpus_needed(card, slot, budget)} x {slot.gpu_memory_bytes / GiB:.0f} GiB GPU(s)")
+    forced, arch = budget.tensor_parallel_size, card.architecture
+    if forced and not (valid_tp(card, forced) and forced <= slot.gpus_per_node):
+        text += (f"; engine.tensor_parallel_size={forced} can't run it (TP must divide its {arch.num_attention_heads} "
+                 f"attention heads, divide or be a multiple of its {arch.num_kv_heads} KV heads, and fit "
+                 f"{slot.gpus_per_node} GPUs per node)")
+    return text
 
 
 def cpu_instance_bytes(card: ModelCard, kv_cache_gib: float) -> int:
     """Host memory one CPU instance of the card holds."""
     return weight_bytes(card, run_dtype(card, False)) + int(kv_cache_gib * GiB) + int(CPU_RUNTIME_OVERHEAD)
-
-
-def gpus_needed(card: ModelCard, gpu_memory_bytes: int, utilization: float, max_model_len: int) -> int:
-    """Smallest power-of-two GPU count whose memory holds the weights plus one full context.
-
-    A first cut: tensor-parallel degrees must divide the KV heads, which powers of two
-    up to 8 do for every study model.
-    """
-    dtype = run_dtype(card, True)
-    need = weight_bytes(card, dtype) + kv_bytes_per_token(card, dtype) * max_model_len
-    n = 1
-    while n * (gpu_memory_bytes * utilization - GPU_RUNTIME_OVERHEAD) < need:
-        n *= 2
-    return n
-
-
-def need_text(card: ModelCard, gpu_memory_bytes: int, utilization: float, max_model_len: int) -> str:
-    dtype = run_dtype(card, True)
-    gb = weight_bytes(card, dtype) / 1e9
-    n = gpus_needed(card, gpu_memory_bytes, utilization, max_model_len)
-    return f"{card.name}: {gb:.0f} GB of {dtype} weights, {n} x {gpu_memory_bytes / GiB:.0f} GiB GPU(s)"

@@ -89,7 +89,7 @@ def fake_cli(root: Path | str, *extra: str) -> list[str]:
 
 @pytest.fixture
 def ray_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
-    """Start a real multi-node Ray cluster on this machine: ``ray_nodes(workers=2, **env)``.
+    """Start a real multi-node Ray cluster on this machine: ``ray_nodes(workers=2, gpus=8, **env)``.
 
     ``env`` is set before the nodes start, so every worker process (and the fake engine in
     it) sees it: that is how faults are injected.
@@ -99,7 +99,7 @@ def ray_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
 
     clusters = []
 
-    def start(workers: int = 1, worker_memory_gib: float = 4, **env: str) -> Cluster:
+    def start(workers: int = 1, worker_memory_gib: float = 4, gpus: int = 0, cpus: int = 1, **env: str) -> Cluster:
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         # The head holds no model: instances need more memory than it offers. Its dashboard
@@ -107,7 +107,9 @@ def ray_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "memory": 1 << 28,
                                                                 "dashboard_port": free_port()})
         for _ in range(workers):
-            cluster.add_node(num_cpus=1, memory=int(worker_memory_gib * (1 << 30)))
+            # Logical GPUs: Ray schedules placement groups onto them; nothing touches a device.
+            gpu = {"num_gpus": gpus, "resources": {"accelerator_type:H100": 1}} if gpus else {}
+            cluster.add_node(num_cpus=cpus, memory=int(worker_memory_gib * (1 << 30)), **gpu)
         ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
         cluster.wait_for_nodes()
         clusters.append(cluster)

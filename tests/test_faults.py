@@ -42,10 +42,11 @@ def while_running(run_id: str, action: Callable[[Any], None], sweep: Callable[[]
     def act() -> None:
         try:
             deadline = time.monotonic() + 120
+            here = ray.get_runtime_context().gcs_address  # other Rays may run on this machine
             while time.monotonic() < deadline:
-                busy = {t.actor_id for t in list_tasks(filters=[("state", "=", "RUNNING")])
+                busy = {t.actor_id for t in list_tasks(here, filters=[("state", "=", "RUNNING")])
                         if t.name.startswith("Instance.")}
-                ours = [a for a in list_actors(filters=[("state", "=", "ALIVE")])
+                ours = [a for a in list_actors(here, filters=[("state", "=", "ALIVE")])
                         if a.actor_id in busy and a.name.startswith(f"sweep/{run_id}/")]
                 if ours:
                     return action(ours[0])

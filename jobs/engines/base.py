@@ -61,6 +61,10 @@ class EngineSettings:
     gpu_memory_utilization: float
     on_gpu: bool
     seed: int
+    pipeline_parallel_size: int = 1
+    executor: str = "uni"
+    """vLLM's distributed_executor_backend: uni (one device), mp (GPUs this process holds on one
+    node), ray (workers in the placement group the instance runs in, across nodes)."""
 
 
 class Engine(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Optional, Sequence
 
@@ -27,10 +28,17 @@ class VllmEngine:
         if settings.on_gpu:
             kwargs.update(
                 tensor_parallel_size=settings.tensor_parallel_size,
+                pipeline_parallel_size=settings.pipeline_parallel_size,
+                distributed_executor_backend=settings.executor,
                 gpu_memory_utilization=settings.gpu_memory_utilization,
             )
             if card.hf_repo and card.path is None and card.gguf is None:
                 kwargs["revision"] = card.revision
+            if settings.executor == "ray":
+                # The actor holds no GPU (its placement group's workers do), so Ray set an empty
+                # CUDA_VISIBLE_DEVICES here; vLLM's Ray executor assigns devices per worker. Same
+                # fix as OpenRLHF's LLMRayActor and vLLM's RLHF example (not run here: no GPU).
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         else:
             # In-process engine: no EngineCore/worker subprocesses inside the Ray actor.
             kwargs["distributed_executor_backend"] = "uni"

@@ -1,0 +1,76 @@
+"""The scheduler against its lower bound: a discrete-event simulation (sweep.forecast) of the
+runner's policy for the study's 8 models on 8, 16 and 64 H100s.
+
+Lower bound = max(total GPU-work / GPUs, the longest single model), one load per model
+counted in both. Ratio = makespan / lower bound (1.0 is optimal). The runner's policy
+(largest first, answers and judging fused per model when room allows) is compared with a
+naive one (pool order, every model reloaded to judge) on the same simulated cluster.
+Throughputs are roofline estimates from active parameters and HBM bandwidth (sweep/forecast.py);
+nothing here runs a model.
+
+    python -m bench.scheduler_sim [hydra overrides...]     # default: model=all evals=hard
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from sweep import sizing
+from sweep.config import SweepConfig, register
+from sweep.forecast import best_policy, forecast, gpu_utilisation
+from sweep.plan import plan
+from sweep.schedule import Policy
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+CLUSTERS = {8: "h100_8", 16: "h100_2x8", 64: "h100_64"}
+# One 8 x H100 node can't hold the 397B in BF16 (794 GB): every size runs it in FP8, as the vLLM recipe does.
+STUDY = ["model=all", "evals=hard", "model.cards.qwen3_5_397b_a17b.dtype=fp8"]
+POLICIES = {"largest": Policy(), "cheap_last_loaded": Policy(order="cheap_last_loaded"),
+            "best+DP": None, "naive": Policy(order="pool", fuse=False)}
+
+
+def config(*overrides: str) -> SweepConfig:
+    register()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def main(extra: list[str]) -> None:
+    rows = []
+    for gpus, cluster in CLUSTERS.items():
+        cfg = config(*STUDY, f"cluster={cluster}", *extra)
+        inventory = sizing.described(cfg.cluster)
+        the_plan = plan(cfg, "sim", inventory)
+        best, _ = best_policy(the_plan, cfg, inventory)
+        for name, policy in POLICIES.items():
+            started = time.perf_counter()
+            f = forecast(the_plan, cfg, inventory, policy or replace(best, replicas=True))
+            rows.append({
+                "gpus": gpus, "policy": name + (" (runner)" if policy == best else ""),
+                "makespan_s": round(f.makespan_s, 1), "lower_bound_s": round(f.lower_bound_s, 1),
+                "ratio": round(f.makespan_s / f.lower_bound_s, 3), "model_loads": f.loads, "models": len(the_plan.cards),
+                "gpu_busy": round(gpu_utilisation(f) or 0.0, 3),
+                "sim_ms": round(1000 * (time.perf_counter() - started), 1),
+            })
+    print(f"{'GPUs':>4} {'policy':<28} {'makespan':>9} {'bound':>8} {'ratio':>6} {'loads':>5} {'busy':>5}")
+    for r in rows:
+        print(f"{r['gpus']:>4} {r['policy']:<28} {r['makespan_s']:>8.0f}s {r['lower_bound_s']:>7.0f}s "
+              f"{r['ratio']:>6.2f} {r['model_loads']:>5} {r['gpu_busy']:>5.2f}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"scheduler-sim-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps({"overrides": STUDY + extra, "machine": platform.platform(), "rows": rows}, indent=1))
+    print(f"raw: {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

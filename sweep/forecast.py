@@ -1,0 +1,291 @@
+"""How long a sweep will take on a cluster, and how often it loads each model: a discrete-event
+simulation of the runner's own policy (sweep.schedule: load order, admission, placement, keeping
+instances loaded for judging). Pure: ``plan=true`` prints it, bench/scheduler_sim.py measures
+the policy with it.
+
+Times are estimates from a roofline, not measurements: decoding reads the weights a batch
+touches once per step from HBM (memory-bound); prefill is compute-bound. Token counts per
+cell are assumptions (below), since answer lengths are only known after the run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Optional
+
+from rich.table import Table
+
+from sweep.config import Mode, ModelCard, SweepConfig
+from sweep.plan import SweepPlan, plan
+from sweep.schedule import Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, load_order
+from sweep.sizing import BYTES_PER_PARAM, GiB, Inventory, Node, described, params_total, run_dtype, weight_bytes
+
+# Per GPU: HBM bandwidth (GB/s) and dense BF16 tensor throughput (TFLOP/s), vendor datasheets.
+GPU_SPECS = {"H100": (3350, 989), "H200": (4800, 989), "B200": (8000, 2250), "A100": (2039, 312),
+             "A100-80G": (2039, 312), "A100-40G": (1555, 312), "L40S": (864, 362), "L4": (300, 121)}
+DEFAULT_GPU = "H100"
+BANDWIDTH_EFFICIENCY = 0.6  # share of peak HBM bandwidth a decode step achieves
+COMPUTE_EFFICIENCY = 0.4  # share of peak FLOPs prefill achieves
+TP_EFFICIENCY = 0.85  # per doubling of TP: all-reduce costs (PP adds bubbles; same factor per stage)
+# A CPU instance (vLLM-CPU, float32, 2 cores): ~23 output tokens/s for SmolLM2-135M, measured here
+# (BENCHMARKS.md: 13,842 tokens in 611 s, 3 models in turn); scaled by active parameters.
+CPU_TOKENS_PER_S_AT_135M = 23.0
+# Loading: weights from local NVMe or page cache at this rate per node, plus engine start-up.
+LOAD_GB_PER_S = 2.0
+LOAD_FIXED_S = 30.0
+# Assumed tokens per cell (answers are as long as they turn out; these are typical, capped by max_tokens).
+ANSWER_TOKENS = {Mode.non_thinking: 1200, Mode.thinking: 6000}
+VERDICT_TOKENS = 150  # a JSON verdict with a <=300-character justification
+JUDGE_PROMPT_TOKENS = 600  # brief, rubric, criteria, around the answer
+
+
+@dataclass(frozen=True)
+class Work:
+    """Tokens one model computes in one phase."""
+
+    prefill: int
+    decode: int
+    sequences: int
+
+
+@dataclass
+class Span:
+    """One instance's life: loaded at ``start``, ready at ``ready``, stopped at ``end``."""
+
+    model: str
+    demand: Demand
+    where: Placement
+    start: float
+    ready: float
+    end: float = math.inf
+    busy_s: float = 0.0
+
+
+@dataclass
+class Forecast:
+    spans: list[Span] = field(default_factory=list)
+    makespan_s: float = 0.0
+    model_s: dict[str, float] = field(default_factory=dict)
+    """Per model: load + answers + judging at its shape, one instance (the longest-model bound)."""
+    gpu_s: float = 0.0
+    """GPU-seconds of work, one load per model included (on CPU: node-seconds of compute)."""
+    gpus: int = 0
+
+    @property
+    def loads(self) -> int:
+        return len(self.spans)
+
+    @property
+    def lower_bound_s(self) -> float:
+        return max(self.gpu_s / self.gpus if self.gpus else 0.0, max(self.model_s.values(), default=0.0))
+
+
+def work(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, Work]]:
+    """Answers and judging per model, in tokens, from the plan's cells."""
+    answer_len = {c.key: min(c.sampling.max_tokens, ANSWER_TOKENS[the_plan.card(c.model).mode])
+                  for c in the_plan.generate}
+    gen: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for c in the_plan.generate:
+        w = gen[c.model]
+        w[0] += sum(len(text.split()) for _, text in c.messages) * 4 // 3  # ~4 tokens per 3 words
+        w[1] += answer_len[c.key]
+        w[2] += 1
+    judge: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for j in the_plan.judge:
+        w = judge[j.judge]
+        w[0] += JUDGE_PROMPT_TOKENS + answer_len[j.answer_key]
+        w[1] += min(j.sampling.max_tokens, VERDICT_TOKENS)
+        w[2] += 1
+    return ({k: Work(*v) for k, v in gen.items()}, {k: Work(*v) for k, v in judge.items()})
+
+
+def seconds(card: ModelCard, d: Demand, w: Work, inventory: Inventory, batch: int) -> float:
+    """Time one instance of ``card`` needs for ``w``."""
+    if d.shape is None:
+        rate = CPU_TOKENS_PER_S_AT_135M * 0.135 / card.params_active_b
+        return (w.decode + w.prefill / 20) / rate  # prefill ~20x faster than decode on CPU
+    kind = next((n.gpu_type for n in inventory.gpu_nodes if n.gpu_type in GPU_SPECS), DEFAULT_GPU)
+    bandwidth, flops = GPU_SPECS[kind]
+    scale = d.shape.gpus * TP_EFFICIENCY ** math.log2(d.shape.gpus)
+    per_param = BYTES_PER_PARAM[run_dtype(card, True)]
+    arch = card.architecture
+    touched = 1.0
+    if arch.num_experts:
+        # Experts a decode step's batch routes to, per layer: the rest of the weights stay unread.
+        touched = 1 - (1 - arch.experts_per_token / arch.num_experts) ** batch
+    active = card.params_active_b * 1e9
+    read = (active + (params_total(card) - active) * touched) * per_param
+    step = read / (bandwidth * 1e9 * BANDWIDTH_EFFICIENCY * scale)
+    steps = math.ceil(w.sequences / batch) * (w.decode / max(w.sequences, 1))
+    prefill = 2 * active * w.prefill / (flops * 1e12 * COMPUTE_EFFICIENCY * scale)
+    return steps * step + prefill
+
+
+def load_seconds(card: ModelCard, d: Demand) -> float:
+    """Start-up plus reading the weights; pipeline stages sit on separate nodes and read in parallel."""
+    nodes = d.shape.pp if d.shape else 1
+    gb = weight_bytes(card, run_dtype(card, d.shape is not None)) / 1e9
+    return LOAD_FIXED_S + gb / (LOAD_GB_PER_S * nodes)
+
+
+def work_seconds(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory) -> tuple[dict[str, float], ...]:
+    """Estimated seconds of answers and of judging per model, at each model's shape: what the
+    load order sorts on, in the runner as in the simulation."""
+    demands = {c.name: demand(c, conf, inventory) for c in the_plan.cards}
+    return tuple({n: seconds(the_plan.card(n), demands[n], w, inventory, conf.engine.concurrency)
+                  for n, w in phase.items()} for phase in work(the_plan))
+
+
+def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, policy: Policy = Policy()) -> Forecast:
+    """Simulate the runner on ``inventory``: answers (every model), then judging, with the same
+    order, admission, placement and keep rules as sweep.run.Executor."""
+    gen, judge = work(the_plan)
+    cards = list(the_plan.cards)
+    demands = {c.name: demand(c, conf, inventory) for c in cards}
+    batch = conf.engine.concurrency
+    out = Forecast(gpus=inventory.gpus)
+    for c in cards:
+        d = demands[c.name]
+        busy = sum(seconds(c, d, w[c.name], inventory, batch) for w in (gen, judge) if c.name in w)
+        out.model_s[c.name] = load_seconds(c, d) + busy
+        # A load holds its GPUs; CPU instances load while another one computes.
+        out.gpu_s += out.model_s[c.name] * d.gpus if d.gpus else busy
+    if not inventory.gpus:
+        out.gpus = len(inventory.nodes)  # CPU instances take turns per node: a node is one "GPU"
+    capacity = Capacity(inventory)
+    alive: dict[str, Span] = {}
+    clock = 0.0
+
+    def start(card: ModelCard) -> bool:
+        where = capacity.take(demands[card.name])
+        if where is None:
+            return False
+        span = Span(card.name, demands[card.name], where, clock, clock + load_seconds(card, demands[card.name]))
+        alive[card.name] = span
+        out.spans.append(span)
+        return True
+
+    def stop(name: str) -> None:
+        span = alive.pop(name)
+        span.end = clock
+        capacity.give_back(span.where, span.demand)
+
+    def add_replicas(running: list[list]) -> None:
+        """Data-parallel replicas on idle GPUs: the model with the most work left gets another
+        instance when that work is over twice its load time; the two split what is left so
+        they finish together."""
+        while True:
+            best = None
+            for entry in running:
+                end, card, replica = entry
+                d = demands[card.name]
+                ready = (replica or alive[card.name]).ready
+                left, load = end - max(clock, ready), load_seconds(card, d)
+                if d.shape is not None and left > 2 * load and (best is None or left > best[1]):
+                    best = (entry, left, load)
+            if best is None:
+                return
+            (entry, left, load) = best
+            where = capacity.take(demands[entry[1].name])
+            if where is None:
+                return
+            kept = (left + load) / (2 * left)  # share the running instance keeps
+            entry[0] -= (1 - kept) * left
+            span = Span(entry[1].name, demands[entry[1].name], where, clock, clock + load, busy_s=(1 - kept) * left)
+            (entry[2] or alive[entry[1].name]).busy_s -= (1 - kept) * left
+            out.spans.append(span)
+            running.append([entry[0], entry[1], span])
+
+    phases = [(gen, set(judge)), (judge, set())]
+    for (phase_work, keep), order_by in zip(phases, work_seconds(the_plan, conf, inventory)):
+        pending = load_order([c for c in cards if c.name in phase_work], demands, order_by, policy)
+        pending.sort(key=lambda c: c.name not in alive)  # loaded ones first (stable), as the runner
+        running: list[list] = []  # [end, card, the replica's span or None for the model's instance]
+        while pending or running:
+            admit(pending, alive, start)
+            # CPU instances on one node take turns, as in the runner.
+            busy = {alive[c.name].where.nodes[0] for _, c, _ in running if demands[c.name].shape is None}
+            for card in [c for c in pending if c.name in alive]:
+                span = alive[card.name]
+                if span.demand.shape is None:
+                    if span.where.nodes[0] in busy:
+                        continue
+                    busy.add(span.where.nodes[0])
+                pending.remove(card)
+                took = seconds(card, span.demand, phase_work[card.name], inventory, batch)
+                span.busy_s += took
+                running.append([max(clock, span.ready) + took, card, None])
+            if not running:
+                raise RuntimeError(f"{pending[0].name} never fits the cluster")  # check_fits prevents it
+            if policy.replicas and not pending:
+                add_replicas(running)
+            running.sort(key=lambda r: r[0])
+            clock, card, replica = running.pop(0)
+            if replica is not None:
+                replica.end = clock
+                capacity.give_back(replica.where, replica.demand)
+            elif not keep_loaded(card.name, keep, pending, alive, policy):
+                stop(card.name)
+    for name in list(alive):
+        stop(name)
+    out.makespan_s = clock
+    return out
+
+
+ORDERS = ("largest", "cheap_last_loaded")
+
+
+def best_policy(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory) -> tuple[Policy, Forecast]:
+    """The load order whose forecast ends first (then: fewer loads); the live run uses it."""
+    runs = [(p, forecast(the_plan, conf, inventory, p)) for p in (Policy(order=o) for o in ORDERS)]
+    return min(runs, key=lambda r: (round(r[1].makespan_s), r[1].loads))
+
+
+def gpu_utilisation(f: Forecast) -> Optional[float]:
+    """Share of GPU-time that is busy (loading included) over the makespan."""
+    if not f.makespan_s or not f.gpus:
+        return None
+    return sum((s.end - s.start) * max(s.demand.gpus, 1) for s in f.spans) / (f.makespan_s * f.gpus)
+
+
+def local_inventory() -> Inventory:
+    """This machine as a CPU node, without starting Ray (GPUs are only seen through Ray)."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return Inventory((Node(float(os.cpu_count() or 1), 0, memory),))
+
+
+def plan_table(the_plan: SweepPlan, conf: SweepConfig, f: Forecast, inventory: Inventory) -> Table:
+    """One row per model: its shape, where its instances go, memory, estimated time and loads."""
+    table = Table(title=f"plan: {len(the_plan.cards)} models, {len(the_plan.generate)} answers, "
+                        f"{len(the_plan.judge)} judgments on {inventory.describe()}",
+                  caption=(f"makespan ~{_duration(f.makespan_s)} (lower bound {_duration(f.lower_bound_s)}: "
+                           f"GPU-work / GPUs or the longest model), {f.loads} model loads; "
+                           "times are roofline estimates (sweep/forecast.py)"))
+    for col in ("model", "GPUs", "TP x PP", "node", "weight GB", "KV GB", "est. time", "loads"):
+        table.add_column(col, justify="left" if col in ("model", "node") else "right")
+    for card in the_plan.cards:
+        spans = [s for s in f.spans if s.model == card.name]
+        d = spans[0].demand
+        nodes = sorted({n for s in spans for n in s.where.nodes})
+        if d.shape is None:
+            shape, weights = "cpu", weight_bytes(card, run_dtype(card, False))
+            kv = int(conf.engine.kv_cache_gib * GiB)
+        else:
+            shape, weights, kv = f"{d.shape.tp} x {d.shape.pp}", d.shape.weight_bytes, d.shape.kv_bytes
+        table.add_row(card.name, str(d.gpus), shape, ",".join(map(str, nodes)), f"{weights / 1e9:.1f}",
+                      f"{kv / 1e9:.1f}", _duration(f.model_s[card.name]), str(len(spans)))
+    return table
+
+
+def _duration(s: float) -> str:
+    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
+
+
+def show_plan(conf: SweepConfig) -> Table:
+    """``plan=true``: the table for the configured cluster, described or this machine; no Ray."""
+    inventory = described(conf.cluster) if conf.cluster.nodes else local_inventory()
+    the_plan = plan(conf, conf.run.name or "plan", inventory)
+    return plan_table(the_plan, conf, best_policy(the_plan, conf, inventory)[1], inventory)

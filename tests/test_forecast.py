@@ -1,0 +1,138 @@
+"""The plan table and the simulation behind it: pure, on described clusters, no Ray."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from sweep import sizing
+from sweep.forecast import ORDERS, Forecast, best_policy, forecast
+from sweep.plan import plan
+from sweep.schedule import Policy
+from tests.conftest import compose_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def study_forecast(cluster: str, *overrides: str) -> Forecast:
+    cfg = compose_config("model=all", "evals=hard", f"cluster={cluster}", *overrides)
+    inventory = sizing.described(cfg.cluster)
+    return forecast(plan(cfg, "r", inventory), cfg, inventory)
+
+
+def never_oversubscribed(f: Forecast, gpus_per_node: int) -> None:
+    """At every instant, the instances alive on a node hold at most its GPUs."""
+    events = sorted({s.start for s in f.spans})
+    for t in events:
+        used: dict[int, int] = defaultdict(int)
+        for s in f.spans:
+            if s.start <= t < s.end:
+                for node in s.where.nodes:
+                    used[node] += s.demand.shape.tp if s.where.spans_nodes else s.demand.gpus
+        assert max(used.values()) <= gpus_per_node, (t, dict(used))
+
+
+def test_study_on_two_h100_nodes_loads_the_397b_twice_and_the_rest_once() -> None:
+    f = study_forecast("h100_2x8")
+    loads = defaultdict(int)
+    for s in f.spans:
+        loads[s.model] += 1
+    # 794 GB BF16 takes all 16 GPUs: it answers first, gives the room to the other seven, and
+    # comes back to judge once their answers exist. The other seven fit together and judge
+    # without reloading.
+    assert loads == {**{m: 1 for m in loads}, "Qwen3.5-397B-A17B": 2}
+    big = [s for s in f.spans if s.model == "Qwen3.5-397B-A17B"]
+    assert big[0].where.nodes == (0, 1) and big[0].demand.shape.pp == 2
+    never_oversubscribed(f, 8)
+    assert f.lower_bound_s <= f.makespan_s
+    assert f.makespan_s == max(s.end for s in f.spans)
+
+
+def test_on_64_gpus_every_model_loads_once_and_the_makespan_is_near_the_bound() -> None:
+    f = study_forecast("h100_64")
+    assert f.loads == 8
+    never_oversubscribed(f, 8)
+    # The longest single model (the 397B: load, answers, judging) is the bound here.
+    assert f.makespan_s <= 1.1 * f.lower_bound_s
+
+
+def test_fp8_397b_runs_tp8_on_one_h200_node() -> None:
+    f = study_forecast("h200_8", "model.cards.qwen3_5_397b_a17b.dtype=fp8", "engine.max_model_len=40960")
+    big = next(s for s in f.spans if s.model == "Qwen3.5-397B-A17B")
+    assert (big.demand.shape.tp, big.demand.shape.pp, big.where.nodes) == (8, 1, (0,))
+    never_oversubscribed(f, 8)
+
+
+def fake_ray(tmp_path: Path) -> dict[str, str]:
+    """An environment in which importing ray fails: proof the plan never starts it."""
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "__init__.py").write_text("raise ImportError('plan=true must not import ray')\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+
+
+def test_plan_cli_prints_the_table_without_ray(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sweep", "model=all", "evals=hard", "plan=true", "cluster=h100_2x8"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=fake_ray(tmp_path),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    text, flat = out.stdout, " ".join(out.stdout.split())  # the title and caption wrap at the table's width
+    assert "8 models, 88 answers, 616 judgments on 2 node(s), 384 CPUs, 4096 GiB RAM, 16 H100 GPUs of 80 GiB" in flat
+    for col in ("model", "GPUs", "TP x PP", "node", "weight GB", "KV GB", "est. time", "loads"):
+        assert col in text
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in text.splitlines() if line.startswith("│")}
+    assert rows["Qwen3.5-397B-A17B"][:5] == ["16", "8 x 2", "0,1", "794.0", "34.4"]
+    assert rows["Qwen3-8B"][:4] == ["1", "1 x 1", "1", "16.4"]
+    assert rows["Qwen3-8B"][-1] == "1" and rows["Qwen3.5-397B-A17B"][-1] == "2"
+    assert "9 model loads" in flat
+
+
+def test_plan_cli_refuses_a_model_no_slot_holds(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sweep", "model=all", "plan=true", "cluster=h100_8"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=fake_ray(tmp_path),
+    )
+    assert out.returncode == 2
+    assert "Qwen3.5-397B-A17B: 794 GB of bfloat16 weights" in out.stderr
+    assert "the biggest slot one model can span is 1 node(s) x 8 GPUs of 80 GiB" in out.stderr
+
+
+@pytest.mark.parametrize("cluster", ["h100_8", "h100_2x8", "h100_64", "h200_8"])
+def test_every_described_cluster_plans_the_study_in_fp8(cluster: str) -> None:
+    f = study_forecast(cluster, "model.cards.qwen3_5_397b_a17b.dtype=fp8")
+    assert {s.model for s in f.spans} == {c.name for c in compose_config("model=all").model.cards.values()}
+    assert f.makespan_s >= f.lower_bound_s > 0
+
+
+def test_the_run_takes_the_load_order_whose_forecast_ends_first() -> None:
+    cfg = compose_config("model=all", "evals=hard", "cluster=h100_2x8", "model.cards.qwen3_5_397b_a17b.dtype=fp8")
+    inventory = sizing.described(cfg.cluster)
+    the_plan = plan(cfg, "r", inventory)
+    policy, best = best_policy(the_plan, cfg, inventory)
+    by_order = {o: forecast(the_plan, cfg, inventory, Policy(order=o)) for o in ORDERS}
+    # On 16 GPUs the seven smaller models can't all stay loaded beside the 397B: loading the cheap
+    # ones first keeps the 122B and Coder-Next loaded into judging, and only cheap models reload.
+    assert policy.order == "cheap_last_loaded"
+    assert best.makespan_s < by_order["largest"].makespan_s
+    assert best.loads > by_order["largest"].loads
+    never_oversubscribed(best, 8)
+
+
+def test_replicas_use_idle_gpus_when_a_load_pays_off() -> None:
+    cfg = compose_config("model=all", "evals=hard", "run.samples=8", "cluster=h100_64")
+    inventory = sizing.described(cfg.cluster)
+    the_plan = plan(cfg, "r", inventory)
+    alone, replicated = (forecast(the_plan, cfg, inventory, Policy(replicas=r)) for r in (False, True))
+    assert alone.loads == 8 and replicated.loads > 8
+    assert replicated.makespan_s < alone.makespan_s
+    never_oversubscribed(replicated, 8)
+    # Work is conserved: the busy seconds of a model's instances add up to its work alone.
+    for name in alone.model_s:
+        busy = sum(s.busy_s for s in replicated.spans if s.model == name)
+        assert busy == pytest.approx(sum(s.busy_s for s in alone.spans if s.model == name), rel=1e-6)

