@@ -14,7 +14,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import ray
 from omegaconf import DictConfig, OmegaConf
@@ -174,6 +174,16 @@ class Live:
     node: int
     demand: Demand
 
+    @property
+    def lane(self) -> Optional[str]:
+        """What this instance's batches take turns on. CPU instances on one node: two vLLM-CPU
+        engines computing at once spin on the same cores and both run ~8x slower (measured here).
+        API cards on one endpoint: the endpoint's max_concurrency bounds all of them together.
+        GPU instances own their GPUs: no lane."""
+        if self.demand.endpoint:
+            return f"endpoint {self.demand.endpoint}"
+        return f"node {self.node}" if self.demand.gpus == 0 else None
+
 
 @dataclass
 class Batch:
@@ -182,8 +192,8 @@ class Batch:
     card: ModelCard
     ref: Any
     deadline: float
-    node: int
-    on_cpu: bool
+    lane: Optional[str]
+    """Batches on one lane take turns (see ``lane``)."""
 
 
 class Executor:
@@ -283,19 +293,16 @@ class Executor:
             for card in pending:  # load in order while there is room
                 if card.name not in self.alive and not self._start(card):
                     break
-            busy = {b.node for b in running if b.on_cpu}
+            busy = {b.lane for b in running if b.lane}
             for card in [c for c in pending if c.name in self.alive]:
                 live = self.alive[card.name]
-                on_cpu = live.demand.gpus == 0
-                # CPU instances on one node take turns: two vLLM-CPU engines computing at once
-                # spin on the same cores and both run ~8x slower (measured here).
-                if on_cpu and live.node in busy:
+                if live.lane in busy:
                     continue
-                if on_cpu:
-                    busy.add(live.node)
+                if live.lane:
+                    busy.add(live.lane)
                 pending.remove(card)
                 deadline = time.monotonic() + self.conf.engine.timeout_s
-                running.append(Batch(card, submit(live, card), deadline, live.node, on_cpu))
+                running.append(Batch(card, submit(live, card), deadline, live.lane))
             if not running:
                 raise SweepError(f"{pending[0].name} does not fit in the free cluster", "use a larger cluster")
             timeout = max(0.0, min(b.deadline for b in running) - time.monotonic())
@@ -335,15 +342,18 @@ class Executor:
         if node is None:
             return False
         on_gpu = d.gpus > 0
+        key_env = card.endpoint.api_key_env if card.endpoint else None
         settings = EngineSettings(
             weights="", dtype=sizing.run_dtype(card, on_gpu),
-            max_model_len=min(self.conf.engine.max_model_len, card.context_length),
+            max_model_len=min(self.conf.engine.max_model_len, card.context_length or self.conf.engine.max_model_len),
             kv_cache_bytes=int(self.conf.engine.kv_cache_gib * sizing.GiB), enforce_eager=self.conf.engine.enforce_eager,
             tensor_parallel_size=max(d.gpus, 1), gpu_memory_utilization=self.conf.engine.gpu_memory_utilization,
-            on_gpu=on_gpu, seed=self.conf.run.seed,
+            on_gpu=on_gpu, seed=self.conf.run.seed, api_key=os.environ.get(key_env) if key_env else None,
         )
-        if on_gpu:
-            options: dict[str, Any] = {"num_gpus": d.gpus, "num_cpus": 1}
+        if d.endpoint:  # an API client: waits on the network, holds nothing
+            options: dict[str, Any] = {"num_cpus": 0}
+        elif on_gpu:
+            options = {"num_gpus": d.gpus, "num_cpus": 1}
         else:
             threads = str(int(self.inventory.nodes[node].cpus) or os.cpu_count() or 1)
             # CPU instances share the cores (num_cpus=0); Ray still accounts their memory.

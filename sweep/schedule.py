@@ -8,6 +8,7 @@ would wait forever while finished instances hold the room).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from sweep.config import ModelCard, SweepConfig
 from sweep.sizing import GiB, Inventory, cpu_instance_bytes, gpus_needed
@@ -20,9 +21,13 @@ class Demand:
     gpus: int
     memory_bytes: int
     """Host memory (CPU instances: weights + KV cache + runtime)."""
+    endpoint: Optional[str] = None
+    """An API card's base URL: it computes there and holds nothing here."""
 
 
 def demand(card: ModelCard, cfg: SweepConfig, inventory: Inventory) -> Demand:
+    if card.endpoint is not None and card.remote:
+        return Demand(gpus=0, memory_bytes=0, endpoint=card.endpoint.base_url)
     if inventory.gpus:
         gpu_bytes = max(n.gpu_memory_bytes for n in inventory.nodes) or int(cfg.cluster.gpu_memory_gib * GiB)
         tp = cfg.engine.tensor_parallel_size or gpus_needed(
