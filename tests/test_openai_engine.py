@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import pyarrow.parquet as pq
 import pytest
 
 from jobs.engines.base import Completion, EngineSettings, Request, SamplingParams, complete_with_retries
@@ -18,8 +19,10 @@ from jobs.judge import judge, verdict_schema
 from sweep.config import Endpoint, ModelCard, Panel
 from sweep.plan import plan
 from sweep.sizing import Inventory, Node
-from tests.conftest import compose_config
+from sweep.run import run
+from tests.conftest import compose_config, fake_pool
 from tests.openai_stub import Stub
+from warehouse.db import connect
 
 SAMPLING = SamplingParams(temperature=0.0, top_p=1.0, top_k=0, min_p=0.0, presence_penalty=0.0, max_tokens=32, seed=0)
 SETTINGS = EngineSettings(weights="", dtype="float32", max_model_len=2048, kv_cache_bytes=0, enforce_eager=True,
@@ -131,3 +134,50 @@ def test_cost_is_usage_times_price() -> None:
     assert cost_usd(ep, 0, 0) == 0
     ep.price_output_per_mtok = None
     assert cost_usd(ep, 1000, 1000) is None  # an unknown price is no price, not zero
+
+
+def test_api_cards_and_a_local_card_in_one_sweep_through_the_runner(
+        ray_local: None, stub: Stub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = fake_pool(f"warehouse.root={tmp_path}", "run.name=api")
+    scripts = {"capital-france": "429,ok", "addition": "garbage", "pen-price": "drop,500,ok"}
+    for item in cfg.evals.prompts:
+        item.prompt += f" [fault:{scripts[item.id]}]"
+    # Set after Ray started, so its workers can't have inherited it: the driver forwards it.
+    monkeypatch.setenv("SWEEP_TEST_API_KEY", "sk-test-forwarded")
+    api = ("smollm2", "smollm2_expert")  # two API cards on one endpoint; gemma3_270m stays local (fake)
+    for key in api:
+        card = cfg.model.cards[key]
+        card.engine, card.hf_repo = "openai", None
+        card.endpoint = Endpoint(base_url=stub.base_url, model=key, api_key_env="SWEEP_TEST_API_KEY", max_retries=2,
+                                 timeout_s=10, price_input_per_mtok=1.0, price_output_per_mtok=2.0)
+    result = run(cfg)
+    con = connect(result.store)
+    names = {cfg.model.cards[k].name for k in api}
+    assert con.execute("select count(*), count(distinct cell_key) from generations").fetchone() == (9, 9)
+    assert con.execute("select count(*), count(distinct cell_key) from judgments").fetchone() == (18, 18)
+    assert stub.keys == {"Bearer sk-test-forwarded"}
+    rows = con.execute("select model, eval_id, status, error, requests, cost_usd, prompt_tokens, output_tokens, "
+                       "engine from generations").fetchall()
+    for model, eval_id, status, error, requests, cost, prompt_tokens, output_tokens, engine in rows:
+        if model not in names:  # the local card: no HTTP, no cost
+            assert (engine, requests, cost) == ("fake", None, None)
+            continue
+        assert engine == "openai"
+        if eval_id == "addition":  # garbage every time: recorded with its class, not retried
+            assert status == "error" and error.split(":")[0] in ("JSONDecodeError", "APIResponseValidationError")
+            assert requests == 1 and cost is None
+        else:
+            assert status == "ok" and (prompt_tokens, output_tokens, cost) == (10, 5, 2e-5)
+            assert requests == {"capital-france": 2, "pen-price": 3}[eval_id]
+    # Answers that failed are not judged; judgments by API judges are paid for, the local one's are not.
+    judged = con.execute("select judge, status, cost_usd, requests from judgments").fetchall()
+    assert all(c is None for j, s, c, _ in judged if j not in names)
+    assert all(c == 2e-5 for j, s, c, _ in judged if j in names and s == "ok")
+    assert {s for j, s, *_ in judged} <= {"ok", "no_answer", "error"}
+    # One row schema for both kinds of engine, one ranking, costs in the efficiency view.
+    schemas = {pq.read_schema(f) for f in result.store.files("generations")}
+    assert len(schemas) == 1
+    ranked = con.execute("select model from rankings where run_id = 'api' order by rank").fetchall()
+    assert len(ranked) == 3
+    costs = dict(con.execute("select model, answer_cost_usd from efficiency where run_id = 'api'").fetchall())
+    assert {m: c is not None for m, c in costs.items()} == {m: m in names for (m,) in ranked}
