@@ -10,6 +10,7 @@ from typing import Iterator
 
 import pyarrow.parquet as pq
 import pytest
+from rich.console import Console
 
 from jobs.engines.base import Completion, EngineSettings, Request, SamplingParams, complete_with_retries
 from jobs.engines.openai import OpenAIEngine, cost_usd
@@ -23,6 +24,8 @@ from sweep.run import run
 from tests.conftest import compose_config, fake_pool
 from tests.openai_stub import Stub
 from warehouse.db import connect
+from warehouse.html import run_page
+from warehouse.report import efficiency_table
 
 SAMPLING = SamplingParams(temperature=0.0, top_p=1.0, top_k=0, min_p=0.0, presence_penalty=0.0, max_tokens=32, seed=0)
 SETTINGS = EngineSettings(weights="", dtype="float32", max_model_len=2048, kv_cache_bytes=0, enforce_eager=True,
@@ -181,3 +184,10 @@ def test_api_cards_and_a_local_card_in_one_sweep_through_the_runner(
     assert len(ranked) == 3
     costs = dict(con.execute("select model, answer_cost_usd from efficiency where run_id = 'api'").fetchall())
     assert {m: c is not None for m, c in costs.items()} == {m: m in names for (m,) in ranked}
+    # The report and the page show them: per model, and the run's total.
+    console = Console(record=True, width=240)
+    console.print(efficiency_table(con, "api"))
+    text = console.export_text()
+    total = con.execute("select (select sum(cost_usd) from generations) + (select sum(cost_usd) from judgments)").fetchone()[0]
+    assert f"API cost, whole run: ${total:.4f}" in text and "$ / point" in text
+    assert "Judging $" in run_page(con, "api")
