@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from sweep.config import Endpoint, Mode, PromptFormat, SweepConfig
 from sweep.errors import SweepError
 from sweep.plan import plan, validate
-from sweep.run import to_config
+from sweep.run import Live, to_config
 from sweep.schedule import Demand, demand
 from sweep.sizing import Inventory, Node
 from tests.conftest import CONF, compose_config
@@ -176,6 +176,10 @@ def test_an_api_card_needs_no_weights_gpus_or_sizing_and_holds_nothing() -> None
     assert len(the_plan.generate) == 6 and len(the_plan.judge) == 6
     card = cfg.model.cards["smollm2"]
     assert demand(card, cfg, cpu_only) == Demand(0, 0, endpoint="http://127.0.0.1:8000/v1")
+    # Batches take turns per lane: API cards on one endpoint share one, never a CPU node's.
+    api, local = demand(card, cfg, cpu_only), demand(cfg.model.cards["smollm2_expert"], cfg, cpu_only)
+    assert Live(None, 0, api).lane == Live(None, 0, api).lane == "endpoint http://127.0.0.1:8000/v1"
+    assert Live(None, 0, local).lane == "node 0" and Live(None, 0, Demand(1, 0)).lane is None
     # The endpoint is part of what a cell's key depends on: another server is another model.
     moved = api_pool(base_url="http://127.0.0.1:9000/v1")
     assert {c.key for c in plan(moved, "r", cpu_only).generate} != {c.key for c in the_plan.generate}
