@@ -66,7 +66,7 @@ def rows(card: ModelCard, pool_index: int, suite: Suite, cells: Sequence[Generat
             reasoning=c.reasoning, status=answer_status(c), finish_reason=c.finish_reason,
             prompt_tokens=c.prompt_tokens, output_tokens=c.output_tokens, latency_s=c.latency_s, ttft_s=c.ttft_s,
             queue_s=c.queue_s, sampling=json.dumps(asdict(cell.sampling), sort_keys=True), engine=card.engine,
-            error=c.error, attempts=n, created_at=now,
+            error=c.error, attempts=n, created_at=now, cost_usd=c.cost_usd, requests=c.requests,
         )
         for cell, c, n in zip(cells, completions, attempts, strict=True)
     ]

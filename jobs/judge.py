@@ -203,6 +203,7 @@ def rows(card: ModelCard, suite: Suite, cells: Sequence[JudgeCell], answers: Map
                 prompt_tokens=comp.prompt_tokens if comp else 0, output_tokens=comp.output_tokens if comp else 0,
                 latency_s=comp.latency_s if comp else 0.0, attempts=attempts, created_at=now,
                 scrubbed=scrub(answer.answer, cell.scrub)[1] if comp else None,
+                cost_usd=comp.cost_usd if comp else None, requests=comp.requests if comp else None,
             )
         )
     return out

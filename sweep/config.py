@@ -93,6 +93,36 @@ class GgufSource:
 
 
 @dataclass
+class Endpoint:
+    """An OpenAI-compatible chat endpoint (``vllm serve``, SGLang, Ollama, a hosted provider)
+    that answers for a card whose ``engine`` is ``openai``."""
+
+    base_url: str = MISSING
+    """The API root, e.g. ``http://127.0.0.1:8000/v1``."""
+    model: str = MISSING
+    """The model name the server knows (``--served-model-name`` for vllm serve)."""
+    api_key_env: Optional[str] = None
+    """NAME of the environment variable that holds the key (never the key itself); None for
+    servers that take no key."""
+    max_concurrency: int = 8
+    """Requests in flight at once on this endpoint (cards sharing a base_url take turns)."""
+    timeout_s: float = 300.0
+    """Limit on one HTTP request, seconds; a request past it counts as failed (and is retried)."""
+    max_retries: int = 4
+    """Times a request is retried on 429, 5xx, timeouts and connection errors, with exponential
+    backoff and jitter (0.5 s doubling to 8 s), or after the server's Retry-After."""
+    stream: bool = True
+    """Stream the answer: gives time to first token."""
+    json_schema: bool = True
+    """The server takes ``response_format`` with a JSON schema (vLLM, SGLang, OpenAI do); off,
+    judges' verdicts are parsed strictly and re-asked when invalid."""
+    price_input_per_mtok: Optional[float] = None
+    """USD per million prompt tokens; None = unknown (cost stays null)."""
+    price_output_per_mtok: Optional[float] = None
+    """USD per million output tokens (reasoning included)."""
+
+
+@dataclass
 class ModelCard:
     """One member of the pool: a model plus how to prompt and sample it."""
 
@@ -108,17 +138,20 @@ class ModelCard:
     path: Optional[str] = None
     """A local HF folder; overrides hf_repo and gguf."""
     gguf: Optional[GgufSource] = None
-    params_total_b: float = MISSING
-    """Total parameters, billions (all experts for MoE: they all sit in memory)."""
-    params_active_b: float = MISSING
+    params_total_b: Optional[float] = None
+    """Total parameters, billions (all experts for MoE: they all sit in memory). Needed by local
+    engines (sizing); optional for API cards."""
+    params_active_b: Optional[float] = None
     """Parameters active per token, billions (drives compute, not memory)."""
-    architecture: Architecture = MISSING
+    architecture: Optional[Architecture] = None
+    """Needed by local engines (sizing); optional for API cards."""
     dtypes: list[str] = field(default_factory=lambda: ["bfloat16"])
     """Published checkpoint dtypes."""
     dtype: DType = DType.auto
     """dtype to run in. ``auto``: the checkpoint's on GPU, float32 on CPU (vLLM-CPU bf16 is
     measurably wrong on small models: SmolLM2 answers garbage where fp32 says "Paris")."""
-    context_length: int = MISSING
+    context_length: Optional[int] = None
+    """Context window, tokens. Needed by local engines; API cards default to engine.max_model_len."""
     prompt_format: PromptFormat = PromptFormat.chat
     system_prompt: Optional[str] = None
     mode: Mode = Mode.non_thinking
@@ -129,7 +162,15 @@ class ModelCard:
     cpu_ok: bool = False
     """Small enough to run on CPU vLLM. Cards without it need GPUs."""
     engine: str = "vllm"
-    """Which engine runs the card: vllm, or fake (tests of scheduling only)."""
+    """Which engine runs the card: vllm (loaded here), openai (an OpenAI-compatible endpoint,
+    see ``endpoint``), or fake (tests of scheduling only)."""
+    endpoint: Optional[Endpoint] = None
+    """Where an ``openai`` card is served; such a card needs no weights, GPUs or sizing facts."""
+
+    @property
+    def remote(self) -> bool:
+        """Computed elsewhere (an API endpoint): holds no weights or cores here."""
+        return self.engine == "openai"
 
 
 @dataclass

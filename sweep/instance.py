@@ -24,7 +24,8 @@ class Instance:
         started = time.monotonic()
         self.card = card
         self.max_model_len = settings.max_model_len
-        settings = replace(settings, weights=local_weights(card, settings.dtype))
+        if not card.remote:
+            settings = replace(settings, weights=local_weights(card, settings.dtype))
         self.engine = engines.create(card, settings)
         self.load_s = time.monotonic() - started
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -88,6 +89,11 @@ def resolve_sampling(card: ModelCard, mode: Mode, override: Sampling, seed: int)
 
 def _identity(card: ModelCard) -> dict[str, Any]:
     """What makes two cards produce different text for the same request."""
+    if card.remote:
+        assert card.endpoint is not None
+        endpoint = {"base_url": card.endpoint.base_url, "model": card.endpoint.model}
+        return {"endpoint": endpoint, "format": card.prompt_format.value, "system": card.system_prompt,
+                "mode": card.mode.value}
     return {
         "weights": card.path or (asdict(card.gguf) if card.gguf else None) or card.hf_repo,
         "revision": card.revision,
@@ -166,8 +172,19 @@ def validate(cfg: SweepConfig) -> None:
             "add a card of another family, or set judge.exclude_same_family=false",
         )
     for key, card in cfg.model.cards.items():
+        if card.remote:
+            validate_endpoint(key, card)
+            continue
+        if card.endpoint is not None:
+            raise SweepError(f"model.cards.{key} has an endpoint but engine={card.engine}",
+                             f"set model.cards.{key}.engine=openai to use the endpoint, or remove the endpoint")
         if not (card.path or card.gguf or card.hf_repo):
             raise SweepError(f"model.cards.{key} has no weights", "set one of path, gguf or hf_repo")
+        unsized = [k for k in ("params_total_b", "params_active_b", "architecture", "context_length")
+                   if getattr(card, k) is None]
+        if unsized:
+            raise SweepError(f"model.cards.{key} (engine {card.engine}) lacks {', '.join(unsized)}, needed to size it",
+                             "add them from the model's config.json, or serve the model and use engine=openai")
     suite = cfg.evals
     if not suite.prompts:
         raise SweepError(f"suite '{suite.name}' has no prompts", "add prompts to the suite or choose another: evals=hard")
@@ -195,8 +212,35 @@ def validate(cfg: SweepConfig) -> None:
         raise SweepError(f"engine.gpu_memory_utilization={cfg.engine.gpu_memory_utilization}", "use a value in (0, 1]")
 
 
+def validate_endpoint(key: str, card: ModelCard) -> None:
+    """An API card: an endpoint to reach, a key in the environment (never in the config), sane limits."""
+    ep = card.endpoint
+    where = f"model.cards.{key}.endpoint"
+    if ep is None:
+        raise SweepError(f"model.cards.{key} has engine=openai but no endpoint",
+                         f"set {where}.base_url (e.g. http://127.0.0.1:8000/v1) and {where}.model")
+    if not ep.base_url.startswith(("http://", "https://")):
+        raise SweepError(f"{where}.base_url={ep.base_url!r} is not an http(s) URL",
+                         f"set {where}.base_url to the API root, e.g. http://127.0.0.1:8000/v1")
+    if ep.api_key_env is not None and not os.environ.get(ep.api_key_env):
+        raise SweepError(f"{where}.api_key_env names {ep.api_key_env}, which is not set in this environment",
+                         f"export {ep.api_key_env}=<key> before the sweep (the key itself never goes in the config), "
+                         f"or set {where}.api_key_env=null for a server that takes no key")
+    if card.prompt_format is PromptFormat.plain:
+        raise SweepError(f"model.cards.{key}: an API card speaks chat, prompt_format=plain is for local base models",
+                         f"set model.cards.{key}.prompt_format=chat")
+    for name, value, low in (("max_concurrency", ep.max_concurrency, 1), ("timeout_s", ep.timeout_s, 1e-9),
+                             ("max_retries", ep.max_retries, 0), ("price_input_per_mtok", ep.price_input_per_mtok, 0),
+                             ("price_output_per_mtok", ep.price_output_per_mtok, 0)):
+        if value is not None and value < low:
+            raise SweepError(f"{where}.{name}={value} is too small", f"set {where}.{name} to at least {low:g}")
+
+
 def check_fits(cards: tuple[ModelCard, ...], cfg: SweepConfig, inventory: sizing.Inventory) -> None:
-    """Refuse, before anything loads, a pool the cluster can't hold."""
+    """Refuse, before anything loads, a pool the cluster can't hold (API cards hold nothing here)."""
+    cards = tuple(c for c in cards if not c.remote)
+    if not cards:
+        return
     if inventory.gpus == 0:
         gpu_only = [c for c in cards if not c.cpu_ok]
         if gpu_only:

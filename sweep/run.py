@@ -14,7 +14,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import ray
 from ray.util.placement_group import (NODE_ID_LABEL_KEY, placement_group, placement_group_table,
@@ -194,6 +194,16 @@ class Live:
     group: Any = None
     """The instance's placement group (GPU instances), removed when it stops."""
 
+    @property
+    def lane(self) -> Optional[str]:
+        """What this instance's batches take turns on. CPU instances on one node: two vLLM-CPU
+        engines computing at once spin on the same cores and both run ~8x slower (measured here).
+        API cards on one endpoint: the endpoint's max_concurrency bounds all of them together.
+        GPU instances own their GPUs: no lane."""
+        if self.demand.endpoint:
+            return f"endpoint {self.demand.endpoint}"
+        return f"node {self.where.nodes[0]}" if self.demand.gpus == 0 else None
+
 
 @dataclass
 class Batch:
@@ -202,8 +212,8 @@ class Batch:
     card: ModelCard
     ref: Any
     deadline: float
-    node: int
-    on_cpu: bool
+    lane: Optional[str]
+    """Batches on one lane take turns (see ``lane``)."""
 
 
 class Executor:
@@ -306,20 +316,16 @@ class Executor:
         tries: dict[str, int] = defaultdict(int)
         while pending or running:
             admit(pending, self.alive, self._start)
-            busy = {b.node for b in running if b.on_cpu}
+            busy = {b.lane for b in running if b.lane}
             for card in [c for c in pending if c.name in self.alive]:
                 live = self.alive[card.name]
-                on_cpu = live.demand.gpus == 0
-                node = live.where.nodes[0]
-                # CPU instances on one node take turns: two vLLM-CPU engines computing at once
-                # spin on the same cores and both run ~8x slower (measured here).
-                if on_cpu and node in busy:
+                if live.lane in busy:
                     continue
-                if on_cpu:
-                    busy.add(node)
+                if live.lane:
+                    busy.add(live.lane)
                 pending.remove(card)
                 deadline = time.monotonic() + self.conf.engine.timeout_s
-                running.append(Batch(card, submit(live, card), deadline, node, on_cpu))
+                running.append(Batch(card, submit(live, card), deadline, live.lane))
             if not running:
                 raise SweepError(f"{pending[0].name} does not fit in the free cluster", "use a larger cluster")
             timeout = max(0.0, min(b.deadline for b in running) - time.monotonic())
@@ -358,16 +364,19 @@ class Executor:
         if where is None:
             return False
         shape = d.shape
+        key_env = card.endpoint.api_key_env if card.endpoint else None
         settings = EngineSettings(
             weights="", dtype=sizing.run_dtype(card, shape is not None),
-            max_model_len=min(self.conf.engine.max_model_len, card.context_length),
+            max_model_len=min(self.conf.engine.max_model_len, card.context_length or self.conf.engine.max_model_len),
             kv_cache_bytes=int(self.conf.engine.kv_cache_gib * sizing.GiB), enforce_eager=self.conf.engine.enforce_eager,
             tensor_parallel_size=shape.tp if shape else 1, pipeline_parallel_size=shape.pp if shape else 1,
             executor=executor_backend(shape, where), gpu_memory_utilization=self.conf.engine.gpu_memory_utilization,
-            on_gpu=shape is not None, seed=self.conf.run.seed,
+            on_gpu=shape is not None, seed=self.conf.run.seed, api_key=os.environ.get(key_env) if key_env else None,
         )
         group = None
-        if shape is not None:
+        if d.endpoint:  # an API client: waits on the network, holds nothing
+            options: dict[str, Any] = {"num_cpus": 0}
+        elif shape is not None:
             group, options = self._gpu_options(shape, where)
         else:
             node = self.inventory.nodes[where.nodes[0]]

@@ -24,6 +24,8 @@ class Demand:
     """TP x PP on GPUs; None for a CPU instance."""
     memory_bytes: int
     """Host memory (CPU instances: weights + KV cache + runtime)."""
+    endpoint: Optional[str] = None
+    """An API card's base URL: it computes there and holds nothing here."""
 
     @property
     def gpus(self) -> int:
@@ -42,6 +44,8 @@ class Placement:
 
 
 def demand(card: ModelCard, cfg: SweepConfig, inventory: Inventory) -> Demand:
+    if card.endpoint is not None and card.remote:
+        return Demand(None, 0, endpoint=card.endpoint.base_url)
     if inventory.gpus:
         shape = choose_shape(card, inventory.slot(int(cfg.cluster.gpu_memory_gib * GiB)), budget(cfg.engine))
         assert shape is not None, "plan.check_fits refuses cards that fit no slot"

@@ -10,9 +10,14 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from sweep.config import Mode, PromptFormat
+from hydra import compose, initialize_config_dir
+
+from sweep.config import Endpoint, Mode, PromptFormat, SweepConfig
 from sweep.errors import SweepError
-from sweep.plan import validate
+from sweep.plan import plan, validate
+from sweep.run import Live, to_config
+from sweep.schedule import Demand, Placement, demand
+from sweep.sizing import Inventory, Node, Shape
 from tests.conftest import CONF, compose_config
 
 STUDY = ["Qwen3-32B", "Qwen3.5-397B-A17B", "Qwen3.5-122B-A10B", "Qwen3.5-35B-A3B",
@@ -24,6 +29,9 @@ def test_every_model_option_composes_and_validates(option: str) -> None:
     cfg = compose_config(f"model={option}")
     assert cfg.model.cards
     for card in cfg.model.cards.values():
+        if card.remote:  # served elsewhere: no sizing facts needed
+            assert card.endpoint is not None and card.endpoint.base_url.startswith("http")
+            continue
         arch = card.architecture
         assert arch.num_attention_heads % arch.num_kv_heads == 0, card.name
         assert card.params_active_b <= card.params_total_b
@@ -148,3 +156,71 @@ def test_cli_model_all_on_a_cpu_machine_stops_before_loading(tmp_path: Path) -> 
     assert "Qwen3.5-397B-A17B: 794 GB of bfloat16 weights" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "generations").exists()
+
+
+def api_pool(**endpoint: object) -> SweepConfig:
+    """The smoke pair with its first card served by an OpenAI-compatible endpoint."""
+    cfg = compose_config("model=smol_pair", "evals=smoke")
+    card = cfg.model.cards["smollm2"]
+    card.engine, card.gguf, card.hf_repo, card.architecture, card.cpu_ok = "openai", None, None, None, False
+    card.endpoint = Endpoint(base_url="http://127.0.0.1:8000/v1", model="smollm2")
+    for k, v in endpoint.items():
+        setattr(card.endpoint, k, v)
+    return cfg
+
+
+def test_an_api_card_needs_no_weights_gpus_or_sizing_and_holds_nothing() -> None:
+    cfg = api_pool(price_input_per_mtok=0.15, price_output_per_mtok=0.6)
+    cpu_only = Inventory((Node(2, 0, 16 << 30),))
+    the_plan = plan(cfg, "r", cpu_only)  # cpu_ok=false would stop a local card on this cluster
+    assert len(the_plan.generate) == 6 and len(the_plan.judge) == 6
+    card = cfg.model.cards["smollm2"]
+    assert demand(card, cfg, cpu_only) == Demand(None, 0, endpoint="http://127.0.0.1:8000/v1")
+    # Batches take turns per lane: API cards on one endpoint share one, never a CPU node's.
+    api, local = demand(card, cfg, cpu_only), demand(cfg.model.cards["smollm2_expert"], cfg, cpu_only)
+    node0 = Placement((0,))
+    gpu = Demand(Shape("m", "bfloat16", tp=1, pp=1, weight_bytes=1, kv_bytes_per_gpu=1, overhead_bytes=1), 0)
+    assert Live(None, node0, api).lane == Live(None, node0, api).lane == "endpoint http://127.0.0.1:8000/v1"
+    assert Live(None, node0, local).lane == "node 0" and Live(None, node0, gpu).lane is None
+    # The endpoint is part of what a cell's key depends on: another server is another model.
+    moved = api_pool(base_url="http://127.0.0.1:9000/v1")
+    assert {c.key for c in plan(moved, "r", cpu_only).generate} != {c.key for c in the_plan.generate}
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"endpoint": None}, "model.cards.smollm2 has engine=openai but no endpoint"),
+        ({"endpoint.base_url": "127.0.0.1:8000"}, "model.cards.smollm2.endpoint.base_url='127.0.0.1:8000' is not"),
+        ({"endpoint.api_key_env": "SWEEP_UNSET_KEY_VAR"}, "names SWEEP_UNSET_KEY_VAR, which is not set"),
+        ({"endpoint.max_concurrency": 0}, "endpoint.max_concurrency=0 is too small"),
+        ({"endpoint.price_output_per_mtok": -1.0}, "endpoint.price_output_per_mtok=-1.0 is too small"),
+        ({"prompt_format": PromptFormat.plain}, "an API card speaks chat"),
+        ({"engine": "vllm"}, "model.cards.smollm2 has an endpoint but engine=vllm"),
+    ],
+)
+def test_bad_api_cards_are_refused_before_anything_starts(change: dict, problem: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SWEEP_UNSET_KEY_VAR", raising=False)
+    cfg = api_pool()
+    card = cfg.model.cards["smollm2"]
+    for dotted, value in change.items():
+        obj, *rest = dotted.split(".")
+        setattr(getattr(card, obj), rest[0], value) if rest else setattr(card, obj, value)
+    with pytest.raises(SweepError) as e:
+        validate(cfg)
+    assert problem in e.value.problem and e.value.fix
+
+
+def test_a_local_card_without_sizing_facts_and_an_endpoint_without_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = compose_config("model=smol_pair", "evals=smoke")
+    cfg.model.cards["smollm2"].architecture = None
+    with pytest.raises(SweepError, match="model.cards.smollm2 \\(engine vllm\\) lacks architecture"):
+        validate(cfg)
+    monkeypatch.setenv("SWEEP_SET_KEY_VAR", "sk-anything")
+    validate(api_pool(api_key_env="SWEEP_SET_KEY_VAR"))  # set: fine
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        raw = compose(config_name="config", overrides=["model=served_smollm2", "evals=smoke"])
+    raw.model.cards.served_smollm2.endpoint.base_url = "???"  # as if the card left it out (MISSING)
+    with pytest.raises(SweepError, match="required key model.cards.served_smollm2.endpoint.base_url is not set"):
+        to_config(raw)

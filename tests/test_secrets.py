@@ -10,23 +10,31 @@ from pathlib import Path
 import s3fs
 
 from tests.conftest import fake_cli
+from tests.openai_stub import Stub
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "SeCrEt-7f3a9c-do-not-log"
 TOKEN = "hf_TOKEN-51c2e8-do-not-log"
+API_KEY = "sk-APIKEY-93d1b4-do-not-log"
 
 
 def test_no_credential_is_written_anywhere(s3_root: tuple[str, dict], tmp_path: Path) -> None:
     root, options = s3_root
     outputs = tmp_path / "outputs"
-    cli = fake_cli(root, f"hydra.run.dir={outputs}", f"+warehouse.storage_options.endpoint_url={options['endpoint_url']}",
-                   "+warehouse.storage_options.key=AKIAFAKE", f"+warehouse.storage_options.secret={SECRET}")
-    env = {**os.environ, "HF_TOKEN": TOKEN, "OPENAI_API_KEY": TOKEN, "AWS_SECRET_ACCESS_KEY": SECRET}
-    out = subprocess.run(cli, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    with Stub() as api:  # an API card in the pool, its key in the environment variable it names
+        served = "model.cards.served_smollm2.endpoint."
+        cli = fake_cli(root, f"hydra.run.dir={outputs}", f"+warehouse.storage_options.endpoint_url={options['endpoint_url']}",
+                       "+warehouse.storage_options.key=AKIAFAKE", f"+warehouse.storage_options.secret={SECRET}",
+                       "model=[smollm2,smollm2_expert,gemma3_270m,served_smollm2]", f"{served}base_url={api.base_url}",
+                       f"{served}api_key_env=SWEEP_TEST_API_KEY", f"{served}price_input_per_mtok=1")
+        env = {**os.environ, "HF_TOKEN": TOKEN, "OPENAI_API_KEY": TOKEN, "AWS_SECRET_ACCESS_KEY": SECRET,
+               "SWEEP_TEST_API_KEY": API_KEY}
+        out = subprocess.run(cli, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert api.keys == {f"Bearer {API_KEY}"} and len(api.requests) >= 3 + 3 * 3  # it answered and judged
     fs = s3fs.S3FileSystem(endpoint_url=options["endpoint_url"], key="AKIAFAKE", secret=SECRET)
     written = {path: fs.cat_file(path) for path in fs.find(root.removeprefix("s3://"))}
     written |= {str(p): p.read_bytes() for p in outputs.rglob("*") if p.is_file()}
     assert any("runs/" in p for p in written) and any(p.endswith(".log") for p in written)
     for name, blob in {**written, "stdout": out.stdout.encode(), "stderr": out.stderr.encode()}.items():
-        assert SECRET.encode() not in blob and TOKEN.encode() not in blob, name
+        assert SECRET.encode() not in blob and TOKEN.encode() not in blob and API_KEY.encode() not in blob, name

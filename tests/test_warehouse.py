@@ -155,7 +155,7 @@ EMPTY_COLUMNS = {
     "rankings": ["rank", "run_id", "model", "avg_score", "wins", "top3", "evals", "avg_sigma",
                  "valid_judgments", "total_judgments"],
     "efficiency": ["run_id", "model", "pool_index", "avg_time_s", "output_tokens_per_s", "score_per_sec",
-                   "avg_score_per_avg_time"],
+                   "avg_score_per_avg_time", "answer_cost_usd", "judge_cost_usd", "cost_per_point_usd"],
     "judge_leniency": ["run_id", "judge", "family", "mean_given", "valid", "total", "valid_rate", "ok", "invalid",
                        "truncated", "error", "no_answer"],
 }
@@ -190,3 +190,16 @@ def test_cli(tmp_path: Path) -> None:
     assert empty.returncode == 2
     assert empty.stderr.startswith("error: no runs in the warehouse") and str(tmp_path / "empty") in empty.stderr
     assert "Traceback" not in empty.stderr
+
+
+def test_files_from_before_the_cost_columns_still_answer_every_view(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "wh"))
+    fill(store)
+    for path in store.files("generations") + store.files("judgments"):  # rewrite as an older release did
+        old = pq.read_table(path).drop_columns(["cost_usd", "requests"])
+        pq.write_table(old, path)
+    assert "cost_usd" not in pq.read_schema(store.files("generations")[0]).names
+    con = connect(store)
+    assert rows_of(con, "select model, answer_cost_usd, judge_cost_usd, cost_per_point_usd from efficiency") == [
+        ("A", None, None, None)]
+    assert rows_of(con, "select count(*), count(requests) from generations") == [(2, 0)]

@@ -36,12 +36,16 @@ def connect(store: Store) -> duckdb.DuckDBPyConnection:
         for path in bad:
             print(f"warning: skipping {store.url(path)}: not a readable {table} Parquet file "
                   "(truncated, corrupt, or another schema)", file=sys.stderr)
+        # An empty warehouse still answers queries, with zero rows; files written before a
+        # column existed read with nulls there (union by name with the current schema).
+        con.register(f"_empty_{table}", pa.table({f.name: pa.array([], f.type) for f in SCHEMAS[table]}))
+        empty = f"select * from _empty_{table}"
         if files:
             urls = ", ".join(_literal(store.url(f)) for f in files)
-            con.execute(f"create view raw_{table} as select * from read_parquet([{urls}], union_by_name = true)")
-        else:  # an empty warehouse still answers queries, with zero rows
-            con.register(f"_empty_{table}", pa.table({f.name: pa.array([], f.type) for f in SCHEMAS[table]}))
-            con.execute(f"create view raw_{table} as select * from _empty_{table}")
+            con.execute(f"create view raw_{table} as select * from read_parquet([{urls}], union_by_name = true) "
+                        f"union all by name {empty}")
+        else:
+            con.execute(f"create view raw_{table} as {empty}")
     for statement in model_views():
         con.execute(statement)
     return con

@@ -107,6 +107,8 @@ RANKING = (
 EFFICIENCY = (
     Column("Model", "model"), Column("Avg Time (s)", "avg_time_s"), Column("Output tok/s", "output_tokens_per_s", 1),
     Column("Score/sec", "score_per_sec", 3), Column("Avg Score / Avg Time", "avg_score_per_avg_time", 3),
+    Column("Answers $", "answer_cost_usd", 4), Column("Judging $", "judge_cost_usd", 4),
+    Column("$ / point", "cost_per_point_usd", 5),
 )
 RANKING_DELTAS = (
     Column("Model", "model"), Column("Rank A", "rank_a"), Column("Rank B", "rank_b"),

@@ -32,15 +32,25 @@ def ranking_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
 
 
 def efficiency_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
-    t = Table(title=f"Efficiency, run {run_id}")
-    for col in ("Model", "Avg Time (s)", "Output tok/s", "Score/sec", "Avg Score / Avg Time"):
+    answers, judging = con.execute(
+        "select (select sum(cost_usd) from generations where run_id = $1), "
+        "(select sum(cost_usd) from judgments where run_id = $1)", [run_id]).fetchone()
+    caption = None
+    if answers is not None or judging is not None:
+        total = (answers or 0) + (judging or 0)
+        caption = (f"API cost, whole run: ${total:.4f} (answers ${answers or 0:.4f}, judgments ${judging or 0:.4f}); "
+                   "local engines cost nothing here")
+    t = Table(title=f"Efficiency, run {run_id}", caption=caption)
+    for col in ("Model", "Avg Time (s)", "Output tok/s", "Score/sec", "Avg Score / Avg Time", "Answers $",
+                "Judging $", "$ / point"):
         t.add_column(col, justify="left" if col == "Model" else "right")
     rows = con.execute(
-        "select model, avg_time_s, output_tokens_per_s, score_per_sec, avg_score_per_avg_time "
-        "from efficiency where run_id = ? order by pool_index", [run_id],
+        "select model, avg_time_s, output_tokens_per_s, score_per_sec, avg_score_per_avg_time, answer_cost_usd, "
+        "judge_cost_usd, cost_per_point_usd from efficiency where run_id = ? order by pool_index", [run_id],
     ).fetchall()
-    for model, avg_time, tps, sps, ratio in rows:
-        t.add_row(model, fmt(avg_time), fmt(tps, 1), fmt(sps, 3), fmt(ratio, 3))
+    for model, avg_time, tps, sps, ratio, answer_cost, judge_cost, per_point in rows:
+        t.add_row(model, fmt(avg_time), fmt(tps, 1), fmt(sps, 3), fmt(ratio, 3), fmt(answer_cost, 4),
+                  fmt(judge_cost, 4), fmt(per_point, 5))
     return t
 
 

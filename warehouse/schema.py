@@ -22,6 +22,12 @@ def doc(text: str, default: Any = dataclasses.MISSING) -> Any:
     return dataclasses.field(default=default, metadata={"doc": text})
 
 
+COST = ("USD: prompt and output tokens times the API card's prices, summed over every attempt; "
+        "null for local engines and cards without a price")
+REQUESTS = ("HTTP requests sent to the API endpoint over every attempt, retries on 429, 5xx, timeouts and "
+            "connection errors included; null for local engines")
+
+
 @dataclass(frozen=True)
 class GenerationRow:
     """One answer: one per (run, model, eval, sample)."""
@@ -50,6 +56,8 @@ class GenerationRow:
     error: Optional[str] = doc("Error message when status = error")
     attempts: int = doc("Times the answer was asked for (re-asked when cut off at max_tokens)")
     created_at: dt.datetime = doc("When the row was written, UTC")
+    cost_usd: Optional[float] = doc(COST, default=None)
+    requests: Optional[int] = doc(REQUESTS, default=None)
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,8 @@ class JudgmentRow:
         "Self-identification replaced in the answer before the judge saw it, JSON {text: times}; "
         "null when nothing was", default=None,
     )
+    cost_usd: Optional[float] = doc(COST, default=None)
+    requests: Optional[int] = doc(REQUESTS, default=None)
 
 
 @dataclass(frozen=True)

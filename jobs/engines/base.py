@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, replace
-from typing import Any, Callable, Optional, Protocol, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Optional, Protocol, Sequence, TypeVar
 
 from sweep.config import ModelCard
 from sweep.errors import SweepError
@@ -46,6 +46,10 @@ class Completion:
     ttft_s: Optional[float] = None
     queue_s: Optional[float] = None
     error: Optional[str] = None
+    cost_usd: Optional[float] = None
+    """Usage times the card's price (API engines with a price); None otherwise."""
+    requests: Optional[int] = None
+    """HTTP requests sent, transport retries included (API engines); None otherwise."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,9 @@ class EngineSettings:
     executor: str = "uni"
     """vLLM's distributed_executor_backend: uni (one device), mp (GPUs this process holds on one
     node), ray (workers in the placement group the instance runs in, across nodes)."""
+    api_key: Optional[str] = field(default=None, repr=False)
+    """An API card's key, read by the driver from the card's api_key_env: workers of a remote
+    cluster don't share the driver's environment. Never printed, never stored."""
 
 
 class Engine(Protocol):
@@ -76,7 +83,7 @@ class Engine(Protocol):
 
 
 Factory = Callable[[ModelCard, EngineSettings], Engine]
-_REGISTRY: dict[str, str] = {"vllm": "jobs.engines.vllm", "fake": "jobs.engines.fake"}
+_REGISTRY: dict[str, str] = {"vllm": "jobs.engines.vllm", "openai": "jobs.engines.openai", "fake": "jobs.engines.fake"}
 _FACTORIES: dict[str, Factory] = {}
 
 
@@ -126,8 +133,21 @@ def complete_with_retries(engine: Engine, requests: Sequence[Request], retry: Re
         if not again:
             break
         for i, c in zip(again, engine.complete(list(again.values())), strict=True):
-            current[i], completions[i], attempts[i] = again[i], c, attempt
+            current[i], completions[i], attempts[i] = again[i], spent(completions[i], c), attempt
     return completions, attempts
+
+
+def spent(before: Completion, after: Completion) -> Completion:
+    """``after`` carrying what every attempt so far cost: a re-ask is paid for too."""
+    return replace(after, cost_usd=_total(before.cost_usd, after.cost_usd),
+                   requests=_total(before.requests, after.requests))
+
+
+Number = TypeVar("Number", int, float)
+
+
+def _total(a: Optional[Number], b: Optional[Number]) -> Optional[Number]:
+    return None if a is None or b is None else a + b
 
 
 def larger_budget(request: Request, last: Completion, max_model_len: int) -> Optional[Request]:

@@ -1,0 +1,81 @@
+"""The API engine against a real `vllm serve` of the packaged SmolLM2 on 127.0.0.1 (CPU vLLM),
+in one sweep with a local vLLM card: one panel, one warehouse, one row schema, one ranking."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow.parquet as pq
+import pytest
+
+from bench.vllm_server import vllm_serve
+from jobs.models import local_weights
+from tests.conftest import compose_config, free_port
+from warehouse.db import connect
+from warehouse.store import Store
+
+pytestmark = pytest.mark.vllm
+ROOT = Path(__file__).resolve().parents[1]
+SERVED, LOCAL = "SmolLM2-135M-served", "SmolLM2-135M"
+PRICES = (0.5, 1.5)  # USD per million input / output tokens
+
+
+@pytest.fixture(scope="module")
+def served_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    tmp = tmp_path_factory.mktemp("served")
+    weights = local_weights(compose_config("model=smollm2").model.cards["smollm2"], "float32")
+    with vllm_serve(weights, "smollm2", free_port(), tmp / "serve.log") as base_url:
+        out = subprocess.run(
+            [sys.executable, "-m", "sweep", "model=[served_smollm2,smollm2]", "evals=smoke",
+             "sampling.max_tokens=48", f"model.cards.served_smollm2.endpoint.base_url={base_url}",
+             f"model.cards.served_smollm2.endpoint.price_input_per_mtok={PRICES[0]}",
+             f"model.cards.served_smollm2.endpoint.price_output_per_mtok={PRICES[1]}",
+             f"warehouse.root={tmp / 'wh'}", "run.name=served", "run.progress=false"],
+            capture_output=True, text=True, timeout=1500, cwd=ROOT,
+        )
+    assert out.returncode == 0, out.stderr[-4000:]
+    yield Store(str(tmp / "wh"))
+
+
+def test_served_and_local_rows_share_one_schema(served_sweep: Store) -> None:
+    con = connect(served_sweep)
+    assert con.execute("select count(*), count(distinct cell_key) from generations").fetchone() == (6, 6)
+    assert con.execute("select count(*), count(distinct cell_key) from judgments").fetchone() == (6, 6)
+    engines = dict(con.execute("select model, any_value(engine) from generations group by 1").fetchall())
+    assert engines == {SERVED: "openai", LOCAL: "vllm"}
+    for table in ("generations", "judgments"):
+        assert len({pq.read_schema(f) for f in served_sweep.files(table)}) == 1, table
+
+
+def test_served_answers_are_real_with_usage_timing_and_cost(served_sweep: Store) -> None:
+    con = connect(served_sweep)
+    rows = con.execute("select eval_id, answer, status, prompt_tokens, output_tokens, latency_s, ttft_s, requests, "
+                       "attempts, cost_usd from generations where model = ?", [SERVED]).fetchall()
+    assert len(rows) == 3
+    for eval_id, answer, status, prompt, output, latency, ttft, requests, attempts, cost in rows:
+        assert status in ("ok", "truncated") and answer.strip(), eval_id
+        assert prompt > 0 and 0 < output <= 2 * 48 and 0 < ttft <= latency
+        assert requests == attempts  # no transport retries against a healthy local server
+        if attempts == 1:
+            assert cost == pytest.approx((prompt * PRICES[0] + output * PRICES[1]) / 1e6)
+    answers = dict(con.execute("select model, answer from generations where eval_id = 'capital-france'").fetchall())
+    assert "Paris" in answers[SERVED] and "Paris" in answers[LOCAL]  # the same float32 weights, both ways
+    assert con.execute("select count(cost_usd) from generations where model = ?", [LOCAL]).fetchone() == (0,)
+
+
+def test_served_judge_stays_on_the_schema_and_the_ranking_has_both(served_sweep: Store) -> None:
+    con = connect(served_sweep)
+    judged = con.execute("select status, raw, attempts from judgments where judge = ? and status <> 'no_answer'",
+                         [SERVED]).fetchall()
+    assert judged
+    for status, raw, attempts in judged:  # constrained by response_format: valid first time, bounded
+        verdict = json.loads(raw)
+        assert status == "ok" and attempts == 1 and len(verdict["justification"]) <= 300
+    ranked = con.execute("select model, valid_judgments from rankings where run_id = 'served'").fetchall()
+    assert {m for m, _ in ranked} == {SERVED, LOCAL}
+    cost = con.execute("select answer_cost_usd, judge_cost_usd from efficiency where model = ?", [SERVED]).fetchone()
+    assert cost[0] > 0 and cost[1] > 0
