@@ -14,9 +14,9 @@ import re
 from collections import Counter
 from decimal import Decimal
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
-from jobs.engines.base import Completion, Engine, Request, complete_with_retries, larger_budget
+from jobs.engines.base import Completion, Engine, Request, Retry, complete_with_retries, larger_budget
 from sweep.config import Mode, ModelCard, Panel, Suite
 from warehouse.schema import GenerationRow, JudgmentRow
 
@@ -83,14 +83,16 @@ def answerable(answer: GenerationRow, panel: Panel) -> bool:
 
 
 def build_messages(suite: Suite, eval_id: str, answer: str, label: str, max_chars: int) -> tuple[tuple[str, str], ...]:
+    text = TEMPLATE.format(**task_fields(suite, eval_id, max_chars), label=label, answer=answer.strip())
+    return (("user", text),)
+
+
+def task_fields(suite: Suite, eval_id: str, max_chars: int) -> dict[str, Any]:
+    """What every judge prompt of an eval says besides the answers: question, rubric, brief, criteria."""
     item = next(p for p in suite.prompts if p.id == eval_id)
     criteria = "\n".join(f"- {c.name} ({c.weight:.0%}): {c.description}" for c in suite.criteria)
-    text = TEMPLATE.format(
-        question=item.prompt.strip(), rubric=item.rubric.strip(), label=label, answer=answer.strip(),
-        brief=suite.judge_brief.strip(), criteria=criteria, lo=suite.scale_min, hi=suite.scale_max,
-        max_chars=max_chars,
-    )
-    return (("user", text),)
+    return dict(question=item.prompt.strip(), rubric=item.rubric.strip(), brief=suite.judge_brief.strip(),
+                criteria=criteria, lo=suite.scale_min, hi=suite.scale_max, max_chars=max_chars)
 
 
 def verdict_schema(suite: Suite, max_chars: int) -> dict[str, Any]:
@@ -108,10 +110,12 @@ class Verdict:
     criteria: Optional[dict[str, int]] = None
     justification: Optional[str] = None
     error: Optional[str] = None
+    winner: Optional[str] = None
+    """Pairwise verdicts: "1", "2" or "tie"."""
 
 
-def parse(completion: Completion, suite: Suite) -> Verdict:
-    """Strict: every criterion an integer on the scale, or the verdict is invalid."""
+def json_object(completion: Completion) -> dict[str, Any] | Verdict:
+    """A completed verdict's JSON object, or why there is none (error, truncated, invalid)."""
     if completion.error is not None or completion.finish_reason == "error":
         return Verdict("error", error=completion.error or "engine error")
     if completion.finish_reason == "length":
@@ -122,6 +126,14 @@ def parse(completion: Completion, suite: Suite) -> Verdict:
         return Verdict("invalid", error=f"not JSON: {e}")
     if not isinstance(obj, dict):
         return Verdict("invalid", error="JSON is not an object")
+    return obj
+
+
+def parse(completion: Completion, suite: Suite) -> Verdict:
+    """Strict: every criterion an integer on the scale, or the verdict is invalid."""
+    obj = json_object(completion)
+    if isinstance(obj, Verdict):
+        return obj
     scores: dict[str, int] = {}
     for c in suite.criteria:
         v = obj.get(c.name)
@@ -159,17 +171,24 @@ def judge(
         for c in todo
     ]
 
-    def unusable(request: Request, last: Completion, attempt: int) -> Optional[Request]:
-        status = parse(last, suite).status
-        if status not in ("invalid", "truncated"):
-            return None
-        seed = replace(request.sampling, seed=request.sampling.seed + 7919 * attempt)  # a new draw
-        again = replace(request, sampling=seed)
-        return (larger_budget(again, last, max_model_len) or again) if status == "truncated" else again
-
-    finals, tries = complete_with_retries(engine, requests, unusable, panel.retries)
+    finals, tries = complete_with_retries(engine, requests, reask(lambda c: parse(c, suite).status, max_model_len),
+                                          panel.retries)
     done = {c.key: (comp, n) for c, comp, n in zip(todo, finals, tries, strict=True)}
     return rows(card, suite, cells, answers, run_id, done)
+
+
+def reask(status: Callable[[Completion], str], max_model_len: int) -> Retry:
+    """Re-ask a verdict whose ``status`` is invalid (a new seed) or truncated (a new seed and twice
+    the budget); any other status stands."""
+    def again(request: Request, last: Completion, attempt: int) -> Optional[Request]:
+        outcome = status(last)
+        if outcome not in ("invalid", "truncated"):
+            return None
+        seed = replace(request.sampling, seed=request.sampling.seed + 7919 * attempt)  # a new draw
+        redo = replace(request, sampling=seed)
+        return (larger_budget(redo, last, max_model_len) or redo) if outcome == "truncated" else redo
+
+    return again
 
 
 def failed(card: ModelCard, suite: Suite, cells: Sequence[JudgeCell], answers: Mapping[str, GenerationRow],

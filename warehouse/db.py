@@ -19,6 +19,7 @@ MODELS = (
     "stg_generations", "stg_judgments", "eval_scores", "rankings", "efficiency", "judge_leniency",
     "judge_matrix", "family_leniency", "flat_judges", "judge_agreement", "common_evals_ranking",
     "coverage", "efficiency_frontier", "run_pairs", "ranking_deltas", "cell_deltas",
+    "stg_comparisons", "pairwise_ranking", "position_bias",
 )
 
 
@@ -39,8 +40,8 @@ def connect(store: Store) -> duckdb.DuckDBPyConnection:
         if files:
             urls = ", ".join(_literal(store.url(f)) for f in files)
             con.execute(f"create view raw_{table} as select * from read_parquet([{urls}], union_by_name = true)")
-        else:  # an empty warehouse still answers queries, with zero rows
-            con.register(f"_empty_{table}", pa.table({f.name: pa.array([], f.type) for f in SCHEMAS[table]}))
+        else:  # an empty warehouse (or a run without judge.pairwise) still answers queries, with zero rows
+            con.register(f"_empty_{table}", _empty(table))
             con.execute(f"create view raw_{table} as select * from _empty_{table}")
     for statement in model_views():
         con.execute(statement)
@@ -55,6 +56,7 @@ def model_views() -> list[str]:
         # The names users query: cleaned tables, plus the runs as written.
         "create or replace view generations as select * from stg_generations",
         "create or replace view judgments as select * from stg_judgments",
+        "create or replace view comparisons as select * from stg_comparisons",
         "create or replace view runs as select * from raw_runs",
     ]
 
@@ -64,9 +66,21 @@ def script(root: str) -> str:
     raw = [
         f"create or replace view raw_{t} as select * from read_parquet("
         f"{_literal(f'{root}/{t}/**/*.parquet')}, union_by_name = true);"
+        if any(Path(root, t).glob("**/*.parquet")) else f"create or replace view raw_{t} as {_empty_select(t)};"
         for t in TABLES
     ]
     return "\n".join(raw + [v.rstrip().rstrip(";") + ";" for v in model_views()]) + "\n"
+
+
+def _empty(table: str) -> pa.Table:
+    return pa.table({f.name: pa.array([], f.type) for f in SCHEMAS[table]})
+
+
+def _empty_select(table: str) -> str:
+    """A zero-row SELECT with the table's columns and types, for tables with no file yet (read_parquet
+    refuses a glob that matches nothing)."""
+    rel = duckdb.connect().from_arrow(_empty(table))
+    return "select " + ", ".join(f"null::{t} as {c}" for c, t in zip(rel.columns, rel.types)) + " limit 0"
 
 
 def _literal(text: str) -> str:

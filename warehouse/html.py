@@ -14,7 +14,7 @@ import json
 import math
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import duckdb
@@ -108,6 +108,17 @@ EFFICIENCY = (
     Column("Model", "model"), Column("Avg Time (s)", "avg_time_s"), Column("Output tok/s", "output_tokens_per_s", 1),
     Column("Score/sec", "score_per_sec", 3), Column("Avg Score / Avg Time", "avg_score_per_avg_time", 3),
 )
+PAIRWISE = (
+    Column("Rank", "rank"), Column("Model", "model"), Column("Win rate", "win_rate", 3), Column("Wins", "wins"),
+    Column("Ties", "ties"), Column("Losses", "losses"), Column("Verdicts", "comparisons"),
+)
+POSITION_BIAS = (
+    Column("Judge", "judge"), Column("Decided", "decided"), Column("First wins", "first_wins"),
+    Column("P(first)", "first_rate", 3), Column("p-value", "p_value", 4),
+    Column("Order consistency", "consistency",
+           show=lambda r: "-" if r["consistency"] is None else f"{r['consistency']:.2f} of {r['pairs']}"),
+    Column("Biased", "flagged", show=lambda r: "yes" if r["flagged"] else "no"),
+)
 RANKING_DELTAS = (
     Column("Model", "model"), Column("Rank A", "rank_a"), Column("Rank B", "rank_b"),
     Column("Δ Rank", "rank_delta", show=_delta("rank_delta", 0)),
@@ -157,10 +168,21 @@ def run_page(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
                      f"(evals and judges resampled, seed {panel.seed})" if panel else "no valid score: no intervals",
         "efficiency": table("efficiency", EFFICIENCY, efficiency),
         "coverage": coverage_table(coverage),
+        **pairwise(con, run_id),
         "evals": drill_down(con, run_id, coverage),
         **provenance(run),
     }
     return _render("run.html.j2", f"sweep run {run_id}", plots, variables)
+
+
+def pairwise(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
+    """The pairwise section's tables (judge.pairwise); none when the run has no pairwise verdict."""
+    ranking = records(con, "select * from pairwise_ranking where run_id = ? order by rank", run_id)
+    if not records(con, "select 1 from comparisons where run_id = ? limit 1", run_id):
+        return {"pairwise": None}
+    bias = [asdict(b) for b in stats.position_bias(con, run_id)]
+    return {"pairwise": table("pairwise", PAIRWISE, ranking), "position_bias": table("position-bias", POSITION_BIAS, bias),
+            "bias_alpha": stats.BIAS_ALPHA}
 
 
 def compare_page(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str) -> str:

@@ -192,6 +192,30 @@ def print_judging(con: duckdb.DuckDBPyConnection, run_id: str, console: Console)
         console.print(f"Self-identification scrubbed from {scrubbed} of {judged} judged answers (judgments.scrubbed)")
 
 
+def print_pairwise(con: duckdb.DuckDBPyConnection, run_id: str, console: Console) -> None:
+    """Pairwise verdicts (judge.pairwise): the win-rate ranking and each judge's position bias."""
+    (rows,) = con.execute("select count(*) from comparisons where run_id = ?", [run_id]).fetchone()
+    if not rows:
+        return
+    t = _table(f"Pairwise ranking, run {run_id}", ("Rank", "Model", "Win rate", "Wins", "Ties", "Losses", "Verdicts"),
+               caption="Win rate: (wins + ties / 2) / valid verdicts the model's answer was in; "
+                       "every pair asked in both orders (view pairwise_ranking).")
+    for rank, model, rate, wins, ties, losses, n in con.execute(
+            "select rank, model, win_rate, wins, ties, losses, comparisons from pairwise_ranking "
+            "where run_id = ? order by rank", [run_id]).fetchall():
+        t.add_row(str(rank), model, _fmt(rate, 3), str(wins), str(ties), str(losses), str(n))
+    console.print(t)
+    t = _table("Position bias", ("Judge", "Decided", "First wins", "P(first)", "p-value", "Order consistency",
+                                 "Biased"),
+               caption=f"P(first): share of decided verdicts won by the answer shown first (0.5 = none); p-value: "
+                       f"exact two-sided binomial test against 0.5, flagged below {stats.BIAS_ALPHA}. Order "
+                       "consistency: pairs whose two orders picked the same answer (view position_bias).")
+    for b in stats.position_bias(con, run_id):
+        t.add_row(b.judge, str(b.decided), str(b.first_wins), _fmt(b.first_rate, 3), _fmt(b.p_value, 4),
+                  "-" if b.consistency is None else f"{b.consistency:.2f} of {b.pairs}", "yes" if b.flagged else "no")
+    console.print(t)
+
+
 def coverage_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
     """Model x eval: the eval score where the cell is usable, else missing or failed and why."""
     cells = con.execute("select model, eval_id, cell_status, eval_score, reason from coverage where run_id = ? "
@@ -217,6 +241,7 @@ def print_report(con: duckdb.DuckDBPyConnection, store: Store, run_id: str, cons
     console.print(leniency_table(con, run_id))
     console.print(coverage_table(con, run_id))
     print_judging(con, run_id, console)
+    print_pairwise(con, run_id, console)
     console.print(run_line(con, run_id))
     console.print(f"Data: {store.root}  (runs/, generations/, judgments/ as Parquet, run_id={run_id})")
     console.print(
