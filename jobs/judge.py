@@ -7,11 +7,13 @@ parsed strictly and kept, valid or not, with its raw text.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import functools
 import json
+import math
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from decimal import Decimal
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
@@ -144,6 +146,65 @@ def parse(completion: Completion, suite: Suite) -> Verdict:
     return Verdict("ok", scores, justification if isinstance(justification, str) else None)
 
 
+SOFT_TOP_K = 20
+"""Alternatives per token asked for when judge.soft_scores is on (vLLM's default max_logprobs)."""
+_DIGITS = re.compile(r"\s*([0-9]+)\s*")
+
+
+def soft_criteria(completion: Completion, suite: Suite) -> Optional[dict[str, float]]:
+    """Each criterion's expected score under the judge's own probabilities; None when the completion
+    has no logprobs or a score's tokens can't be located in them.
+
+    Definition. Take the token at which the criterion's value starts in the verdict (``"name": 7``).
+    Every token among it and its top-k alternatives whose text is digits (surrounding whitespace
+    allowed) spells a value: the number it reads, with its probability exp(logprob). Only the sampled
+    path can be followed further: for the sampled token, each digit token at the next position
+    extends its value (``1`` then ``0`` is 10: P(1) * P(0 | 1)) and the rest of that next position's
+    mass keeps the value as it is. Values off the scale are dropped, the rest renormalised, and the
+    expected value taken. So values of at most two tokens are covered (SmolLM2 and Gemma 3 write one
+    token per digit: 1-10 needs two), and an unsampled first digit counts as the one-digit value (its
+    continuation was never computed). The logprobs are vLLM's raw ones after the JSON grammar's mask.
+    """
+    if not completion.logprobs:
+        return None
+    tokens = [position[0][0] for position in completion.logprobs]
+    starts = [0]
+    for token in tokens:
+        starts.append(starts[-1] + len(token))
+    text = "".join(tokens)
+    out: dict[str, float] = {}
+    for c in suite.criteria:
+        match = re.search(rf'"{re.escape(c.name)}"\s*:\s*(\d+)', text)
+        if match is None:
+            return None
+        at = bisect.bisect_right(starts, match.start(1)) - 1
+        if at >= len(tokens) or starts[at] + len(tokens[at]) - len(tokens[at].lstrip()) != match.start(1):
+            return None  # the value doesn't start a token: can't read alternatives for it
+        mass: dict[int, float] = defaultdict(float)
+        for rank, (token, logprob) in enumerate(completion.logprobs[at]):
+            digits = _DIGITS.fullmatch(token)
+            if digits is None:
+                continue
+            p, value = math.exp(logprob), digits.group(1)
+            nxt = completion.logprobs[at + 1] if rank == 0 and at + 1 < len(tokens) else ()
+            more = [(t, math.exp(lp)) for t, lp in nxt if re.fullmatch("[0-9]+", t)]
+            for extra, q in more:
+                mass[int(value + extra)] += p * q
+            mass[int(value)] += p * (1 - sum(q for _, q in more))
+        kept = {v: p for v, p in mass.items() if suite.scale_min <= v <= suite.scale_max}
+        total = sum(kept.values())
+        if total <= 0:
+            return None
+        out[c.name] = sum(v * p for v, p in kept.items()) / total
+    return out
+
+
+def soft_score(completion: Completion, suite: Suite) -> Optional[float]:
+    """The soft criteria weighted as the sampled ones are (weighted_score), in floating point."""
+    soft = soft_criteria(completion, suite)
+    return sum(c.weight * soft[c.name] for c in suite.criteria) if soft else None
+
+
 def weighted_score(criteria: Mapping[str, int], suite: Suite) -> float:
     """The pipeline's own arithmetic; a judge's total, if it gave one, is ignored.
 
@@ -167,6 +228,7 @@ def judge(
             build_messages(suite, c.eval_id, scrub(answers[c.answer_key].answer, c.scrub)[0], c.label,
                            panel.justification_max_chars),
             c.sampling, json_schema=schema, thinking=panel.mode is Mode.thinking,
+            logprobs=SOFT_TOP_K if panel.soft_scores else 0,
         )
         for c in todo
     ]
@@ -222,6 +284,7 @@ def rows(card: ModelCard, suite: Suite, cells: Sequence[JudgeCell], answers: Map
                 prompt_tokens=comp.prompt_tokens if comp else 0, output_tokens=comp.output_tokens if comp else 0,
                 latency_s=comp.latency_s if comp else 0.0, attempts=attempts, created_at=now,
                 scrubbed=scrub(answer.answer, cell.scrub)[1] if comp else None,
+                soft_score=soft_score(comp, suite) if comp is not None and verdict.criteria else None,
             )
         )
     return out

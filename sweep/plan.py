@@ -150,6 +150,8 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
                 "judge", _identity(judge_card), cfg.judge.mode.value, answer.key, judging.TEMPLATE,
                 suite.judge_brief, [asdict(c) for c in suite.criteria], rubric[answer.eval_id],
                 cfg.judge.justification_max_chars, sampling, scrub,
+                # Only when on, so the keys of runs without soft scores stay as they were.
+                *((("soft_scores", judging.SOFT_TOP_K),) if cfg.judge.soft_scores else ()),
             )
             judgments.append(
                 JudgeCell(key, judge_card.name, answer.model, answer.eval_id, answer.sample,

@@ -158,6 +158,11 @@ EMPTY_COLUMNS = {
                    "avg_score_per_avg_time"],
     "judge_leniency": ["run_id", "judge", "family", "mean_given", "valid", "total", "valid_rate", "ok", "invalid",
                        "truncated", "error", "no_answer"],
+    "comparisons": SCHEMAS["comparisons"].names + ["valid", "decided", "pair_a", "pair_b"],
+    "pairwise_ranking": ["run_id", "rank", "model", "pool_index", "win_rate", "wins", "ties", "losses", "comparisons"],
+    "position_bias": ["run_id", "judge", "family", "verdicts", "decided", "first_wins", "second_wins", "ties", "total",
+                      "first_rate", "pairs", "consistent", "consistency"],
+    "soft_scores": ["run_id", "model", "pool_index", "n", "avg_soft_score", "avg_score", "avg_gap", "mean_abs_gap"],
 }
 
 

@@ -19,7 +19,7 @@ MODELS = (
     "stg_generations", "stg_judgments", "eval_scores", "rankings", "efficiency", "judge_leniency",
     "judge_matrix", "family_leniency", "flat_judges", "judge_agreement", "common_evals_ranking",
     "coverage", "efficiency_frontier", "run_pairs", "ranking_deltas", "cell_deltas",
-    "stg_comparisons", "pairwise_ranking", "position_bias",
+    "stg_comparisons", "pairwise_ranking", "position_bias", "soft_scores",
 )
 
 
@@ -37,11 +37,14 @@ def connect(store: Store) -> duckdb.DuckDBPyConnection:
         for path in bad:
             print(f"warning: skipping {store.url(path)}: not a readable {table} Parquet file "
                   "(truncated, corrupt, or another schema)", file=sys.stderr)
+        # Every column of the schema, also when no file has it yet (files older than a column; a
+        # warehouse without judge.pairwise has no comparisons file and answers with zero rows).
+        con.register(f"_empty_{table}", _empty(table))
         if files:
             urls = ", ".join(_literal(store.url(f)) for f in files)
-            con.execute(f"create view raw_{table} as select * from read_parquet([{urls}], union_by_name = true)")
-        else:  # an empty warehouse (or a run without judge.pairwise) still answers queries, with zero rows
-            con.register(f"_empty_{table}", _empty(table))
+            con.execute(f"create view raw_{table} as select * from read_parquet([{urls}], union_by_name = true) "
+                        f"union all by name select * from _empty_{table}")
+        else:
             con.execute(f"create view raw_{table} as select * from _empty_{table}")
     for statement in model_views():
         con.execute(statement)
@@ -65,7 +68,7 @@ def script(root: str) -> str:
     """Every view as one SQL script for the duckdb CLI (local roots): duckdb -init views.sql"""
     raw = [
         f"create or replace view raw_{t} as select * from read_parquet("
-        f"{_literal(f'{root}/{t}/**/*.parquet')}, union_by_name = true);"
+        f"{_literal(f'{root}/{t}/**/*.parquet')}, union_by_name = true) union all by name {_empty_select(t)};"
         if any(Path(root, t).glob("**/*.parquet")) else f"create or replace view raw_{t} as {_empty_select(t)};"
         for t in TABLES
     ]

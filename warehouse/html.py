@@ -119,6 +119,10 @@ POSITION_BIAS = (
            show=lambda r: "-" if r["consistency"] is None else f"{r['consistency']:.2f} of {r['pairs']}"),
     Column("Biased", "flagged", show=lambda r: "yes" if r["flagged"] else "no"),
 )
+SOFT_SCORES = (
+    Column("Model", "model"), Column("Avg soft score", "avg_soft_score"), Column("Avg sampled score", "avg_score"),
+    Column("Gap", "avg_gap", show=_delta("avg_gap", 2)), Column("Mean |gap|", "mean_abs_gap"), Column("Judgments", "n"),
+)
 RANKING_DELTAS = (
     Column("Model", "model"), Column("Rank A", "rank_a"), Column("Rank B", "rank_b"),
     Column("Δ Rank", "rank_delta", show=_delta("rank_delta", 0)),
@@ -155,6 +159,7 @@ def run_page(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
     matrix = records(con, "select * from judge_matrix where run_id = ?", run_id)
     validity = records(con, "select * from judge_leniency where run_id = ?", run_id)
     coverage = records(con, "select * from coverage where run_id = ?", run_id)
+    soft = records(con, "select * from soft_scores where run_id = ? order by pool_index", run_id)
     scale_max = records(con, "select max(scale_max) as top from judgments where run_id = ?", run_id)[0]["top"]
     plots = [ranking_plot(ranking), frontier_plot(frontier),
              heatmap_plot(matrix, pool, scale_max or 10),  # no judgment yet: any scale colours nothing
@@ -169,6 +174,7 @@ def run_page(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
         "efficiency": table("efficiency", EFFICIENCY, efficiency),
         "coverage": coverage_table(coverage),
         **pairwise(con, run_id),
+        "soft_scores": table("soft-scores", SOFT_SCORES, soft) if soft else None,
         "evals": drill_down(con, run_id, coverage),
         **provenance(run),
     }
@@ -181,7 +187,8 @@ def pairwise(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
     if not records(con, "select 1 from comparisons where run_id = ? limit 1", run_id):
         return {"pairwise": None}
     bias = [asdict(b) for b in stats.position_bias(con, run_id)]
-    return {"pairwise": table("pairwise", PAIRWISE, ranking), "position_bias": table("position-bias", POSITION_BIAS, bias),
+    return {"pairwise": table("pairwise", PAIRWISE, ranking),
+            "position_bias": table("position-bias", POSITION_BIAS, bias),
             "bias_alpha": stats.BIAS_ALPHA}
 
 

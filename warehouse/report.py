@@ -216,6 +216,21 @@ def print_pairwise(con: duckdb.DuckDBPyConnection, run_id: str, console: Console
     console.print(t)
 
 
+def print_soft_scores(con: duckdb.DuckDBPyConnection, run_id: str, console: Console) -> None:
+    """Expected scores beside sampled ones (judge.soft_scores); nothing when the run has none."""
+    rows = con.execute("select model, avg_soft_score, avg_score, avg_gap, mean_abs_gap, n from soft_scores "
+                       "where run_id = ? order by pool_index", [run_id]).fetchall()
+    if not rows:
+        return
+    t = _table(f"Soft scores, run {run_id}", ("Model", "Avg soft score", "Avg sampled score", "Gap", "Mean |gap|",
+                                              "Judgments"),
+               caption="Soft score: the judge's expected weighted score under its probabilities of the score tokens "
+                       "(jobs/judge.py soft_criteria), over valid judgments that have one (view soft_scores).")
+    for model, soft, sampled, gap, abs_gap, n in rows:
+        t.add_row(model, _fmt(soft), _fmt(sampled), f"{gap:+.2f}", _fmt(abs_gap), str(n))
+    console.print(t)
+
+
 def coverage_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
     """Model x eval: the eval score where the cell is usable, else missing or failed and why."""
     cells = con.execute("select model, eval_id, cell_status, eval_score, reason from coverage where run_id = ? "
@@ -241,6 +256,7 @@ def print_report(con: duckdb.DuckDBPyConnection, store: Store, run_id: str, cons
     console.print(leniency_table(con, run_id))
     console.print(coverage_table(con, run_id))
     print_judging(con, run_id, console)
+    print_soft_scores(con, run_id, console)
     print_pairwise(con, run_id, console)
     console.print(run_line(con, run_id))
     console.print(f"Data: {store.root}  (runs/, generations/, judgments/ as Parquet, run_id={run_id})")

@@ -84,6 +84,10 @@ class JudgmentRow:
         "Self-identification replaced in the answer before the judge saw it, JSON {text: times}; "
         "null when nothing was", default=None,
     )
+    soft_score: Optional[float] = doc(
+        "Expected weighted score under the judge's probabilities of the score tokens (judge.soft_scores); "
+        "null when off, not ok, or the engine gave no logprobs", default=None,
+    )
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,7 @@ class ComparisonRow:
     second_key: str = doc("cell_key of the generation shown second")
     first_index: int = doc("Pool position of the first respondent")
     second_index: int = doc("Pool position of the second respondent")
-    verdict: Optional[str] = doc("What the judge picked: '1' (first shown), '2' (second shown) or 'tie'; null unless ok")
+    verdict: Optional[str] = doc("What the judge picked: '1' (shown first), '2' (shown second) or 'tie'; null if not ok")
     winner: Optional[str] = doc("Card name of the picked answer; null on a tie or when not ok")
     justification: Optional[str] = doc("The judge's 2-3 sentence justification")
     status: str = doc("ok | invalid (unparseable or off-schema) | truncated (hit max_tokens) | error | no_answer")

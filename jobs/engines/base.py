@@ -30,6 +30,8 @@ class Request:
     json_schema: Optional[dict[str, Any]] = None
     """Constrain the output to this JSON schema (structured outputs)."""
     thinking: bool = False
+    logprobs: int = 0
+    """Return this many most likely tokens per generated position (0: none)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ class Completion:
     ttft_s: Optional[float] = None
     queue_s: Optional[float] = None
     error: Optional[str] = None
+    logprobs: Optional[tuple[tuple[tuple[str, float], ...], ...]] = None
+    """When asked for (Request.logprobs) and the engine can: per generated token, (text, logprob)
+    of the sampled token first, then of the most likely tokens, best first."""
 
 
 @dataclass(frozen=True)
