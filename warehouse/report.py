@@ -185,11 +185,9 @@ def print_judging(con: duckdb.DuckDBPyConnection, run_id: str, console: Console)
                   f"2+ judges ({values} scores, {judges} judges)")
     flat = [j for (j,) in con.execute("select judge from flat_judges where run_id = ? and flat", [run_id]).fetchall()]
     console.print(f"Flat judges (spread <= 1% of the scale: they don't tell models apart): {', '.join(flat) or 'none'}")
-    if "scrubbed" in [d[0] for d in con.execute("select * from judgments limit 0").description]:
-        scrubbed, judged = con.execute("select count(*) filter (where scrubbed is not null), count(*) filter "
-                                       "(where status <> 'no_answer') from judgments where run_id = ?",
-                                       [run_id]).fetchone()
-        console.print(f"Self-identification scrubbed from {scrubbed} of {judged} judged answers (judgments.scrubbed)")
+    scrubbed, judged = con.execute("select count(*) filter (where scrubbed is not null), count(*) filter "
+                                   "(where status <> 'no_answer') from judgments where run_id = ?", [run_id]).fetchone()
+    console.print(f"Self-identification scrubbed from {scrubbed} of {judged} judged answers (judgments.scrubbed)")
 
 
 def print_pairwise(con: duckdb.DuckDBPyConnection, run_id: str, console: Console) -> None:
