@@ -10,11 +10,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow.parquet as pq
 import pytest
 
 from sweep.errors import SweepError
-from warehouse.db import connect
+from warehouse.db import MODELS, connect, script
 from warehouse.schema import SCHEMAS, GenerationRow, JudgmentRow
 from warehouse.store import Store
 
@@ -172,6 +173,19 @@ def test_empty_warehouse_views(tmp_path: Path, view: str) -> None:
     result = con.execute(f"select * from {view}")
     assert [d[0] for d in result.description] == EMPTY_COLUMNS[view]
     assert result.fetchall() == []
+
+
+def test_the_cli_views_script_reads_what_connect_reads(tmp_path: Path) -> None:
+    """`python -m warehouse views` for the duckdb CLI: the same rows, also for a table no file holds yet
+    (comparisons without judge.pairwise) and a column no file has (soft_score)."""
+    fill(Store(str(tmp_path)))
+    cli_con = duckdb.connect()
+    cli_con.execute(script(str(tmp_path)))
+    con = connect(Store(str(tmp_path)))
+    for view in (*MODELS, "judgments", "comparisons"):
+        query = f"select count(*) from {view}"
+        assert cli_con.execute(query).fetchone() == con.execute(query).fetchone(), view
+    assert con.execute("select count(*), count(soft_score) from judgments").fetchone() == (3, 0)
 
 
 def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:

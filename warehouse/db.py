@@ -83,7 +83,7 @@ def _empty_select(table: str) -> str:
     """A zero-row SELECT with the table's columns and types, for tables with no file yet (read_parquet
     refuses a glob that matches nothing)."""
     rel = duckdb.connect().from_arrow(_empty(table))
-    return "select " + ", ".join(f"null::{t} as {c}" for c, t in zip(rel.columns, rel.types)) + " limit 0"
+    return "select " + ", ".join(f"null::{t} as {c}" for c, t in zip(rel.columns, rel.types)) + " where false"
 
 
 def _literal(text: str) -> str:

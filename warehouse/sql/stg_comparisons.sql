@@ -2,16 +2,10 @@
 -- Input: raw_comparisons. Grain: (run_id, judge, eval_id, sample, first, second): each unordered pair of
 -- answers to one prompt appears twice per judge, once in each order.
 -- valid: the verdict parsed (status = 'ok'), so verdict is '1' (the answer shown first), '2' or 'tie'.
--- decided: valid and not a tie.
+-- decided: valid and not a tie. A cell written twice (retried) counts once: its newest row (latest_rows).
 -- pair_a, pair_b: the two respondents, alphabetically, so both orders of a pair share them.
-with source as (
-    select * from raw_comparisons
-),
-
-latest as (
-    select *
-    from source
-    qualify row_number() over (partition by run_id, cell_key order by created_at desc) = 1
+with latest as (
+    select * from latest_rows('raw_comparisons')
 ),
 
 final as (
