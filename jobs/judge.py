@@ -7,16 +7,18 @@ parsed strictly and kept, valid or not, with its raw text.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import functools
 import json
+import math
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from decimal import Decimal
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
-from jobs.engines.base import Completion, Engine, Request, complete_with_retries, larger_budget
+from jobs.engines.base import Completion, Engine, Request, Retry, complete_with_retries, larger_budget
 from sweep.config import Mode, ModelCard, Panel, Suite
 from warehouse.schema import GenerationRow, JudgmentRow
 
@@ -83,14 +85,16 @@ def answerable(answer: GenerationRow, panel: Panel) -> bool:
 
 
 def build_messages(suite: Suite, eval_id: str, answer: str, label: str, max_chars: int) -> tuple[tuple[str, str], ...]:
+    text = TEMPLATE.format(**task_fields(suite, eval_id, max_chars), label=label, answer=answer.strip())
+    return (("user", text),)
+
+
+def task_fields(suite: Suite, eval_id: str, max_chars: int) -> dict[str, Any]:
+    """What every judge prompt of an eval says besides the answers: question, rubric, brief, criteria."""
     item = next(p for p in suite.prompts if p.id == eval_id)
     criteria = "\n".join(f"- {c.name} ({c.weight:.0%}): {c.description}" for c in suite.criteria)
-    text = TEMPLATE.format(
-        question=item.prompt.strip(), rubric=item.rubric.strip(), label=label, answer=answer.strip(),
-        brief=suite.judge_brief.strip(), criteria=criteria, lo=suite.scale_min, hi=suite.scale_max,
-        max_chars=max_chars,
-    )
-    return (("user", text),)
+    return dict(question=item.prompt.strip(), rubric=item.rubric.strip(), brief=suite.judge_brief.strip(),
+                criteria=criteria, lo=suite.scale_min, hi=suite.scale_max, max_chars=max_chars)
 
 
 def verdict_schema(suite: Suite, max_chars: int) -> dict[str, Any]:
@@ -108,10 +112,12 @@ class Verdict:
     criteria: Optional[dict[str, int]] = None
     justification: Optional[str] = None
     error: Optional[str] = None
+    winner: Optional[str] = None
+    """Pairwise verdicts: "1", "2" or "tie"."""
 
 
-def parse(completion: Completion, suite: Suite) -> Verdict:
-    """Strict: every criterion an integer on the scale, or the verdict is invalid."""
+def json_object(completion: Completion) -> dict[str, Any] | Verdict:
+    """A completed verdict's JSON object, or why there is none (error, truncated, invalid)."""
     if completion.error is not None or completion.finish_reason == "error":
         return Verdict("error", error=completion.error or "engine error")
     if completion.finish_reason == "length":
@@ -122,6 +128,14 @@ def parse(completion: Completion, suite: Suite) -> Verdict:
         return Verdict("invalid", error=f"not JSON: {e}")
     if not isinstance(obj, dict):
         return Verdict("invalid", error="JSON is not an object")
+    return obj
+
+
+def parse(completion: Completion, suite: Suite) -> Verdict:
+    """Strict: every criterion an integer on the scale, or the verdict is invalid."""
+    obj = json_object(completion)
+    if isinstance(obj, Verdict):
+        return obj
     scores: dict[str, int] = {}
     for c in suite.criteria:
         v = obj.get(c.name)
@@ -130,6 +144,65 @@ def parse(completion: Completion, suite: Suite) -> Verdict:
         scores[c.name] = v
     justification = obj.get("justification")
     return Verdict("ok", scores, justification if isinstance(justification, str) else None)
+
+
+SOFT_TOP_K = 20
+"""Alternatives per token asked for when judge.soft_scores is on (vLLM's default max_logprobs)."""
+_DIGITS = re.compile(r"\s*([0-9]+)\s*")
+
+
+def soft_criteria(completion: Completion, suite: Suite) -> Optional[dict[str, float]]:
+    """Each criterion's expected score under the judge's own probabilities; None when the completion
+    has no logprobs or a score's tokens can't be located in them.
+
+    Definition. Take the token at which the criterion's value starts in the verdict (``"name": 7``).
+    Every token among it and its top-k alternatives whose text is digits (surrounding whitespace
+    allowed) spells a value: the number it reads, with its probability exp(logprob). Only the sampled
+    path can be followed further: for the sampled token, each digit token at the next position
+    extends its value (``1`` then ``0`` is 10: P(1) * P(0 | 1)) and the rest of that next position's
+    mass keeps the value as it is. Values off the scale are dropped, the rest renormalised, and the
+    expected value taken. So values of at most two tokens are covered (SmolLM2 and Gemma 3 write one
+    token per digit: 1-10 needs two), and an unsampled first digit counts as the one-digit value (its
+    continuation was never computed). The logprobs are vLLM's raw ones after the JSON grammar's mask.
+    """
+    if not completion.logprobs:
+        return None
+    tokens = [position[0][0] for position in completion.logprobs]
+    starts = [0]
+    for token in tokens:
+        starts.append(starts[-1] + len(token))
+    text = "".join(tokens)
+    out: dict[str, float] = {}
+    for c in suite.criteria:
+        match = re.search(rf'"{re.escape(c.name)}"\s*:\s*(\d+)', text)
+        if match is None:
+            return None
+        at = bisect.bisect_right(starts, match.start(1)) - 1
+        if at >= len(tokens) or starts[at] + len(tokens[at]) - len(tokens[at].lstrip()) != match.start(1):
+            return None  # the value doesn't start a token: can't read alternatives for it
+        mass: dict[int, float] = defaultdict(float)
+        for rank, (token, logprob) in enumerate(completion.logprobs[at]):
+            digits = _DIGITS.fullmatch(token)
+            if digits is None:
+                continue
+            p, value = math.exp(logprob), digits.group(1)
+            nxt = completion.logprobs[at + 1] if rank == 0 and at + 1 < len(tokens) else ()
+            more = [(t, math.exp(lp)) for t, lp in nxt if re.fullmatch("[0-9]+", t)]
+            for extra, q in more:
+                mass[int(value + extra)] += p * q
+            mass[int(value)] += p * (1 - sum(q for _, q in more))
+        kept = {v: p for v, p in mass.items() if suite.scale_min <= v <= suite.scale_max}
+        total = sum(kept.values())
+        if total <= 0:
+            return None
+        out[c.name] = sum(v * p for v, p in kept.items()) / total
+    return out
+
+
+def soft_score(completion: Completion, suite: Suite) -> Optional[float]:
+    """The soft criteria weighted as the sampled ones are (weighted_score), in floating point."""
+    soft = soft_criteria(completion, suite)
+    return sum(c.weight * soft[c.name] for c in suite.criteria) if soft else None
 
 
 def weighted_score(criteria: Mapping[str, int], suite: Suite) -> float:
@@ -155,21 +228,29 @@ def judge(
             build_messages(suite, c.eval_id, scrub(answers[c.answer_key].answer, c.scrub)[0], c.label,
                            panel.justification_max_chars),
             c.sampling, json_schema=schema, thinking=panel.mode is Mode.thinking,
+            logprobs=SOFT_TOP_K if panel.soft_scores else 0,
         )
         for c in todo
     ]
 
-    def unusable(request: Request, last: Completion, attempt: int) -> Optional[Request]:
-        status = parse(last, suite).status
-        if status not in ("invalid", "truncated"):
-            return None
-        seed = replace(request.sampling, seed=request.sampling.seed + 7919 * attempt)  # a new draw
-        again = replace(request, sampling=seed)
-        return (larger_budget(again, last, max_model_len) or again) if status == "truncated" else again
-
-    finals, tries = complete_with_retries(engine, requests, unusable, panel.retries)
+    finals, tries = complete_with_retries(engine, requests, reask(lambda c: parse(c, suite).status, max_model_len),
+                                          panel.retries)
     done = {c.key: (comp, n) for c, comp, n in zip(todo, finals, tries, strict=True)}
     return rows(card, suite, cells, answers, run_id, done)
+
+
+def reask(status: Callable[[Completion], str], max_model_len: int) -> Retry:
+    """Re-ask a verdict whose ``status`` is invalid (a new seed) or truncated (a new seed and twice
+    the budget); any other status stands."""
+    def again(request: Request, last: Completion, attempt: int) -> Optional[Request]:
+        outcome = status(last)
+        if outcome not in ("invalid", "truncated"):
+            return None
+        seed = replace(request.sampling, seed=request.sampling.seed + 7919 * attempt)  # a new draw
+        redo = replace(request, sampling=seed)
+        return (larger_budget(redo, last, max_model_len) or redo) if outcome == "truncated" else redo
+
+    return again
 
 
 def failed(card: ModelCard, suite: Suite, cells: Sequence[JudgeCell], answers: Mapping[str, GenerationRow],
@@ -204,6 +285,7 @@ def rows(card: ModelCard, suite: Suite, cells: Sequence[JudgeCell], answers: Map
                 latency_s=comp.latency_s if comp else 0.0, attempts=attempts, created_at=now,
                 scrubbed=scrub(answer.answer, cell.scrub)[1] if comp else None,
                 cost_usd=comp.cost_usd if comp else None, requests=comp.requests if comp else None,
+                soft_score=soft_score(comp, suite) if comp is not None and verdict.criteria else None,
             )
         )
     return out

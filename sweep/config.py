@@ -234,6 +234,15 @@ class Panel:
     judge_truncated: bool = False
     """Show judges answers that were cut off at max_tokens. Off: such answers are not judged
     as if complete; their judgment rows say no_answer."""
+    soft_scores: bool = False
+    """Also store each judgment's soft score: the expected score under the judge's own probabilities
+    of the score tokens (jobs.judge.soft_criteria), beside the sampled one (judgments.soft_score).
+    Costs the top-20 logprobs of every verdict token; engines that can't give them leave it null."""
+    pairwise: bool = False
+    """Also compare answers in pairs: each judge sees two answers to the same prompt (blind, as
+    "Response 1" and "Response 2") and picks the better or a tie, once in each order, so position
+    bias can be measured (table comparisons; views pairwise_ranking, position_bias). Costs one
+    request per ordered pair of peers a judge may judge, per prompt and sample."""
 
 
 @dataclass

@@ -11,12 +11,13 @@ from dataclasses import replace
 from typing import Mapping, Sequence
 
 from jobs import engines
+from jobs.compare import compare
 from jobs.generate import generate
 from jobs.judge import judge
 from jobs.models import local_weights
 from sweep.config import ModelCard, Panel, Suite
-from sweep.plan import GenerateCell, JudgeCell
-from warehouse.schema import GenerationRow, JudgmentRow
+from sweep.plan import CompareCell, GenerateCell, JudgeCell
+from warehouse.schema import ComparisonRow, GenerationRow, JudgmentRow
 
 
 class Instance:
@@ -40,5 +41,12 @@ class Instance:
 
     def judge(
         self, suite: Suite, panel: Panel, cells: Sequence[JudgeCell], answers: Mapping[str, GenerationRow], run_id: str,
-    ) -> list[JudgmentRow]:
-        return judge(self.engine, self.card, suite, panel, cells, answers, run_id, self.max_model_len)
+        pairs: Sequence[CompareCell] = (),
+    ) -> list[JudgmentRow | ComparisonRow]:
+        """Scores, then pairwise verdicts (judge.pairwise) with the same loaded weights."""
+        rows: list[JudgmentRow | ComparisonRow] = []
+        if cells:
+            rows += judge(self.engine, self.card, suite, panel, cells, answers, run_id, self.max_model_len)
+        if pairs:
+            rows += compare(self.engine, self.card, suite, panel, pairs, answers, run_id, self.max_model_len)
+        return rows

@@ -12,6 +12,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from jobs import compare as comparing
 from jobs import judge as judging
 from jobs.engines.base import PLAIN_STOP, SamplingParams
 from jobs.generate import build_messages
@@ -52,6 +53,25 @@ class JudgeCell:
 
 
 @dataclass(frozen=True)
+class CompareCell:
+    """One pairwise verdict: a judge reading two answers to the same prompt, blind, in one order."""
+
+    key: str
+    judge: str
+    eval_id: str
+    sample: int
+    first: str
+    """Respondent whose answer is shown first, as "Response 1"."""
+    second: str
+    """Respondent shown second, as "Response 2"."""
+    first_key: str
+    """Key of the GenerateCell shown first."""
+    second_key: str
+    sampling: SamplingParams
+    scrub: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class SweepPlan:
     run_id: str
     cards: tuple[ModelCard, ...]
@@ -59,6 +79,8 @@ class SweepPlan:
     suite: Suite
     generate: tuple[GenerateCell, ...]
     judge: tuple[JudgeCell, ...]
+    compare: tuple[CompareCell, ...] = ()
+    """Pairwise verdicts (judge.pairwise): each unordered pair in both orders."""
 
     def card(self, name: str) -> ModelCard:
         return next(c for c in self.cards if c.name == name)
@@ -135,12 +157,42 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
                 "judge", _identity(judge_card), cfg.judge.mode.value, answer.key, judging.TEMPLATE,
                 suite.judge_brief, [asdict(c) for c in suite.criteria], rubric[answer.eval_id],
                 cfg.judge.justification_max_chars, sampling, scrub,
+                # Only when on, so the keys of runs without soft scores stay as they were.
+                *((("soft_scores", judging.SOFT_TOP_K),) if cfg.judge.soft_scores else ()),
             )
             judgments.append(
                 JudgeCell(key, judge_card.name, answer.model, answer.eval_id, answer.sample,
                           labels[answer.model], answer.key, sampling, scrub)
             )
-    return SweepPlan(run_id, cards, suite, tuple(answers), tuple(judgments))
+    comparisons = pairs(cfg, cards, answers, scrub) if cfg.judge.pairwise else ()
+    return SweepPlan(run_id, cards, suite, tuple(answers), tuple(judgments), comparisons)
+
+
+def pairs(cfg: SweepConfig, cards: tuple[ModelCard, ...], answers: list[GenerateCell],
+          scrub: tuple[str, ...]) -> tuple[CompareCell, ...]:
+    """For each judge, prompt and sample, every unordered pair of respondents it may judge, once in
+    each order (pool order first), so a preference for a position shows against the answers' merit."""
+    suite = cfg.evals
+    rubric = {item.id: item.rubric for item in suite.prompts}
+    by_cell = {(a.model, a.eval_id, a.sample): a for a in answers}
+    out: list[CompareCell] = []
+    for judge_card in cards:
+        sampling = resolve_sampling(judge_card, cfg.judge.mode, cfg.judge.sampling, seed=cfg.run.seed)
+        peers = [c.name for c in cards if judges(cfg.judge, judge_card, c)]
+        for item in suite.prompts:
+            for sample in range(cfg.run.samples):
+                for i, a in enumerate(peers):
+                    for b in peers[i + 1:]:
+                        for first, second in ((a, b), (b, a)):
+                            one, two = by_cell[first, item.id, sample], by_cell[second, item.id, sample]
+                            key = content_key(
+                                "compare", _identity(judge_card), cfg.judge.mode.value, one.key, two.key,
+                                comparing.TEMPLATE, suite.judge_brief, [asdict(c) for c in suite.criteria],
+                                rubric[item.id], cfg.judge.justification_max_chars, sampling, scrub,
+                            )
+                            out.append(CompareCell(key, judge_card.name, item.id, sample, first, second,
+                                                   one.key, two.key, sampling, scrub))
+    return tuple(out)
 
 
 def judges(panel: Panel, judge: ModelCard, respondent: ModelCard) -> bool:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from sweep.plan import SweepPlan
-from warehouse.schema import GenerationRow, JudgmentRow
+from warehouse.schema import ComparisonRow, GenerationRow, JudgmentRow
 
 
 @dataclass(frozen=True)
@@ -22,26 +22,30 @@ class Reuse:
     """Finished answers by cell key."""
     judged: frozenset[str] = frozenset()
     """Cell keys of finished judgments."""
+    compared: frozenset[str] = frozenset()
+    """Cell keys of finished pairwise verdicts."""
     stale: tuple[str, ...] = ()
     """Files to move out of the run."""
 
     @property
     def cells(self) -> int:
-        return len(self.answers) + len(self.judged)
+        return len(self.answers) + len(self.judged) + len(self.compared)
 
 
 def reconcile(
     plan: SweepPlan,
     generations: Mapping[str, Sequence[GenerationRow]],
     judgments: Mapping[str, Sequence[JudgmentRow]],
+    comparisons: Mapping[str, Sequence[ComparisonRow]] | None = None,
 ) -> Reuse:
-    """``generations`` and ``judgments`` map each existing file of the run to its rows.
+    """``generations``, ``judgments`` and ``comparisons`` map each existing file of the run to its rows.
 
     Files are all or nothing: one row that can't be reused makes the whole file stale, so
     its cells are written again in new files and no cell ever has two live rows."""
-    wanted = {c.key for c in plan.generate} | {c.key for c in plan.judge}
+    wanted = {c.key for c in plan.generate} | {c.key for c in plan.judge} | {c.key for c in plan.compare}
+    comparisons = comparisons or {}
 
-    def usable(row: GenerationRow | JudgmentRow) -> bool:
+    def usable(row: GenerationRow | JudgmentRow | ComparisonRow) -> bool:
         return row.cell_key in wanted and row.status != "error"
 
     kept_answers = {f: rows for f, rows in generations.items() if all(usable(r) for r in rows)}
@@ -50,5 +54,9 @@ def reconcile(
     kept_judgments = {f: rows for f, rows in judgments.items()
                       if all(usable(r) and r.answer_key in answers for r in rows)}
     judged = frozenset(r.cell_key for rows in kept_judgments.values() for r in rows)
-    stale = sorted(f for f in (*generations, *judgments) if f not in kept_answers and f not in kept_judgments)
-    return Reuse(answers, judged, tuple(stale))
+    kept_comparisons = {f: rows for f, rows in comparisons.items()
+                        if all(usable(r) and r.first_key in answers and r.second_key in answers for r in rows)}
+    compared = frozenset(r.cell_key for rows in kept_comparisons.values() for r in rows)
+    kept = kept_answers.keys() | kept_judgments.keys() | kept_comparisons.keys()
+    stale = sorted(f for f in (*generations, *judgments, *comparisons) if f not in kept)
+    return Reuse(answers, judged, compared, tuple(stale))

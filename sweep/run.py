@@ -34,14 +34,15 @@ from sweep.config import ModelCard, SweepConfig
 from sweep.errors import SweepError
 from sweep.forecast import best_policy, plan_table, work_seconds
 from jobs.generate import failed as generate_failed
+from jobs import compare as comparing
 from jobs.judge import answerable
 from jobs.judge import failed as judge_failed
 from jobs.judge import rows as judge_rows
 from sweep.instance import Instance
 from sweep.resume import Reuse, reconcile
-from sweep.plan import JudgeCell, SweepPlan, content_key, plan, validate
+from sweep.plan import CompareCell, JudgeCell, SweepPlan, content_key, plan, validate
 from sweep.schedule import Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, load_order
-from warehouse.schema import GenerationRow, JudgmentRow, RunRow
+from warehouse.schema import ComparisonRow, GenerationRow, JudgmentRow, RunRow
 from warehouse.store import Store
 
 console = Console(stderr=True)
@@ -104,8 +105,9 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
         the_plan = plan(conf, run_id, inventory)
         console.print(
             f"sweep {run_id}: {len(the_plan.cards)} models x {len(the_plan.suite.prompts)} prompts "
-            f"({the_plan.suite.name}) -> {len(the_plan.generate)} answers, {len(the_plan.judge)} judgments "
-            f"on {inventory.describe()}"
+            f"({the_plan.suite.name}) -> {len(the_plan.generate)} answers, {len(the_plan.judge)} judgments"
+            + (f", {len(the_plan.compare)} pairwise verdicts" if the_plan.compare else "")
+            + f" on {inventory.describe()}"
         )
         policy, expected = best_policy(the_plan, conf, inventory)
         console.print(plan_table(the_plan, conf, expected, inventory))
@@ -138,8 +140,9 @@ def reusable(store: Store, the_plan: SweepPlan, resume: bool) -> Reuse:
     """Cells of this run already in the warehouse; stale and unreadable files are set aside."""
     generations, bad = store.read("generations", the_plan.run_id)
     judgments, bad_judgments = store.read("judgments", the_plan.run_id)
-    bad += bad_judgments
-    found = reconcile(the_plan, generations, judgments)
+    comparisons, bad_comparisons = store.read("comparisons", the_plan.run_id)
+    bad += bad_judgments + bad_comparisons
+    found = reconcile(the_plan, generations, judgments, comparisons)
     for path in bad:
         console.print(f"[yellow]warning:[/] {store.url(path)} is not readable warehouse Parquet (corrupt, truncated or another "
                       "schema); moved to superseded/, its cells are recomputed")
@@ -148,10 +151,11 @@ def reusable(store: Store, the_plan: SweepPlan, resume: bool) -> Reuse:
     for path in (*bad, *found.stale):
         store.supersede(path)
     reuse = found if resume else Reuse()
-    total = len(the_plan.generate) + len(the_plan.judge)
+    total = len(the_plan.generate) + len(the_plan.judge) + len(the_plan.compare)
     if reuse.cells:
-        console.print(f"resuming {the_plan.run_id}: reusing {len(reuse.answers)} answers and {len(reuse.judged)} "
-                      f"judgments; {total - reuse.cells} of {total} cells to compute")
+        console.print(f"resuming {the_plan.run_id}: reusing {len(reuse.answers)} answers, {len(reuse.judged)} "
+                      f"judgments and {len(reuse.compared)} pairwise verdicts; {total - reuse.cells} of {total} "
+                      "cells to compute")
     if reuse.cells == total:
         console.print("nothing to compute: every cell of this config is in the warehouse (run.resume=false redoes them)")
     return reuse
@@ -247,12 +251,13 @@ class Executor:
         p, retry = self.plan, self.conf.run.retry_truncated
         gen_cells = _group([c for c in p.generate if c.key not in self.reuse.answers], lambda c: c.model)
         judge_cells = _group([c for c in p.judge if c.key not in self.reuse.judged], lambda c: c.judge)
+        pair_cells = _group([c for c in p.compare if c.key not in self.reuse.compared], lambda c: c.judge)
         pool_index = {c.name: i for i, c in enumerate(p.cards)}
         with self.progress:
             gen_task = self.progress.add_task("answers", total=len(p.generate), note="", tokens=0,
                                               completed=len(self.reuse.answers))
-            judge_task = self.progress.add_task("judgments", total=len(p.judge), note="", tokens=0, start=False,
-                                                completed=len(self.reuse.judged))
+            judge_task = self.progress.add_task("judgments", total=len(p.judge) + len(p.compare), note="", tokens=0,
+                                                start=False, completed=len(self.reuse.judged) + len(self.reuse.compared))
             self.task = gen_task
 
             def answer(live: Live, card: ModelCard) -> Any:
@@ -271,10 +276,11 @@ class Executor:
             demands = {c.name: demand(c, self.conf, self.inventory) for c in p.cards}
             gen_s, judge_s = work_seconds(p, self.conf, self.inventory)
             gen_order = load_order([c for c in p.cards if c.name in gen_cells], demands, gen_s, self.policy)
-            self._phase(gen_order, answer, saved_answers, failed_answers, keep=set(judge_cells))
+            self._phase(gen_order, answer, saved_answers, failed_answers, keep=set(judge_cells) | set(pair_cells))
 
-            def saved_judgments(card: ModelCard, rows: list[JudgmentRow]) -> None:
-                self._write("judgments", rows, judge=card.name)
+            def saved_judgments(card: ModelCard, rows: list[JudgmentRow | ComparisonRow]) -> None:
+                self._write("judgments", [r for r in rows if isinstance(r, JudgmentRow)], judge=card.name)
+                self._write("comparisons", [r for r in rows if isinstance(r, ComparisonRow)], judge=card.name)
                 self._advance(judge_task, rows)
                 self._log(card, "judgments", rows)
 
@@ -286,21 +292,31 @@ class Executor:
                     saved_judgments(card, judge_rows(card, p.suite, unseen, self._answers_for(unseen), p.run_id, {}))
                 if len(unseen) < len(cells):
                     judge_cells[card.name] = [c for c in cells if c not in unseen]
+                pairs = pair_cells.pop(card.name, [])
+                shown = [c for c in pairs if comparing.seen(c, self.answers, self.conf.judge)]
+                if len(shown) < len(pairs):
+                    saved_judgments(card, comparing.rows(card, [c for c in pairs if c not in shown], self.answers,
+                                                         p.run_id, {}))
+                if shown:
+                    pair_cells[card.name] = shown
 
             def judgment(live: Live, card: ModelCard) -> Any:
-                cells = judge_cells[card.name]
-                return live.actor.judge.remote(p.suite, self.conf.judge, cells, self._answers_for(cells), p.run_id)
+                cells, pairs = judge_cells.get(card.name, []), pair_cells.get(card.name, [])
+                return live.actor.judge.remote(p.suite, self.conf.judge, cells, self._answers_for(cells, pairs),
+                                               p.run_id, pairs)
 
-            def failed_judgments(card: ModelCard, error: str) -> list[JudgmentRow]:
-                cells = judge_cells[card.name]
-                return judge_failed(card, p.suite, cells, self._answers_for(cells), p.run_id, error,
-                                    self.conf.run.retries + 1)
+            def failed_judgments(card: ModelCard, error: str) -> list[JudgmentRow | ComparisonRow]:
+                cells, pairs = judge_cells.get(card.name, []), pair_cells.get(card.name, [])
+                attempts = self.conf.run.retries + 1
+                return [*judge_failed(card, p.suite, cells, self._answers_for(cells), p.run_id, error, attempts),
+                        *comparing.failed(card, pairs, self._answers_for((), pairs), p.run_id, error, attempts)]
 
             # Judges already loaded go first; the rest load as room frees up.
             self.progress.update(gen_task, note="")
             self.progress.start_task(judge_task)
             self.task = judge_task
-            judge_order = load_order([c for c in p.cards if c.name in judge_cells], demands, judge_s, self.policy)
+            judges = [c for c in p.cards if c.name in judge_cells or c.name in pair_cells]
+            judge_order = load_order(judges, demands, judge_s, self.policy)
             judge_order.sort(key=lambda c: c.name not in self.alive)
             self._phase(judge_order, judgment, saved_judgments, failed_judgments, keep=set())
             for name in list(self.alive):  # loaded for answers, nothing left to judge
@@ -419,8 +435,10 @@ class Executor:
         tokens = self.progress.tasks[task].fields["tokens"] + sum(r.output_tokens for r in rows)
         self.progress.update(task, advance=len(rows), tokens=tokens)
 
-    def _answers_for(self, cells: Sequence[JudgeCell]) -> dict[str, GenerationRow]:
-        return {c.answer_key: self.answers[c.answer_key] for c in cells}
+    def _answers_for(self, cells: Sequence[JudgeCell], pairs: Sequence[CompareCell] = ()) -> dict[str, GenerationRow]:
+        """The answers a judge batch reads: only those, so each actor call ships little."""
+        keys = [c.answer_key for c in cells] + [k for c in pairs for k in (c.first_key, c.second_key)]
+        return {k: self.answers[k] for k in keys}
 
     def _recount(self) -> None:
         """Rebuild the room accounting from the nodes Ray sees now."""

@@ -1,7 +1,8 @@
 """The README's main job, for real: packaged models on CPU vLLM, local Ray, Parquet, DuckDB.
 
 `python -m sweep` runs the default pool (three cards from two packaged models) on the
-smoke suite, and everything it wrote is checked against the definitions.
+smoke suite with pairwise verdicts and soft scores on, and everything it wrote is checked against the
+definitions.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from sweep.plan import plan
+from tests.conftest import compose_config
+from tests.test_plan import LAPTOP
 from tests.test_rankings import reference
 from warehouse.db import connect
 from warehouse.schema import GenerationRow, JudgmentRow
@@ -27,7 +31,7 @@ def sweep_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comp
     wh = tmp_path_factory.mktemp("warehouse")
     out = subprocess.run(
         [sys.executable, "-m", "sweep", "evals=smoke", "sampling.max_tokens=64", f"warehouse.root={wh}",
-         "run.name=e2e", "run.progress=false"],
+         "run.name=e2e", "run.progress=false", "judge.pairwise=true", "judge.soft_scores=true"],
         capture_output=True, text=True, timeout=1200, cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr[-4000:]
@@ -132,3 +136,39 @@ def test_each_view_has_one_row_per_grain(sweep_run, view: str, grain: str) -> No
     rows, distinct = connect(store).execute(
         f"select count(*), count(distinct ({grain})) from {view}").fetchone()
     assert rows == distinct > 0
+
+
+def test_pairwise_verdicts_are_planned_rows_and_reported(sweep_run) -> None:  # noqa: ANN001
+    out, store = sweep_run
+    con = connect(store)
+    planned = plan(compose_config("evals=smoke", "sampling.max_tokens=64", "judge.pairwise=true",
+                                  "judge.soft_scores=true"), "e2e", LAPTOP)
+    got = dict(con.execute("select cell_key, status from comparisons").fetchall())
+    assert sorted(got) == sorted(c.key for c in planned.compare) and len(got) == 3 * 2 * 3
+    # A pair with an answer judges don't see is not asked (no_answer); every pair asked stays on the schema.
+    (misfiled,) = con.execute(
+        "select count(*) filter (where (c.status = 'no_answer') <> (a.status <> 'ok' or b.status <> 'ok')) "
+        "from comparisons c join generations a on a.cell_key = c.first_key "
+        "join generations b on b.cell_key = c.second_key").fetchone()
+    assert misfiled == 0
+    assert set(got.values()) <= {"ok", "no_answer"} and "ok" in got.values(), got
+    text = out.stdout + out.stderr
+    assert "Pairwise ranking, run e2e" in text and "Position bias" in text
+    bias = con.execute("select judge, decided, first_wins, first_rate, consistency from position_bias").fetchall()
+    assert len(bias) == 3
+    print("position bias (judge, decided, first wins, P(first), order consistency):", bias)
+    print("pairwise ranking:",
+          con.execute("select rank, model, win_rate, comparisons from pairwise_ranking").fetchall())
+    page = (Path(store.root) / "reports" / "e2e.html").read_text()
+    assert 'id="pairwise-section"' in page
+
+
+def test_soft_scores_are_stored_beside_the_sampled_ones_and_reported(sweep_run) -> None:  # noqa: ANN001
+    out, store = sweep_run
+    con = connect(store)
+    rows = con.execute("select judge, score, soft_score from judgments where valid").fetchall()
+    assert rows and all(soft is not None and 1 <= soft <= 10 for _, _, soft in rows), rows
+    assert con.execute("select count(*) from judgments where not valid and soft_score is not null").fetchone() == (0,)
+    (n,) = con.execute("select sum(n) from soft_scores").fetchone()
+    assert n == len(rows) and "Soft scores, run e2e" in out.stdout + out.stderr
+    print("sampled vs soft (judge, score, soft):", [(j, s, round(f, 2)) for j, s, f in rows])

@@ -10,11 +10,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow.parquet as pq
 import pytest
 
 from sweep.errors import SweepError
-from warehouse.db import connect
+from warehouse.db import MODELS, connect, script
 from warehouse.schema import SCHEMAS, GenerationRow, JudgmentRow
 from warehouse.store import Store
 
@@ -158,6 +159,11 @@ EMPTY_COLUMNS = {
                    "avg_score_per_avg_time", "answer_cost_usd", "judge_cost_usd", "cost_per_point_usd"],
     "judge_leniency": ["run_id", "judge", "family", "mean_given", "valid", "total", "valid_rate", "ok", "invalid",
                        "truncated", "error", "no_answer"],
+    "comparisons": SCHEMAS["comparisons"].names + ["valid", "decided", "pair_a", "pair_b"],
+    "pairwise_ranking": ["run_id", "rank", "model", "pool_index", "win_rate", "wins", "ties", "losses", "comparisons"],
+    "position_bias": ["run_id", "judge", "family", "verdicts", "decided", "first_wins", "second_wins", "ties", "total",
+                      "first_rate", "pairs", "consistent", "consistency"],
+    "soft_scores": ["run_id", "model", "pool_index", "n", "avg_soft_score", "avg_score", "avg_gap", "mean_abs_gap"],
 }
 
 
@@ -167,6 +173,19 @@ def test_empty_warehouse_views(tmp_path: Path, view: str) -> None:
     result = con.execute(f"select * from {view}")
     assert [d[0] for d in result.description] == EMPTY_COLUMNS[view]
     assert result.fetchall() == []
+
+
+def test_the_cli_views_script_reads_what_connect_reads(tmp_path: Path) -> None:
+    """`python -m warehouse views` for the duckdb CLI: the same rows, also for a table no file holds yet
+    (comparisons without judge.pairwise) and a column no file has (soft_score)."""
+    fill(Store(str(tmp_path)))
+    cli_con = duckdb.connect()
+    cli_con.execute(script(str(tmp_path)))
+    con = connect(Store(str(tmp_path)))
+    for view in (*MODELS, "judgments", "comparisons"):
+        query = f"select count(*) from {view}"
+        assert cli_con.execute(query).fetchone() == con.execute(query).fetchone(), view
+    assert con.execute("select count(*), count(soft_score) from judgments").fetchone() == (3, 0)
 
 
 def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:

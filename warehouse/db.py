@@ -16,9 +16,10 @@ SQL_DIR = Path(__file__).parent / "sql"
 # Each file is one SELECT (jaffle-shop style) and becomes a view of the same name,
 # in dependency order.
 MODELS = (
-    "stg_generations", "stg_judgments", "eval_scores", "model_scores", "rankings", "efficiency", "judge_leniency",
+    "stg_generations", "stg_judgments", "stg_comparisons", "eval_scores", "model_scores", "rankings", "efficiency", "judge_leniency",
     "judge_matrix", "family_leniency", "flat_judges", "judge_agreement", "common_evals_ranking",
     "coverage", "efficiency_frontier", "run_pairs", "ranking_deltas", "cell_deltas",
+    "pairwise_ranking", "position_bias", "soft_scores",
 )
 
 
@@ -36,16 +37,15 @@ def connect(store: Store) -> duckdb.DuckDBPyConnection:
         for path in bad:
             print(f"warning: skipping {store.url(path)}: not a readable {table} Parquet file "
                   "(truncated, corrupt, or another schema)", file=sys.stderr)
-        # An empty warehouse still answers queries, with zero rows; files written before a
-        # column existed read with nulls there (union by name with the current schema).
-        con.register(f"_empty_{table}", pa.table({f.name: pa.array([], f.type) for f in SCHEMAS[table]}))
-        empty = f"select * from _empty_{table}"
+        # Every column of the schema, also when no file has it yet (files older than a column; a
+        # warehouse without judge.pairwise has no comparisons file and answers with zero rows).
+        con.register(f"_empty_{table}", _empty(table))
         if files:
             urls = ", ".join(_literal(store.url(f)) for f in files)
             con.execute(f"create view raw_{table} as select * from read_parquet([{urls}], union_by_name = true) "
-                        f"union all by name {empty}")
+                        f"union all by name select * from _empty_{table}")
         else:
-            con.execute(f"create view raw_{table} as {empty}")
+            con.execute(f"create view raw_{table} as select * from _empty_{table}")
     for statement in model_views():
         con.execute(statement)
     return con
@@ -59,6 +59,7 @@ def model_views() -> list[str]:
         # The names users query: cleaned tables, plus the runs as written.
         "create or replace view generations as select * from stg_generations",
         "create or replace view judgments as select * from stg_judgments",
+        "create or replace view comparisons as select * from stg_comparisons",
         "create or replace view runs as select * from raw_runs",
     ]
 
@@ -67,10 +68,22 @@ def script(root: str) -> str:
     """Every view as one SQL script for the duckdb CLI (local roots): duckdb -init views.sql"""
     raw = [
         f"create or replace view raw_{t} as select * from read_parquet("
-        f"{_literal(f'{root}/{t}/**/*.parquet')}, union_by_name = true);"
+        f"{_literal(f'{root}/{t}/**/*.parquet')}, union_by_name = true) union all by name {_empty_select(t)};"
+        if any(Path(root, t).glob("**/*.parquet")) else f"create or replace view raw_{t} as {_empty_select(t)};"
         for t in TABLES
     ]
     return "\n".join(raw + [v.rstrip().rstrip(";") + ";" for v in model_views()]) + "\n"
+
+
+def _empty(table: str) -> pa.Table:
+    return pa.table({f.name: pa.array([], f.type) for f in SCHEMAS[table]})
+
+
+def _empty_select(table: str) -> str:
+    """A zero-row SELECT with the table's columns and types, for tables with no file yet (read_parquet
+    refuses a glob that matches nothing)."""
+    rel = duckdb.connect().from_arrow(_empty(table))
+    return "select " + ", ".join(f"null::{t} as {c}" for c, t in zip(rel.columns, rel.types)) + " where false"
 
 
 def _literal(text: str) -> str:

@@ -14,7 +14,7 @@ import json
 import math
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import duckdb
@@ -110,6 +110,21 @@ EFFICIENCY = (
     Column("Answers $", "answer_cost_usd", 4), Column("Judging $", "judge_cost_usd", 4),
     Column("$ / point", "cost_per_point_usd", 5),
 )
+PAIRWISE = (
+    Column("Rank", "rank"), Column("Model", "model"), Column("Win rate", "win_rate", 3), Column("Wins", "wins"),
+    Column("Ties", "ties"), Column("Losses", "losses"), Column("Verdicts", "comparisons"),
+)
+POSITION_BIAS = (
+    Column("Judge", "judge"), Column("Decided", "decided"), Column("First wins", "first_wins"),
+    Column("P(first)", "first_rate", 3), Column("p-value", "p_value", 4),
+    Column("Order consistency", "consistency",
+           show=lambda r: "-" if r["consistency"] is None else f"{r['consistency']:.2f} of {r['pairs']}"),
+    Column("Biased", "flagged", show=lambda r: "yes" if r["flagged"] else "no"),
+)
+SOFT_SCORES = (
+    Column("Model", "model"), Column("Avg soft score", "avg_soft_score"), Column("Avg sampled score", "avg_score"),
+    Column("Gap", "avg_gap", show=_delta("avg_gap", 2)), Column("Mean |gap|", "mean_abs_gap"), Column("Judgments", "n"),
+)
 RANKING_DELTAS = (
     Column("Model", "model"), Column("Rank A", "rank_a"), Column("Rank B", "rank_b"),
     Column("Δ Rank", "rank_delta", show=_delta("rank_delta", 0)),
@@ -146,6 +161,7 @@ def run_page(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
     matrix = records(con, "select * from judge_matrix where run_id = ?", run_id)
     validity = records(con, "select * from judge_leniency where run_id = ?", run_id)
     coverage = records(con, "select * from coverage where run_id = ?", run_id)
+    soft = records(con, "select * from soft_scores where run_id = ? order by pool_index", run_id)
     scale_max = records(con, "select max(scale_max) as top from judgments where run_id = ?", run_id)[0]["top"]
     plots = [ranking_plot(ranking), frontier_plot(frontier),
              heatmap_plot(matrix, pool, scale_max or 10),  # no judgment yet: any scale colours nothing
@@ -159,10 +175,23 @@ def run_page(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
                      f"(evals and judges resampled, seed {panel.seed})" if panel else "no valid score: no intervals",
         "efficiency": table("efficiency", EFFICIENCY, efficiency),
         "coverage": coverage_table(coverage),
+        **pairwise(con, run_id),
+        "soft_scores": table("soft-scores", SOFT_SCORES, soft) if soft else None,
         "evals": drill_down(con, run_id, coverage),
         **provenance(run),
     }
     return _render("run.html.j2", f"sweep run {run_id}", plots, variables)
+
+
+def pairwise(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
+    """The pairwise section's tables (judge.pairwise); none when the run has no pairwise verdict."""
+    ranking = records(con, "select * from pairwise_ranking where run_id = ? order by rank", run_id)
+    if not records(con, "select 1 from comparisons where run_id = ? limit 1", run_id):
+        return {"pairwise": None}
+    bias = [asdict(b) for b in stats.position_bias(con, run_id)]
+    return {"pairwise": table("pairwise", PAIRWISE, ranking),
+            "position_bias": table("position-bias", POSITION_BIAS, bias),
+            "bias_alpha": stats.BIAS_ALPHA}
 
 
 def compare_page(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str) -> str:

@@ -34,7 +34,7 @@ def ranking_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
 def efficiency_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
     answers, judging = con.execute(
         "select (select sum(cost_usd) from generations where run_id = $1), "
-        "(select sum(cost_usd) from judgments where run_id = $1)", [run_id]).fetchone()
+        "(select sum(judge_cost_usd) from efficiency where run_id = $1)", [run_id]).fetchone()
     caption = None
     if answers is not None or judging is not None:
         total = (answers or 0) + (judging or 0)
@@ -179,11 +179,48 @@ def print_judging(con: duckdb.DuckDBPyConnection, run_id: str, console: Console)
                   f"2+ judges ({values} scores, {judges} judges)")
     flat = [j for (j,) in con.execute("select judge from flat_judges where run_id = ? and flat", [run_id]).fetchall()]
     console.print(f"Flat judges (spread <= 1% of the scale: they don't tell models apart): {', '.join(flat) or 'none'}")
-    if "scrubbed" in [d[0] for d in con.execute("select * from judgments limit 0").description]:
-        scrubbed, judged = con.execute("select count(*) filter (where scrubbed is not null), count(*) filter "
-                                       "(where status <> 'no_answer') from judgments where run_id = ?",
-                                       [run_id]).fetchone()
-        console.print(f"Self-identification scrubbed from {scrubbed} of {judged} judged answers (judgments.scrubbed)")
+    scrubbed, judged = con.execute("select count(*) filter (where scrubbed is not null), count(*) filter "
+                                   "(where status <> 'no_answer') from judgments where run_id = ?", [run_id]).fetchone()
+    console.print(f"Self-identification scrubbed from {scrubbed} of {judged} judged answers (judgments.scrubbed)")
+
+
+def print_pairwise(con: duckdb.DuckDBPyConnection, run_id: str, console: Console) -> None:
+    """Pairwise verdicts (judge.pairwise): the win-rate ranking and each judge's position bias."""
+    (rows,) = con.execute("select count(*) from comparisons where run_id = ?", [run_id]).fetchone()
+    if not rows:
+        return
+    t = _table(f"Pairwise ranking, run {run_id}", ("Rank", "Model", "Win rate", "Wins", "Ties", "Losses", "Verdicts"),
+               caption="Win rate: (wins + ties / 2) / valid verdicts the model's answer was in; "
+                       "every pair asked in both orders (view pairwise_ranking).")
+    for rank, model, rate, wins, ties, losses, n in con.execute(
+            "select rank, model, win_rate, wins, ties, losses, comparisons from pairwise_ranking "
+            "where run_id = ? order by rank", [run_id]).fetchall():
+        t.add_row(str(rank), model, fmt(rate, 3), str(wins), str(ties), str(losses), str(n))
+    console.print(t)
+    t = _table("Position bias", ("Judge", "Decided", "First wins", "P(first)", "p-value", "Order consistency",
+                                 "Biased"),
+               caption=f"P(first): share of decided verdicts won by the answer shown first (0.5 = none); p-value: "
+                       f"exact two-sided binomial test against 0.5, flagged below {stats.BIAS_ALPHA}. Order "
+                       "consistency: pairs whose two orders picked the same answer (view position_bias).")
+    for b in stats.position_bias(con, run_id):
+        t.add_row(b.judge, str(b.decided), str(b.first_wins), fmt(b.first_rate, 3), fmt(b.p_value, 4),
+                  "-" if b.consistency is None else f"{b.consistency:.2f} of {b.pairs}", "yes" if b.flagged else "no")
+    console.print(t)
+
+
+def print_soft_scores(con: duckdb.DuckDBPyConnection, run_id: str, console: Console) -> None:
+    """Expected scores beside sampled ones (judge.soft_scores); nothing when the run has none."""
+    rows = con.execute("select model, avg_soft_score, avg_score, avg_gap, mean_abs_gap, n from soft_scores "
+                       "where run_id = ? order by pool_index", [run_id]).fetchall()
+    if not rows:
+        return
+    t = _table(f"Soft scores, run {run_id}", ("Model", "Avg soft score", "Avg sampled score", "Gap", "Mean |gap|",
+                                              "Judgments"),
+               caption="Soft score: the judge's expected weighted score under its probabilities of the score tokens "
+                       "(jobs/judge.py soft_criteria), over valid judgments that have one (view soft_scores).")
+    for model, soft, sampled, gap, abs_gap, n in rows:
+        t.add_row(model, fmt(soft), fmt(sampled), f"{gap:+.2f}", fmt(abs_gap), str(n))
+    console.print(t)
 
 
 def coverage_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
@@ -211,6 +248,8 @@ def print_report(con: duckdb.DuckDBPyConnection, store: Store, run_id: str, cons
     console.print(leniency_table(con, run_id))
     console.print(coverage_table(con, run_id))
     print_judging(con, run_id, console)
+    print_soft_scores(con, run_id, console)
+    print_pairwise(con, run_id, console)
     console.print(run_line(con, run_id))
     console.print(f"Data: {store.root}  (runs/, generations/, judgments/ as Parquet, run_id={run_id})")
     console.print(

@@ -94,6 +94,45 @@ class JudgmentRow:
     )
     cost_usd: Optional[float] = doc(COST, default=None)
     requests: Optional[int] = doc(REQUESTS, default=None)
+    soft_score: Optional[float] = doc(
+        "Expected weighted score under the judge's probabilities of the score tokens (judge.soft_scores); "
+        "null when off, not ok, or the engine gave no logprobs", default=None,
+    )
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    """One pairwise verdict: one per (run, judge, eval, sample, ordered pair of respondents)."""
+
+    run_id: str = doc("Run this row belongs to")
+    cell_key: str = doc("Content hash of everything that determines this verdict")
+    judge: str = doc("Card name of the judge")
+    judge_family: str = doc("Model family of the judge")
+    eval_id: str = doc("Suite item id")
+    sample: int = doc("Sample index of the two answers")
+    first: str = doc("Respondent whose answer the judge saw first, as 'Response 1' (hidden from the judge)")
+    second: str = doc("Respondent whose answer the judge saw second, as 'Response 2'")
+    first_key: str = doc("cell_key of the generation shown first")
+    second_key: str = doc("cell_key of the generation shown second")
+    first_index: int = doc("Pool position of the first respondent")
+    second_index: int = doc("Pool position of the second respondent")
+    verdict: Optional[str] = doc("What the judge picked: '1' (shown first), '2' (shown second) or 'tie'; null if not ok")
+    winner: Optional[str] = doc("Card name of the picked answer; null on a tie or when not ok")
+    justification: Optional[str] = doc("The judge's 2-3 sentence justification")
+    status: str = doc("ok | invalid (unparseable or off-schema) | truncated (hit max_tokens) | error | no_answer")
+    error: Optional[str] = doc("Why the verdict is not ok")
+    raw: str = doc("The judge's raw output text")
+    finish_reason: str = doc("Engine finish reason: stop | length | error")
+    prompt_tokens: int = doc("Judge prompt length, tokens")
+    output_tokens: int = doc("Judge output, tokens")
+    latency_s: float = doc("Arrival to last token, seconds")
+    attempts: int = doc("Times the verdict was asked for (re-asked when invalid or truncated)")
+    created_at: dt.datetime = doc("When the row was written, UTC")
+    scrubbed: Optional[str] = doc(
+        "Self-identification replaced in the two answers before the judge saw them, JSON {text: times}; "
+        "null when nothing was")
+    cost_usd: Optional[float] = doc(COST, default=None)
+    requests: Optional[int] = doc(REQUESTS, default=None)
 
 
 @dataclass(frozen=True)
@@ -142,7 +181,8 @@ def arrow_schema(row_type: type) -> pa.Schema:
     return pa.schema(out)
 
 
-TABLES: dict[str, type] = {"generations": GenerationRow, "judgments": JudgmentRow, "runs": RunRow}
+TABLES: dict[str, type] = {"generations": GenerationRow, "judgments": JudgmentRow, "runs": RunRow,
+                           "comparisons": ComparisonRow}
 SCHEMAS: dict[str, pa.Schema] = {name: arrow_schema(t) for name, t in TABLES.items()}
 
 
@@ -158,7 +198,7 @@ def to_table(rows: typing.Sequence[Any], table: str) -> pa.Table:
 # Columns every file of a table has had since the first release. A file without them is
 # not ours; a file missing only newer columns is an older file and reads with nulls there.
 IDENTITY = {"runs": ("run_id", "config_hash"), "generations": ("run_id", "cell_key"),
-            "judgments": ("run_id", "cell_key", "answer_key")}
+            "judgments": ("run_id", "cell_key", "answer_key"), "comparisons": ("run_id", "cell_key", "first_key")}
 
 
 def from_table(data: pa.Table, table: str) -> list[Any]:

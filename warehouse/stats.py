@@ -15,11 +15,18 @@ warehouse. Definitions (also in README.md, "Judging statistics"):
   ``sum(leniency) = 0`` constraint). Intervals are percentiles of the replicates; replicates in
   which some model gets no score (or the fit is not identified) are dropped and counted.
 - Leave-one-judge-out: Kendall's tau-b between the scores with every judge and without one.
+- Position bias (pairwise verdicts): the exact two-sided binomial test of a judge's first_wins out
+  of its decided verdicts (view ``position_bias``) against 1/2: p = min(1, 2 P(X <= min(k, n - k)))
+  for X ~ Binomial(n, 1/2), k = first_wins, n = decided. A judge is flagged when p < BIAS_ALPHA.
+  Every pair is asked in both orders, so an unbiased judge's first position wins half its decided
+  verdicts whatever the answers' quality.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable, Optional
 
 import duckdb
@@ -27,6 +34,8 @@ import numpy as np
 
 REPLICATES = 1000
 LEVEL = 0.9
+BIAS_ALPHA = 0.05
+"""Significance level at which a judge's preference for a position is flagged."""
 
 
 @dataclass(frozen=True)
@@ -218,6 +227,35 @@ def analyze(
     """The statistics of one run from the warehouse; None when it has no valid score."""
     cube = load_cube(con, run_id)
     return panel_stats(cube, replicates, seed, level) if cube.respondents else None
+
+
+def sign_test(k: int, n: int) -> float:
+    """Exact two-sided binomial test of k successes in n trials against p = 1/2 (1.0 when n = 0)."""
+    tail = Fraction(sum(math.comb(n, i) for i in range(min(k, n - k) + 1)), 2 ** n)
+    return float(min(Fraction(1), 2 * tail))
+
+
+@dataclass(frozen=True)
+class PositionBias:
+    """One judge's row of the position_bias view, with the sign test of its first_rate."""
+
+    judge: str
+    decided: int
+    first_wins: int
+    first_rate: Optional[float]
+    consistency: Optional[float]
+    pairs: int
+    p_value: float
+    flagged: bool
+    """p_value < BIAS_ALPHA: the judge prefers a position (which one: first_rate above or below 1/2)."""
+
+
+def position_bias(con: duckdb.DuckDBPyConnection, run_id: str, alpha: float = BIAS_ALPHA) -> list[PositionBias]:
+    """Per judge of a run with pairwise verdicts: the position_bias view plus its sign test."""
+    rows = con.execute("select judge, decided, first_wins, first_rate, consistency, pairs from position_bias "
+                       "where run_id = ? order by judge", [run_id]).fetchall()
+    return [PositionBias(judge, n, k, rate, consistency, pairs, p := sign_test(k, n), p < alpha)
+            for judge, n, k, rate, consistency, pairs in rows]
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ Layout (Hive-style partitions, one deterministic file per unit of work)::
     {root}/runs/run_id=R/run.parquet
     {root}/generations/run_id=R/model=M/eval_id=E/part-{key}.parquet
     {root}/judgments/run_id=R/judge=J/eval_id=E/part-{key}.parquet
+    {root}/comparisons/run_id=R/judge=J/eval_id=E/part-{key}.parquet   (judge.pairwise)
     {root}/reports/R.html                      (not a table: the run's page)
 
 Every file also holds its partition columns, so a file read on its own is complete.
@@ -26,7 +27,7 @@ from fsspec.implementations.local import LocalFileSystem
 from sweep.errors import SweepError
 from warehouse.schema import IDENTITY, from_table, to_table
 
-TABLES = ("runs", "generations", "judgments")
+TABLES = ("runs", "generations", "judgments", "comparisons")
 
 
 @dataclass

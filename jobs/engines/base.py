@@ -30,6 +30,8 @@ class Request:
     json_schema: Optional[dict[str, Any]] = None
     """Constrain the output to this JSON schema (structured outputs)."""
     thinking: bool = False
+    logprobs: int = 0
+    """Return this many most likely tokens per generated position (0: none)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class Completion:
     """Usage times the card's price (API engines with a price); None otherwise."""
     requests: Optional[int] = None
     """HTTP requests sent, transport retries included (API engines); None otherwise."""
+    logprobs: Optional[tuple[tuple[tuple[str, float], ...], ...]] = None
+    """When asked for (Request.logprobs) and the engine can: per generated token, (text, logprob)
+    of the sampled token first, then of the most likely tokens, best first."""
 
 
 @dataclass(frozen=True)

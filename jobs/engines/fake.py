@@ -1,7 +1,7 @@
 """A deterministic stand-in engine for fast tests of scheduling, bookkeeping and faults.
 
 Never the only test of a feature: the real path is exercised with vLLM. Answers are a
-hash of the request; judge requests get schema-valid JSON with hash-derived scores.
+hash of the request; judge requests get schema-valid JSON with hash-derived scores (or picks).
 Faults are injected through environment variables, which Ray workers inherit from the
 cluster they were started in:
 
@@ -50,9 +50,10 @@ class FakeEngine:
         else:
             props = r.json_schema["properties"]
             scores = {
-                name: spec["minimum"] + digest[i] % (spec["maximum"] - spec["minimum"] + 1)
+                name: spec["enum"][digest[i] % len(spec["enum"])] if "enum" in spec
+                else spec["minimum"] + digest[i] % (spec["maximum"] - spec["minimum"] + 1)
                 for i, (name, spec) in enumerate(props.items())
-                if spec["type"] == "integer"
+                if spec["type"] == "integer" or "enum" in spec
             }
             text = json.dumps({**scores, "justification": "deterministic fake verdict"})
         tokens = len(text.split())

@@ -70,6 +70,7 @@ class VllmEngine:
                     presence_penalty=s.presence_penalty, max_tokens=s.max_tokens, seed=s.seed,
                     structured_outputs=StructuredOutputsParams(json=r.json_schema) if r.json_schema else None,
                     stop=list(PLAIN_STOP) if plain else None,
+                    logprobs=r.logprobs or None,
                 )
             )
         started = time.time()
@@ -104,12 +105,28 @@ class VllmEngine:
         return Completion(
             text=text, reasoning=reasoning, finish_reason=gen.finish_reason or "error",
             prompt_tokens=len(out.prompt_token_ids or ()), output_tokens=len(gen.token_ids),
-            latency_s=latency, ttft_s=ttft, queue_s=queue,
+            latency_s=latency, ttft_s=ttft, queue_s=queue, logprobs=_logprobs(gen),
         )
 
     def close(self) -> None:
         # Process exit is the only reliable release of vLLM memory; the runner kills the actor.
         self.llm = None
+
+
+def _logprobs(gen: Any) -> Optional[tuple[tuple[tuple[str, float], ...], ...]]:
+    """Per generated token: the sampled token's (text, logprob), then the top-k by rank.
+
+    vLLM's default logprobs_mode, raw_logprobs, takes them before temperature and top-p but after
+    the structured-output grammar has masked the tokens it forbids (measured on SmolLM2: forbidden
+    tokens come back at -inf), so they are the model's own distribution over what the JSON allows."""
+    if not gen.logprobs:
+        return None
+    out = []
+    for token_id, position in zip(gen.token_ids, gen.logprobs):
+        sampled = position[token_id]
+        top = sorted((v for k, v in position.items() if k != token_id), key=lambda v: v.rank)
+        out.append(tuple((v.decoded_token or "", v.logprob) for v in (sampled, *top)))
+    return tuple(out)
 
 
 @register("vllm")

@@ -1,5 +1,5 @@
 -- efficiency: the study's efficiency table, one row per model of a run, with API cost.
--- Input: stg_generations, stg_judgments, eval_scores. Grain: (run_id, model); over the evals
+-- Input: stg_generations, stg_judgments, stg_comparisons, eval_scores. Grain: (run_id, model); over the evals
 -- the model appears in (has a valid score), like the ranking; judging cost over the whole run.
 -- avg_time_s: mean generation latency per eval (mean over samples), averaged over evals; seconds.
 -- output_tokens_per_s: output tokens / generation seconds, summed over those evals.
@@ -7,14 +7,16 @@
 -- avg_score_per_avg_time: avg_score / avg_time_s, a different quantity, labelled as such.
 -- answer_cost_usd: USD its answers cost over those evals (re-asks included); null for local
 --   engines and API cards without a price.
--- judge_cost_usd: USD the judgments it made cost over the run; null likewise.
+-- judge_cost_usd: USD the judgments and pairwise verdicts it made cost over the run; null likewise.
 -- cost_per_point_usd: answer cost per eval / avg_score = USD per point of score.
 with generations as (
     select * from stg_generations
 ),
 
-judgments as (
-    select * from stg_judgments
+verdicts as (
+    select run_id, judge, cost_usd from stg_judgments
+    union all
+    select run_id, judge, cost_usd from stg_comparisons
 ),
 
 scores as (
@@ -39,7 +41,7 @@ judging as (
         run_id,
         judge as model,
         sum(cost_usd) as judge_cost_usd
-    from judgments
+    from verdicts
     group by run_id, judge
 ),
 

@@ -27,3 +27,10 @@ create or replace macro sum_2dp(total, n) as (
 create or replace macro rest_2dp(total, n, run, part) as (
     sum_2dp(sum(total) over (partition by run, part) - total, sum(n) over (partition by run, part) - n)
 );
+
+-- The rows of a raw table (named as a string) that are the latest write of their cell: a retried cell
+-- may have been written twice, and the newest row wins.
+create or replace macro latest_rows(raw_table) as table
+    select *
+    from query_table(raw_table)
+    qualify row_number() over (partition by run_id, cell_key order by created_at desc) = 1;

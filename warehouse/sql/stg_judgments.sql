@@ -1,15 +1,10 @@
 -- stg_judgments: one row per judgment, flagged valid as the study defined it.
 -- Input: raw_judgments. Grain: (run_id, judge, respondent, eval_id, sample).
 -- valid: the verdict parsed (status = 'ok') and its weighted score is above 0 and at most
--- the scale's top. Invalid rows stay: valid/total counts every row.
-with source as (
-    select * from raw_judgments
-),
-
-latest as (
-    select *
-    from source
-    qualify row_number() over (partition by run_id, cell_key order by created_at desc) = 1
+-- the scale's top. Invalid rows stay: valid/total counts every row. A cell written twice (retried)
+-- counts once: its newest row (macro latest_rows).
+with latest as (
+    select * from latest_rows('raw_judgments')
 ),
 
 final as (
