@@ -16,17 +16,15 @@ register()
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from rich.console import Console
-
     from warehouse.db import connect
     from warehouse.html import save_run_page
-    from warehouse.report import print_report
+    from warehouse.report import console, print_report
 
     try:
         if cfg.plan:  # print the plan and stop: Ray is not even imported
             from sweep.forecast import show_plan
 
-            Console(width=160).print(show_plan(OmegaConf.to_object(cfg)))
+            console().print(show_plan(OmegaConf.to_object(cfg)))
             return
         from sweep.run import run
 
@@ -40,7 +38,7 @@ def main(cfg: DictConfig) -> None:
         traceback.print_exc()
         sys.exit(1)
     con = connect(result.store)
-    print_report(con, result.store, result.run_id, Console())  # tables to stdout
+    print_report(con, result.store, result.run_id, console())  # tables to stdout
     print(f"Page: {save_run_page(con, result.store, result.run_id)}")
 
 

@@ -8,12 +8,10 @@ import sys
 from pathlib import Path
 
 import duckdb
-from rich.console import Console
-
 from sweep.config import Warehouse
 from warehouse.db import connect, script
 from warehouse.html import compare_page, run_page
-from warehouse.report import coverage_table, deltas_table, latest_run, print_report
+from warehouse.report import console, coverage_table, deltas_table, latest_run, print_report
 from warehouse.store import Store
 
 
@@ -41,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(script(str(Path(args.root).resolve())))
         return 0
 
-    console = Console()
+    out = console()
     con = connect(Store(args.root))
     if args.command == "query":
         try:  # a relation runs lazily: errors can also come from show()
@@ -72,16 +70,16 @@ def main(argv: list[str] | None = None) -> int:
               f"fix: pick one of: {', '.join(sorted(known)) or 'none (run a sweep first)'}", file=sys.stderr)
         return 2
     if args.command == "coverage":
-        console.print(coverage_table(con, runs[0]))
+        out.print(coverage_table(con, runs[0]))
         return 0
     if len(runs) == 1:
-        print_report(con, Store(args.root), runs[0], console)
+        print_report(con, Store(args.root), runs[0], out)
     else:
-        console.print(deltas_table(con, *runs))
+        out.print(deltas_table(con, *runs))
     if args.html:
         page = run_page(con, runs[0]) if len(runs) == 1 else compare_page(con, *runs)
         Path(args.html).write_text(page, encoding="utf-8")
-        console.print(f"Page: {Path(args.html).resolve()}")
+        out.print(f"Page: {Path(args.html).resolve()}")
     return 0
 
 

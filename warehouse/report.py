@@ -18,10 +18,20 @@ def latest_run(con: duckdb.DuckDBPyConnection) -> Optional[str]:
     return row[0] if row else None
 
 
+# Columns of names: left-aligned and never wrapped or cut, since a name is what a row is about.
+NAME_COLUMNS = ("Model", "Judge", "Family", "Judge family")
+LOG_WIDTH = 160
+
+
+def console(stderr: bool = False) -> Console:
+    """The terminal's width on a terminal; in a log or a pipe (ray job logs, CI) rich assumes 80
+    columns, which wraps the tables' headers, so use a wide line there."""
+    out = Console(stderr=stderr)
+    return out if out.is_terminal else Console(stderr=stderr, width=LOG_WIDTH)
+
+
 def ranking_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
-    t = Table(title=f"Ranking, run {run_id}")
-    for col in ("Rank", "Model", "Avg Score", "Wins", "Top 3", "Avg σ", "Valid/Total"):
-        t.add_column(col, justify="left" if col == "Model" else "right")
+    t = _table(f"Ranking, run {run_id}", ("Rank", "Model", "Avg Score", "Wins", "Top 3", "Avg σ", "Valid/Total"))
     rows = con.execute(
         "select rank, model, avg_score, wins, top3, evals, avg_sigma, valid_judgments, total_judgments "
         "from rankings where run_id = ? order by rank", [run_id],
@@ -40,10 +50,8 @@ def efficiency_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
         total = (answers or 0) + (judging or 0)
         caption = (f"API cost, whole run: ${total:.4f} (answers ${answers or 0:.4f}, judgments ${judging or 0:.4f}); "
                    "local engines cost nothing here")
-    t = Table(title=f"Efficiency, run {run_id}", caption=caption)
-    for col in ("Model", "Avg Time (s)", "Output tok/s", "Score/sec", "Avg Score / Avg Time", "Answers $",
-                "Judging $", "$ / point"):
-        t.add_column(col, justify="left" if col == "Model" else "right")
+    t = _table(f"Efficiency, run {run_id}", ("Model", "Avg Time (s)", "Output tok/s", "Score/sec",
+                                             "Avg Score / Avg Time", "Answers $", "Judging $", "$ / point"), caption)
     rows = con.execute(
         "select model, avg_time_s, output_tokens_per_s, score_per_sec, avg_score_per_avg_time, answer_cost_usd, "
         "judge_cost_usd, cost_per_point_usd from efficiency where run_id = ? order by pool_index", [run_id],
@@ -55,10 +63,7 @@ def efficiency_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
 
 
 def leniency_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
-    t = Table(title="Judges")
-    cols = ("Judge", "Mean given", "Valid", "ok", "invalid", "truncated", "error", "no_answer")
-    for col in cols:
-        t.add_column(col, justify="left" if col == "Judge" else "right")
+    t = _table("Judges", ("Judge", "Mean given", "Valid", "ok", "invalid", "truncated", "error", "no_answer"))
     rows = con.execute(
         "select judge, mean_given, valid, total, ok, invalid, truncated, error, no_answer "
         "from judge_leniency where run_id = ? order by judge", [run_id],
@@ -84,7 +89,8 @@ def deltas_table(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str) -> Tabl
 def _table(title: str, columns: Sequence[str], caption: Optional[str] = None) -> Table:
     t = Table(title=title, caption=caption)
     for col in columns:
-        t.add_column(col, justify="left" if col in ("Model", "Judge", "Family", "Judge family") else "right")
+        name = col in NAME_COLUMNS
+        t.add_column(col, justify="left" if name else "right", no_wrap=name, overflow="fold")
     return t
 
 
