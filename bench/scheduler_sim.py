@@ -3,8 +3,9 @@ runner's policy for the study's 8 models on 8, 16 and 64 H100s.
 
 Lower bound = max(total GPU-work / GPUs, the longest single model), one load per model
 counted in both. Ratio = makespan / lower bound (1.0 is optimal). The runner's policy
-(largest first, answers and judging fused per model when room allows) is compared with a
-naive one (pool order, every model reloaded to judge) on the same simulated cluster.
+(largest first, answers and judging fused per model when room allows, data-parallel replicas on
+idle GPUs) is compared with itself without replicas and with a naive one (pool order, every model
+reloaded to judge, no replicas) on the same simulated cluster.
 Throughputs are roofline estimates from active parameters and HBM bandwidth (sweep/forecast.py);
 nothing here runs a model.
 
@@ -35,7 +36,7 @@ CLUSTERS = {8: "h100_8", 16: "h100_2x8", 64: "h100_64"}
 # One 8 x H100 node can't hold the 397B in BF16 (794 GB): every size runs it in FP8, as the vLLM recipe does.
 STUDY = ["model=all", "evals=hard", "model.cards.qwen3_5_397b_a17b.dtype=fp8"]
 POLICIES = {"largest": Policy(), "cheap_last_loaded": Policy(order="cheap_last_loaded"),
-            "best+DP": None, "naive": Policy(order="pool", fuse=False)}
+            "runner without DP": None, "naive": Policy(order="pool", fuse=False, replicas=False)}
 
 
 def config(*overrides: str) -> SweepConfig:
@@ -54,7 +55,7 @@ def main(extra: list[str]) -> None:
         best, _ = best_policy(the_plan, cfg, inventory)
         for name, policy in POLICIES.items():
             started = time.perf_counter()
-            f = forecast(the_plan, cfg, inventory, policy or replace(best, replicas=True))
+            f = forecast(the_plan, cfg, inventory, policy or replace(best, replicas=False))
             rows.append({
                 "gpus": gpus, "policy": name + (" (runner)" if policy == best else ""),
                 "makespan_s": round(f.makespan_s, 1), "lower_bound_s": round(f.lower_bound_s, 1),

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from sweep.config import Mode, ModelCard, SweepConfig
 from sweep.plan import SweepPlan, plan
-from sweep.schedule import Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order
+from sweep.schedule import Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order, worth_another
 from sweep.sizing import BYTES_PER_PARAM, GiB, Inventory, Node, described, params_total, run_dtype, weight_bytes
 
 # Per GPU: HBM bandwidth (GB/s) and dense BF16 tensor throughput (TFLOP/s), vendor datasheets.
@@ -184,32 +184,6 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
         span.end = clock
         capacity.give_back(span.where, span.demand)
 
-    def add_replicas(running: list[list]) -> None:
-        """Data-parallel replicas on idle GPUs: the model with the most work left gets another
-        instance when that work is over twice its load time; the two split what is left so
-        they finish together."""
-        while True:
-            best = None
-            for entry in running:
-                end, card, replica = entry
-                d = demands[card.name]
-                ready = (replica or alive[card.name]).ready
-                left, load = end - max(clock, ready), load_seconds(card, d)
-                if d.shape is not None and left > 2 * load and (best is None or left > best[1]):
-                    best = (entry, left, load)
-            if best is None:
-                return
-            (entry, left, load) = best
-            where = capacity.take(demands[entry[1].name])
-            if where is None:
-                return
-            kept = (left + load) / (2 * left)  # share the running instance keeps
-            entry[0] -= (1 - kept) * left
-            span = Span(entry[1].name, demands[entry[1].name], where, clock, clock + load, busy_s=(1 - kept) * left)
-            (entry[2] or alive[entry[1].name]).busy_s -= (1 - kept) * left
-            out.spans.append(span)
-            running.append([entry[0], entry[1], span])
-
     phases = [(gen, set(judge)), (judge, set())]
     for (phase_work, keep), order_by in zip(phases, work_seconds(the_plan, conf, inventory)):
         pending = load_order([c for c in cards if c.name in phase_work], demands, order_by, policy)
@@ -229,12 +203,20 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
                     busy.add(turn)
                 pending.remove(card)
                 took = seconds(card, span.demand, phase_work[card.name], inventory, batch)
-                span.busy_s += took
-                running.append([max(clock, span.ready) + took, card, None])
+                load = load_seconds(card, span.demand)
+                instances: list[Optional[Span]] = [None]  # None: the model's own instance
+                while (policy.replicas and span.demand.shape is not None and all(c.name in alive for c in pending)
+                       and worth_another(took, load, len(instances))):
+                    where = capacity.take(span.demand)
+                    if where is None:
+                        break
+                    instances.append(Span(card.name, span.demand, where, clock, clock + load))
+                    out.spans.append(instances[-1])
+                for replica in instances:
+                    (replica or span).busy_s += took / len(instances)
+                    running.append([max(clock, (replica or span).ready) + took / len(instances), card, replica])
             if not running:
                 raise RuntimeError(f"{pending[0].name} never fits the cluster")  # check_fits prevents it
-            if policy.replicas and not pending:
-                add_replicas(running)
             running.sort(key=lambda r: r[0])
             clock, card, replica = running.pop(0)
             if replica is not None:

@@ -32,7 +32,7 @@ from jobs.models import check_weights
 from sweep import provenance, sizing
 from sweep.config import ModelCard, SweepConfig
 from sweep.errors import SweepError
-from sweep.forecast import best_policy, plan_table, work_seconds
+from sweep.forecast import best_policy, load_seconds, plan_table, work_seconds
 from jobs.generate import failed as generate_failed
 from jobs import compare as comparing
 from jobs.judge import answerable
@@ -41,7 +41,8 @@ from jobs.judge import rows as judge_rows
 from sweep.instance import Instance
 from sweep.resume import Reuse, reconcile
 from sweep.plan import CompareCell, JudgeCell, SweepPlan, content_key, plan, validate
-from sweep.schedule import Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order
+from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order, share,
+                            worth_another)
 from warehouse.schema import ComparisonRow, GenerationRow, JudgmentRow, RunRow
 from warehouse.store import Store
 
@@ -203,11 +204,18 @@ class Live:
         return lane(self.demand, self.where)
 
 
+Part = tuple[int, int]
+"""Part i of n of a model's cells in a phase (sweep.schedule.share); (0, 1) is all of them."""
+
+
 @dataclass
 class Batch:
-    """All of one model's cells for a phase, as submitted to its instance."""
+    """One part of a model's cells for a phase, as submitted to one of its instances."""
 
     card: ModelCard
+    part: Part
+    instance: str
+    """Its key in Executor.alive: the card's name, or a replica's."""
     ref: Any
     deadline: float
     lane: Optional[str]
@@ -221,6 +229,10 @@ class Executor:
     killed and replaced, and its batch resubmitted, ``run.retries`` times; after that its
     cells are written as errors. Finished batches are already in the warehouse, so nothing
     done is redone.
+
+    Replicas: when a model's batch is submitted and no model of the phase waits for room,
+    more instances of it start on idle GPUs while each pays off (schedule.worth_another), and
+    the batch is split among them; a replica stops when its part is done.
     """
 
     def __init__(self, the_plan: SweepPlan, conf: SweepConfig, store: Store, inventory: sizing.Inventory,
@@ -256,8 +268,9 @@ class Executor:
                                                 start=False, completed=len(self.reuse.judged) + len(self.reuse.compared))
             self.task = gen_task
 
-            def answer(live: Live, card: ModelCard) -> Any:
-                return live.actor.generate.remote(pool_index[card.name], p.suite, gen_cells[card.name], p.run_id, retry)
+            def answer(live: Live, card: ModelCard, part: Part) -> Any:
+                cells = share(gen_cells[card.name], part)
+                return live.actor.generate.remote(pool_index[card.name], p.suite, cells, p.run_id, retry)
 
             def saved_answers(card: ModelCard, rows: list[GenerationRow]) -> None:
                 self._write("generations", rows, model=card.name)
@@ -265,14 +278,14 @@ class Executor:
                 self._advance(gen_task, rows)
                 self._log(card, "answers", rows)
 
-            def failed_answers(card: ModelCard, error: str) -> list[GenerationRow]:
-                return generate_failed(card, pool_index[card.name], p.suite, gen_cells[card.name], p.run_id, error,
-                                       self.conf.run.retries + 1)
+            def failed_answers(card: ModelCard, part: Part, error: str) -> list[GenerationRow]:
+                return generate_failed(card, pool_index[card.name], p.suite, share(gen_cells[card.name], part),
+                                       p.run_id, error, self.conf.run.retries + 1)
 
             demands = {c.name: demand(c, self.conf, self.inventory) for c in p.cards}
             gen_s, judge_s = work_seconds(p, self.conf, self.inventory)
             gen_order = load_order([c for c in p.cards if c.name in gen_cells], demands, gen_s, self.policy)
-            self._phase(gen_order, answer, saved_answers, failed_answers, keep=set(judge_cells) | set(pair_cells))
+            self._phase(gen_order, gen_s, answer, saved_answers, failed_answers, keep=set(judge_cells) | set(pair_cells))
 
             def saved_judgments(card: ModelCard, rows: list[JudgmentRow | ComparisonRow]) -> None:
                 self._write("judgments", [r for r in rows if isinstance(r, JudgmentRow)], judge=card.name)
@@ -296,13 +309,13 @@ class Executor:
                 if shown:
                     pair_cells[card.name] = shown
 
-            def judgment(live: Live, card: ModelCard) -> Any:
-                cells, pairs = judge_cells.get(card.name, []), pair_cells.get(card.name, [])
+            def judgment(live: Live, card: ModelCard, part: Part) -> Any:
+                cells, pairs = share(judge_cells.get(card.name, []), part), share(pair_cells.get(card.name, []), part)
                 return live.actor.judge.remote(p.suite, self.conf.judge, cells, self._answers_for(cells, pairs),
                                                p.run_id, pairs)
 
-            def failed_judgments(card: ModelCard, error: str) -> list[JudgmentRow | ComparisonRow]:
-                cells, pairs = judge_cells.get(card.name, []), pair_cells.get(card.name, [])
+            def failed_judgments(card: ModelCard, part: Part, error: str) -> list[JudgmentRow | ComparisonRow]:
+                cells, pairs = share(judge_cells.get(card.name, []), part), share(pair_cells.get(card.name, []), part)
                 attempts = self.conf.run.retries + 1
                 return [*judge_failed(card, p.suite, cells, self._answers_for(cells), p.run_id, error, attempts),
                         *comparing.failed(card, pairs, self._answers_for((), pairs), p.run_id, error, attempts)]
@@ -314,32 +327,37 @@ class Executor:
             judges = [c for c in p.cards if c.name in judge_cells or c.name in pair_cells]
             judge_order = load_order(judges, demands, judge_s, self.policy)
             judge_order.sort(key=lambda c: c.name not in self.alive)
-            self._phase(judge_order, judgment, saved_judgments, failed_judgments, keep=set())
+            self._phase(judge_order, judge_s, judgment, saved_judgments, failed_judgments, keep=set())
             for name in list(self.alive):  # loaded for answers, nothing left to judge
                 self._stop(name)
 
     def _phase(
-        self, cards: list[ModelCard], submit: Callable[[Live, ModelCard], Any], collect: Callable[[ModelCard, Any], None],
-        failed: Callable[[ModelCard, str], list[Any]], keep: set[str],
+        self, cards: list[ModelCard], work_s: dict[str, float], submit: Callable[[Live, ModelCard, Part], Any],
+        collect: Callable[[ModelCard, Any], None], failed: Callable[[ModelCard, Part, str], list[Any]], keep: set[str],
     ) -> None:
-        """Run one batch per card; ``keep`` names the cards that stay loaded for the next phase."""
-        pending = list(cards)
+        """Run one batch per card (split over replicas where they pay off, see ``_replicas``);
+        ``keep`` names the cards that stay loaded for the next phase."""
+        pending: list[tuple[ModelCard, Part]] = [(c, (0, 1)) for c in cards]
         running: list[Batch] = []
         tries: dict[str, int] = defaultdict(int)
         while pending or running:
-            admit(pending, self.alive, self._start)
+            admit([c for c, _ in pending], self.alive, self._start)
             busy = {b.lane for b in running if b.lane}
-            for card in [c for c in pending if c.name in self.alive]:
+            for card, part in [j for j in pending if j[0].name in self.alive]:
                 live = self.alive[card.name]
                 if live.lane in busy:
                     continue
                 if live.lane:
                     busy.add(live.lane)
-                pending.remove(card)
+                pending.remove((card, part))
                 deadline = time.monotonic() + self.conf.engine.timeout_s
-                running.append(Batch(card, submit(live, card), deadline, live.lane))
+                waiting = any(c.name not in self.alive for c, _ in pending)
+                instances = self._replicas(card, work_s.get(card.name, 0.0)) if part == (0, 1) and not waiting else []
+                for i, key in enumerate([card.name, *instances]):
+                    piece = (i, len(instances) + 1) if instances else part
+                    running.append(Batch(card, piece, key, submit(self.alive[key], card, piece), deadline, live.lane))
             if not running:
-                raise SweepError(f"{pending[0].name} does not fit in the free cluster", "use a larger cluster")
+                raise SweepError(f"{pending[0][0].name} does not fit in the free cluster", "use a larger cluster")
             timeout = max(0.0, min(b.deadline for b in running) - time.monotonic())
             done, _ = ray.wait([b.ref for b in running], num_returns=1, timeout=timeout)
             if done:
@@ -356,21 +374,44 @@ class Executor:
             card = batch.card
             if error is None:
                 collect(card, rows)
-                if not keep_loaded(card.name, keep, pending, self.alive, self.policy):
-                    self._stop(card.name)
+                if batch.instance != card.name or not keep_loaded(card.name, keep, [c for c, _ in pending], self.alive,
+                                                                   self.policy):
+                    if not any(b.instance == batch.instance for b in running):
+                        self._stop(batch.instance)
                 continue
             self.failures += 1
             tries[card.name] += 1
-            self._stop(card.name)  # a replacement loads fresh: a failed engine is not reused
+            self._stop(batch.instance)  # a replacement loads fresh: a failed engine is not reused
+            for lost in [b for b in running if b.instance == batch.instance]:  # queued behind the failed batch
+                running.remove(lost)
+                pending.insert(0, (lost.card, lost.part))
             self._recount()  # the failure may have taken a node with it
             if tries[card.name] <= self.conf.run.retries:
                 console.log(f"{card.name}: instance failed ({error}); restarting ({tries[card.name]}/{self.conf.run.retries})")
-                pending.insert(0, card)
+                pending.insert(0, (card, batch.part))
             else:
                 console.log(f"{card.name}: instance failed {tries[card.name]} times ({error}); its cells are recorded as errors")
-                collect(card, failed(card, error))
+                collect(card, failed(card, batch.part, error))
 
-    def _start(self, card: ModelCard) -> bool:
+    def _replicas(self, card: ModelCard, work_s: float) -> list[str]:
+        """Start data-parallel replicas of a GPU model on idle GPUs while one more pays off
+        (same rule as the simulation in sweep/forecast.py); their keys in ``alive``."""
+        live = self.alive[card.name]
+        if not self.policy.replicas or live.demand.shape is None:
+            return []
+        keys: list[str] = []
+        load = load_seconds(card, live.demand)
+        while worth_another(work_s, load, len(keys) + 1):
+            key = f"{card.name} #{len(keys) + 2}"
+            if not self._start(card, key):
+                break
+            keys.append(key)
+        if keys:
+            console.log(f"{card.name}: {len(keys)} data-parallel replica(s) on idle GPUs share its batch")
+        return keys
+
+    def _start(self, card: ModelCard, key: Optional[str] = None) -> bool:
+        """Load an instance of ``card`` as ``alive[key]`` (default: the card's name) if there is room."""
         d = demand(card, self.conf, self.inventory)
         where = self.capacity.take(d)
         if where is None:
@@ -402,7 +443,8 @@ class Executor:
         self.started += 1
         self.loads += not d.endpoint
         name = f"sweep/{self.plan.run_id}/{card.name}/{self.started}"
-        self.alive[card.name] = Live(self.remote.options(name=name, **options).remote(card, settings), where, d, group)
+        self.alive[key or card.name] = Live(self.remote.options(name=name, **options).remote(card, settings), where, d,
+                                            group)
         return True
 
     def _gpu_options(self, shape: sizing.Shape, where: Placement) -> tuple[Any, dict[str, Any]]:

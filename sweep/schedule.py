@@ -10,7 +10,7 @@ is what the live run does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Collection, Optional, Sequence
+from typing import Callable, Collection, Optional, Sequence, TypeVar
 
 from sweep.config import ModelCard, SweepConfig
 from sweep.sizing import GiB, Inventory, Shape, budget, choose_shape, cpu_instance_bytes, run_dtype, weight_bytes
@@ -126,10 +126,25 @@ class Policy:
     reload. pool: the pool's order (a baseline)."""
     fuse: bool = True
     """Keep an instance loaded from answering to judging when no model waits for its room."""
-    replicas: bool = False
-    """Once every model of a phase is loaded, start data-parallel replicas on idle GPUs for the
-    models with the most work left. Simulated only (sweep/forecast.py): the live runner submits
-    a model's cells as one batch and can't split it yet."""
+    replicas: bool = True
+    """When a model's batch is submitted and no model of the phase waits for room, start
+    data-parallel replicas on idle GPUs while each instance's share stays worth a load
+    (``worth_another``); the batch is split evenly among them (``share``)."""
+
+
+def worth_another(work_s: float, load_s: float, instances: int) -> bool:
+    """Whether one more instance of a model pays off: splitting its batch over ``instances + 1``
+    saves more time than the replica spends loading."""
+    return work_s / instances - work_s / (instances + 1) > load_s
+
+
+T = TypeVar("T")
+
+
+def share(items: Sequence[T], part: tuple[int, int]) -> list[T]:
+    """Part ``i`` of ``n`` of a batch's cells (every n-th from i, so each part gets every eval)."""
+    i, n = part
+    return list(items[i::n])
 
 
 def load_order(cards: Sequence[ModelCard], demands: dict[str, Demand], work: dict[str, float],

@@ -17,6 +17,8 @@ from ray.util.state import list_actors
 
 from sweep import sizing
 from sweep.errors import SweepError
+from sweep.forecast import forecast
+from sweep.plan import plan
 from sweep.run import run
 from sweep.schedule import Capacity, demand
 from tests.conftest import compose_config, fake_pool
@@ -104,3 +106,24 @@ def test_a_cpu_vllm_sweep_across_nodes_matches_one_node(ray_nodes, tmp_path: Pat
     assert [r[:2] for r in a[0]] == [r[:2] for r in b[0]] and len(a[0]) == 6  # same answer cells
     assert [r[:3] for r in a[1]] == [r[:3] for r in b[1]] and len(a[1]) == 6  # same judgment cells
     assert single.model_loads == spread.model_loads == 2
+
+
+def test_idle_gpus_get_data_parallel_replicas_that_split_a_batch(ray_nodes, tmp_path: Path) -> None:  # noqa: ANN001
+    """Two 1-GPU models on 8 GPUs with 8 samples: the forecast gives each a replica for its
+    answers; the live run starts them, pins them like any instance, and every cell lands once."""
+    cfg = fake_pool("model=[qwen3_8b,qwen3_5_9b]", "evals=hard", "run.samples=8", "engine.concurrency=8",
+                    f"warehouse.root={tmp_path}", "run.name=dp")
+    ray_nodes(workers=1, gpus=8, cpus=8)
+    result = run(cfg)
+    assert exact_rows(result.store, "dp") == (176, 176, 176, 176)  # 2 x 11 x 8 answers, each judged once
+    expected = forecast(plan(cfg, "dp", sizing.described(compose_config("cluster=h100_8").cluster)), cfg,
+                        sizing.described(compose_config("cluster=h100_8").cluster))
+    assert result.model_loads == expected.loads == 4  # one instance and one replica per model
+    replicas = [landing for landing in result.landings if "#" in landing.model]
+    assert sorted(r.model for r in replicas) == ["Qwen3-8B #2", "Qwen3.5-9B #2"]
+    assert all(r.landed == r.planned for r in replicas)
+    # The fake engine signs answers with its process: each model's answers came from two.
+    con = connect(result.store)
+    pids = con.execute("select model, count(distinct regexp_extract(answer, 'pid (\\d+)', 1)) from generations "
+                       "group by model order by model").fetchall()
+    assert pids == [("Qwen3-8B", 2), ("Qwen3.5-9B", 2)]
