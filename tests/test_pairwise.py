@@ -34,7 +34,7 @@ from warehouse.db import connect
 from warehouse.html import run_page
 from warehouse.report import print_pairwise
 from warehouse.schema import ComparisonRow
-from warehouse.stats import position_bias, sign_test
+from warehouse.stats import bradley_terry, pairwise_strengths, position_bias, sign_test
 from warehouse.store import Store
 
 NOW = dt.datetime(2026, 11, 23, tzinfo=dt.timezone.utc)
@@ -238,6 +238,47 @@ def test_the_sign_test_matches_the_binomial_distribution() -> None:
     assert sign_test(8, 10) == pytest.approx(2 * (1 + 10 + 45) / 1024)
     assert sign_test(2, 10) == sign_test(8, 10) and sign_test(5, 10) == 1.0 and sign_test(0, 0) == 1.0
     assert sign_test(15, 20) == pytest.approx(0.04138946533203125)  # published value (R binom.test)
+
+
+def test_bradley_terry_matches_the_closed_form_for_two_models() -> None:
+    # 3 wins to 1, plus the prior's virtual tie: odds (3 + 1/2) : (1 + 1/2).
+    beta = bradley_terry({("A", "B"): 3, ("B", "A"): 1})
+    assert beta["A"] - beta["B"] == pytest.approx(math.log(3.5 / 1.5), abs=1e-9)
+    assert beta["A"] + beta["B"] == pytest.approx(0.0, abs=1e-12)
+    # A model that never wins still gets a finite strength, below the others.
+    never = bradley_terry({("A", "B"): 5, ("C", "B"): 5, ("A", "C"): 2, ("C", "A"): 2})
+    assert math.isfinite(never["B"]) and never["B"] < min(never["A"], never["C"])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_bradley_terry_recovers_planted_strengths(seed: int) -> None:
+    truth = {"m0": -1.0, "m1": -0.4, "m2": 0.0, "m3": 0.5, "m4": 0.9}
+    rnd = random.Random(seed)
+    wins: dict[tuple[str, str], float] = defaultdict(float)
+    for a in truth:
+        for b in truth:
+            if a < b:
+                for _ in range(400):
+                    p_a = 1 / (1 + math.exp(truth[b] - truth[a]))
+                    wins[(a, b) if rnd.random() < p_a else (b, a)] += 1
+    beta = bradley_terry(wins)
+    assert sorted(beta, key=beta.get) == list(truth)  # the planted order
+    # 400 verdicts a pair: the standard error of a strength is ~0.05; the prior shrinks by < 1%.
+    assert max(abs(beta[m] - truth[m]) for m in truth) < 0.25
+
+
+def test_pairwise_strengths_read_the_valid_verdicts_of_the_warehouse(tmp_path: Path) -> None:
+    rows = planted(0)
+    wins: dict[tuple[str, str], float] = defaultdict(float)
+    for r in rows:
+        if r.status == "ok":
+            share = {"1": 1.0, "2": 0.0, "tie": 0.5}[r.verdict]
+            wins[(r.first, r.second)] += share
+            wins[(r.second, r.first)] += 1 - share
+    got = pairwise_strengths(connect(warehouse(tmp_path, rows)), "r")
+    assert got == pytest.approx(bradley_terry(wins), abs=1e-9)
+    assert sorted(got, key=got.get, reverse=True) == sorted(QUALITY, key=QUALITY.get, reverse=True)
+    assert pairwise_strengths(connect(Store(str(tmp_path / "none"))), "r") == {}
 
 
 def test_the_report_shows_the_pairwise_section(tmp_path: Path) -> None:

@@ -113,6 +113,7 @@ EFFICIENCY = (
 PAIRWISE = (
     Column("Rank", "rank"), Column("Model", "model"), Column("Win rate", "win_rate", 3), Column("Wins", "wins"),
     Column("Ties", "ties"), Column("Losses", "losses"), Column("Verdicts", "comparisons"),
+    Column("BT strength", "strength", 3),
 )
 POSITION_BIAS = (
     Column("Judge", "judge"), Column("Decided", "decided"), Column("First wins", "first_wins"),
@@ -189,6 +190,8 @@ def pairwise(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
     if not records(con, "select 1 from comparisons where run_id = ? limit 1", run_id):
         return {"pairwise": None}
     bias = [asdict(b) for b in stats.position_bias(con, run_id)]
+    strengths = stats.pairwise_strengths(con, run_id)
+    ranking = [{**r, "strength": strengths.get(r["model"])} for r in ranking]
     return {"pairwise": table("pairwise", PAIRWISE, ranking),
             "position_bias": table("position-bias", POSITION_BIAS, bias),
             "bias_alpha": stats.BIAS_ALPHA}

@@ -195,13 +195,17 @@ def print_pairwise(con: duckdb.DuckDBPyConnection, run_id: str, console: Console
     (rows,) = con.execute("select count(*) from comparisons where run_id = ?", [run_id]).fetchone()
     if not rows:
         return
-    t = _table(f"Pairwise ranking, run {run_id}", ("Rank", "Model", "Win rate", "Wins", "Ties", "Losses", "Verdicts"),
+    t = _table(f"Pairwise ranking, run {run_id}", ("Rank", "Model", "Win rate", "Wins", "Ties", "Losses", "Verdicts",
+                                                   "BT strength"),
                caption="Win rate: (wins + ties / 2) / valid verdicts the model's answer was in; "
-                       "every pair asked in both orders (view pairwise_ranking).")
+                       "every pair asked in both orders (view pairwise_ranking). BT strength: Bradley-Terry "
+                       "log-strength, mean 0: P(a beats b) = 1 / (1 + exp(b - a)) (warehouse/stats.py).")
+    strengths = stats.pairwise_strengths(con, run_id)
     for rank, model, rate, wins, ties, losses, n in con.execute(
             "select rank, model, win_rate, wins, ties, losses, comparisons from pairwise_ranking "
             "where run_id = ? order by rank", [run_id]).fetchall():
-        t.add_row(str(rank), model, fmt(rate, 3), str(wins), str(ties), str(losses), str(n))
+        t.add_row(str(rank), model, fmt(rate, 3), str(wins), str(ties), str(losses), str(n),
+                  fmt(strengths.get(model), 3))
     console.print(t)
     t = _table("Position bias", ("Judge", "Decided", "First wins", "P(first)", "p-value", "Order consistency",
                                  "Biased"),

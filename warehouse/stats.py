@@ -20,6 +20,10 @@ warehouse. Definitions (also in README.md, "Judging statistics"):
   for X ~ Binomial(n, 1/2), k = first_wins, n = decided. A judge is flagged when p < BIAS_ALPHA.
   Every pair is asked in both orders, so an unbiased judge's first position wins half its decided
   verdicts whatever the answers' quality.
+- Bradley-Terry strength (pairwise verdicts): ``beta`` maximising the likelihood of the valid
+  verdicts under P(a beats b) = 1 / (1 + exp(beta[b] - beta[a])), a tie counting half a win each
+  way, plus one virtual tie per pair of models (a weak prior that keeps strengths finite when a
+  model never wins or never loses); centred to mean 0. Fitted by Hunter's (2004) MM iterations.
 """
 
 from __future__ import annotations
@@ -256,6 +260,43 @@ def position_bias(con: duckdb.DuckDBPyConnection, run_id: str, alpha: float = BI
                        "where run_id = ? order by judge", [run_id]).fetchall()
     return [PositionBias(judge, n, k, rate, consistency, pairs, p := sign_test(k, n), p < alpha)
             for judge, n, k, rate, consistency, pairs in rows]
+
+
+BT_PRIOR_TIES = 1.0
+"""Virtual ties per pair of models in the Bradley-Terry fit."""
+
+
+def bradley_terry(wins: dict[tuple[str, str], float], prior_ties: float = BT_PRIOR_TIES,
+                  tol: float = 1e-10, max_iter: int = 100_000) -> dict[str, float]:
+    """Log-strengths, mean 0, from ``wins[(a, b)]`` = verdicts a won against b (ties as 0.5 each way)."""
+    models = sorted({m for pair in wins for m in pair})
+    index = {m: i for i, m in enumerate(models)}
+    w = np.full((len(models), len(models)), prior_ties / 2)
+    np.fill_diagonal(w, 0.0)
+    for (a, b), k in wins.items():
+        w[index[a], index[b]] += k
+    games, won = w + w.T, w.sum(axis=1)
+    p = np.ones(len(models))
+    for _ in range(max_iter):
+        new = won / (games / (p[:, None] + p[None, :])).sum(axis=1)
+        new /= np.exp(np.log(new).mean())
+        done = np.max(np.abs(np.log(new) - np.log(p))) < tol
+        p = new
+        if done:
+            break
+    return {m: float(np.log(p[index[m]])) for m in models}
+
+
+def pairwise_strengths(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, float]:
+    """Bradley-Terry strengths of a run's respondents from its valid pairwise verdicts (empty: none)."""
+    wins: dict[tuple[str, str], float] = {}
+    for first, second, verdict, n in con.execute(
+            "select first, second, verdict, count(*) from stg_comparisons where run_id = ? and valid "
+            "group by all", [run_id]).fetchall():
+        shares = {"1": (1.0, 0.0), "2": (0.0, 1.0), "tie": (0.5, 0.5)}[verdict]
+        for (a, b), share in zip(((first, second), (second, first)), shares):
+            wins[(a, b)] = wins.get((a, b), 0.0) + share * n
+    return bradley_terry(wins) if wins else {}
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
