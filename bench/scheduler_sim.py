@@ -4,8 +4,9 @@ runner's policy for the study's 8 models on 8, 16 and 64 H100s.
 Lower bound = max(total GPU-work / GPUs, the longest single model), one load per model
 counted in both. Ratio = makespan / lower bound (1.0 is optimal). The runner's policy
 (largest first, answers and judging fused per model when room allows, data-parallel replicas on
-idle GPUs) is compared with itself without replicas and with a naive one (pool order, every model
-reloaded to judge, no replicas) on the same simulated cluster.
+idle GPUs, idle judges judging the answers that exist) is compared with itself without replicas,
+without early judging, and with a naive one (pool order, every model reloaded to judge, neither)
+on the same simulated cluster.
 Throughputs are roofline estimates from active parameters and HBM bandwidth (sweep/forecast.py);
 nothing here runs a model.
 
@@ -20,6 +21,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -35,8 +37,15 @@ RESULTS = ROOT / "bench" / "results"
 CLUSTERS = {8: "h100_8", 16: "h100_2x8", 64: "h100_64"}
 # One 8 x H100 node can't hold the 397B in BF16 (794 GB): every size runs it in FP8, as the vLLM recipe does.
 STUDY = ["model=all", "evals=hard", "model.cards.qwen3_5_397b_a17b.dtype=fp8"]
-POLICIES = {"largest": Policy(), "cheap_last_loaded": Policy(order="cheap_last_loaded"),
-            "runner without DP": None, "naive": Policy(order="pool", fuse=False, replicas=False)}
+# Each from the runner's choice (the best of the two load orders): the orders themselves, the
+# runner without one of its features, and a naive policy.
+POLICIES: dict[str, Callable[[Policy], Policy]] = {
+    "largest": lambda best: replace(best, order="largest"),
+    "cheap_last_loaded": lambda best: replace(best, order="cheap_last_loaded"),
+    "runner without DP": lambda best: replace(best, replicas=False),
+    "runner without early judging": lambda best: replace(best, early_judging=False),
+    "naive": lambda best: Policy(order="pool", fuse=False, replicas=False, early_judging=False),
+}
 
 
 def config(*overrides: str) -> SweepConfig:
@@ -53,9 +62,10 @@ def main(extra: list[str]) -> None:
         inventory = sizing.described(cfg.cluster)
         the_plan = plan(cfg, "sim", inventory)
         best, _ = best_policy(the_plan, cfg, inventory)
-        for name, policy in POLICIES.items():
+        for name, derive in POLICIES.items():
+            policy = derive(best)
             started = time.perf_counter()
-            f = forecast(the_plan, cfg, inventory, policy or replace(best, replicas=False))
+            f = forecast(the_plan, cfg, inventory, policy)
             rows.append({
                 "gpus": gpus, "policy": name + (" (runner)" if policy == best else ""),
                 "makespan_s": round(f.makespan_s, 1), "lower_bound_s": round(f.lower_bound_s, 1),
@@ -63,9 +73,9 @@ def main(extra: list[str]) -> None:
                 "gpu_busy": round(gpu_utilisation(f) or 0.0, 3),
                 "sim_ms": round(1000 * (time.perf_counter() - started), 1),
             })
-    print(f"{'GPUs':>4} {'policy':<28} {'makespan':>9} {'bound':>8} {'ratio':>6} {'loads':>5} {'busy':>5}")
+    print(f"{'GPUs':>4} {'policy':<32} {'makespan':>9} {'bound':>8} {'ratio':>6} {'loads':>5} {'busy':>5}")
     for r in rows:
-        print(f"{r['gpus']:>4} {r['policy']:<28} {r['makespan_s']:>8.0f}s {r['lower_bound_s']:>7.0f}s "
+        print(f"{r['gpus']:>4} {r['policy']:<32} {r['makespan_s']:>8.0f}s {r['lower_bound_s']:>7.0f}s "
               f"{r['ratio']:>6.2f} {r['model_loads']:>5} {r['gpu_busy']:>5.2f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"scheduler-sim-{time.strftime('%Y%m%d-%H%M%S')}.json"

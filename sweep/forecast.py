@@ -20,7 +20,8 @@ from rich.table import Table
 
 from sweep.config import Mode, ModelCard, SweepConfig
 from sweep.plan import SweepPlan, plan
-from sweep.schedule import Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order, worth_another
+from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order,
+                            worth_another)
 from sweep.sizing import BYTES_PER_PARAM, GiB, Inventory, Node, described, params_total, run_dtype, weight_bytes
 
 # Per GPU: HBM bandwidth (GB/s) and dense BF16 tensor throughput (TFLOP/s), vendor datasheets.
@@ -52,6 +53,9 @@ class Work:
     prefill: int
     decode: int
     sequences: int
+
+    def __add__(self, other: Work) -> Work:
+        return Work(self.prefill + other.prefill, self.decode + other.decode, self.sequences + other.sequences)
 
 
 @dataclass
@@ -89,6 +93,12 @@ class Forecast:
 
 def work(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, Work]]:
     """Answers and judging per model, in tokens, from the plan's cells."""
+    gen, judging = work_by_respondent(the_plan)
+    return gen, {j: sum(by.values(), Work(0, 0, 0)) for j, by in judging.items()}
+
+
+def work_by_respondent(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, dict[str, Work]]]:
+    """Answers per model, and judging per judge and respondent, in tokens, from the plan's cells."""
     answer_len = {c.key: min(c.sampling.max_tokens, ANSWER_TOKENS[the_plan.card(c.model).mode])
                   for c in the_plan.generate}
     gen: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -97,13 +107,16 @@ def work(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, Work]]:
         w[0] += sum(len(text.split()) for _, text in c.messages) * 4 // 3  # ~4 tokens per 3 words
         w[1] += answer_len[c.key]
         w[2] += 1
-    judge: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    judge: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     for j in the_plan.judge:
-        w = judge[j.judge]
+        w = judge[j.judge, j.respondent]
         w[0] += JUDGE_PROMPT_TOKENS + answer_len[j.answer_key]
         w[1] += min(j.sampling.max_tokens, VERDICT_TOKENS)
         w[2] += 1
-    return ({k: Work(*v) for k, v in gen.items()}, {k: Work(*v) for k, v in judge.items()})
+    judging: dict[str, dict[str, Work]] = defaultdict(dict)
+    for (name, respondent), v in judge.items():
+        judging[name][respondent] = Work(*v)
+    return {k: Work(*v) for k, v in gen.items()}, dict(judging)
 
 
 def seconds(card: ModelCard, d: Demand, w: Work, inventory: Inventory, batch: int) -> float:
@@ -151,8 +164,9 @@ def work_seconds(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory) -
 
 def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, policy: Policy = Policy()) -> Forecast:
     """Simulate the runner on ``inventory``: answers (every model), then judging, with the same
-    order, admission, placement and keep rules as sweep.run.Executor."""
-    gen, judge = work(the_plan)
+    order, admission, placement, keep and early-judging rules as sweep.run.Executor."""
+    gen, by_respondent = work_by_respondent(the_plan)
+    judge = {j: sum(by.values(), Work(0, 0, 0)) for j, by in by_respondent.items()}
     cards = list(the_plan.cards)
     demands = {c.name: demand(c, conf, inventory) for c in cards}
     batch = conf.engine.concurrency
@@ -184,15 +198,20 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
         span.end = clock
         capacity.give_back(span.where, span.demand)
 
-    phases = [(gen, set(judge)), (judge, set())]
-    for (phase_work, keep), order_by in zip(phases, work_seconds(the_plan, conf, inventory)):
+    # Judging not done early, per judge and respondent (see ``early`` in the answers phase).
+    left = {j: dict(by) for j, by in by_respondent.items()}
+    keep = set(judge)
+    for (phase, phase_work), order_by in zip((("answers", gen), ("judgments", judge)),
+                                             work_seconds(the_plan, conf, inventory)):
+        if phase == "judgments":
+            phase_work = {j: sum(by.values(), Work(0, 0, 0)) for j, by in left.items() if by}
         pending = load_order([c for c in cards if c.name in phase_work], demands, order_by, policy)
         pending.sort(key=lambda c: c.name not in alive)  # loaded ones first (stable), as the runner
-        running: list[list] = []  # [end, card, the replica's span or None for the model's instance]
+        running: list[list] = []  # [end, card, the replica's span or None, whether it answers]
         while pending or running:
             admit(pending, alive, start)
             # CPU instances on one node, and API cards on one endpoint, take turns, as in the runner.
-            spans = (replica or alive[c.name] for _, c, replica in running)
+            spans = (replica or alive[c.name] for _, c, replica, _ in running)
             busy = {lane(s.demand, s.where) for s in spans} - {None}
             for card in [c for c in pending if c.name in alive]:
                 span = alive[card.name]
@@ -214,15 +233,34 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
                     out.spans.append(instances[-1])
                 for replica in instances:
                     (replica or span).busy_s += took / len(instances)
-                    running.append([max(clock, (replica or span).ready) + took / len(instances), card, replica])
+                    running.append([max(clock, (replica or span).ready) + took / len(instances), card, replica,
+                                    phase == "answers"])
+            if phase == "answers" and policy.early_judging and (pending or any(r[3] for r in running)):
+                # Loaded judges with nothing to do judge the answers that exist, as the runner.
+                answered = {c.name for c in cards if c.name in gen} - {c.name for c in pending} - {
+                    r[1].name for r in running if r[3]}
+                for name, span in alive.items():
+                    turn = lane(span.demand, span.where)
+                    ready = [r for r in left.get(name, {}) if r in answered]
+                    idle = not any(r[1].name == name and r[2] is None for r in running)
+                    if not ready or not idle or (turn and turn in busy):
+                        continue
+                    busy.add(turn)
+                    took = seconds(the_plan.card(name), span.demand, sum((left[name].pop(r) for r in ready),
+                                                                          Work(0, 0, 0)), inventory, batch)
+                    span.busy_s += took
+                    running.append([max(clock, span.ready) + took, the_plan.card(name), None, False])
+                    if not left[name]:
+                        keep.discard(name)
             if not running:
                 raise RuntimeError(f"{pending[0].name} never fits the cluster")  # check_fits prevents it
             running.sort(key=lambda r: r[0])
-            clock, card, replica = running.pop(0)
+            clock, card, replica, _ = running.pop(0)
             if replica is not None:
                 replica.end = clock
                 capacity.give_back(replica.where, replica.demand)
-            elif not keep_loaded(card.name, keep, pending, alive, policy):
+            elif not any(r[1].name == card.name and r[2] is None for r in running) and not keep_loaded(
+                    card.name, keep if phase == "answers" else set(), pending, alive, policy):
                 stop(card.name)
     for name in list(alive):
         stop(name)

@@ -220,6 +220,9 @@ class Batch:
     deadline: float
     lane: Optional[str]
     """Batches on one lane take turns (see ``lane``)."""
+    early: Optional[Callable[[], None]] = None
+    """Judging submitted while models still answer: puts its cells back for the judging phase if it
+    fails (the phase's retries apply there). None: a batch of the phase itself."""
 
 
 class Executor:
@@ -233,6 +236,9 @@ class Executor:
     Replicas: when a model's batch is submitted and no model of the phase waits for room,
     more instances of it start on idle GPUs while each pays off (schedule.worth_another), and
     the batch is split among them; a replica stops when its part is done.
+
+    Early judging: while models still answer, a loaded judge with nothing to do judges the
+    answers that have landed; the judging phase does the rest.
     """
 
     def __init__(self, the_plan: SweepPlan, conf: SweepConfig, store: Store, inventory: sizing.Inventory,
@@ -282,16 +288,56 @@ class Executor:
                 return generate_failed(card, pool_index[card.name], p.suite, share(gen_cells[card.name], part),
                                        p.run_id, error, self.conf.run.retries + 1)
 
-            demands = {c.name: demand(c, self.conf, self.inventory) for c in p.cards}
-            gen_s, judge_s = work_seconds(p, self.conf, self.inventory)
-            gen_order = load_order([c for c in p.cards if c.name in gen_cells], demands, gen_s, self.policy)
-            self._phase(gen_order, gen_s, answer, saved_answers, failed_answers, keep=set(judge_cells) | set(pair_cells))
-
             def saved_judgments(card: ModelCard, rows: list[JudgmentRow | ComparisonRow]) -> None:
                 self._write("judgments", [r for r in rows if isinstance(r, JudgmentRow)], judge=card.name)
                 self._write("comparisons", [r for r in rows if isinstance(r, ComparisonRow)], judge=card.name)
                 self._advance(judge_task, rows)
                 self._log(card, "judgments", rows)
+
+            def judge_batch(live: Live, cells: list[JudgeCell], pairs: list[CompareCell]) -> Any:
+                return live.actor.judge.remote(p.suite, self.conf.judge, cells, self._answers_for(cells, pairs),
+                                               p.run_id, pairs)
+
+            keep = set(judge_cells) | set(pair_cells)
+
+            def early(running: list[Batch], busy: set[Optional[str]]) -> list[Batch]:
+                """Loaded judges with nothing to do judge the answers that exist while others answer."""
+                out = []
+                for name, live in list(self.alive.items()):
+                    idle = not any(b.instance == name for b in running)
+                    if name not in keep or not idle or (live.lane and live.lane in busy):
+                        continue
+                    seen = self.answers.keys()
+                    cells = [c for c in judge_cells.get(name, [])
+                             if c.answer_key in seen and answerable(self.answers[c.answer_key], self.conf.judge)]
+                    pairs = [c for c in pair_cells.get(name, []) if {c.first_key, c.second_key} <= seen
+                             and comparing.seen(c, self.answers, self.conf.judge)]
+                    if not cells and not pairs:
+                        continue
+                    _take(judge_cells, name, cells)
+                    _take(pair_cells, name, pairs)
+                    # Answers that exist and aren't judged need no model: keep the judge only for answers to come.
+                    if not any(c.answer_key not in seen for c in judge_cells.get(name, [])) and not any(
+                            not {c.first_key, c.second_key} <= seen for c in pair_cells.get(name, [])):
+                        keep.discard(name)
+
+                    def put_back(name: str = name, cells: list = cells, pairs: list = pairs) -> None:
+                        judge_cells.setdefault(name, []).extend(cells)
+                        pair_cells.setdefault(name, []).extend(pairs)
+
+                    if live.lane:
+                        busy.add(live.lane)
+                    self.progress.start_task(judge_task)
+                    deadline = time.monotonic() + self.conf.engine.timeout_s
+                    out.append(Batch(p.card(name), (0, 1), name, judge_batch(live, cells, pairs), deadline, live.lane,
+                                     put_back))
+                return out
+
+            demands = {c.name: demand(c, self.conf, self.inventory) for c in p.cards}
+            gen_s, judge_s = work_seconds(p, self.conf, self.inventory)
+            gen_order = load_order([c for c in p.cards if c.name in gen_cells], demands, gen_s, self.policy)
+            self._phase(gen_order, gen_s, answer, saved_answers, failed_answers, keep,
+                        early if self.policy.early_judging else None, saved_judgments)
 
             # Verdicts on answers judges don't see (empty, failed, or cut off) need no model.
             for card in p.cards:
@@ -310,9 +356,8 @@ class Executor:
                     pair_cells[card.name] = shown
 
             def judgment(live: Live, card: ModelCard, part: Part) -> Any:
-                cells, pairs = share(judge_cells.get(card.name, []), part), share(pair_cells.get(card.name, []), part)
-                return live.actor.judge.remote(p.suite, self.conf.judge, cells, self._answers_for(cells, pairs),
-                                               p.run_id, pairs)
+                return judge_batch(live, share(judge_cells.get(card.name, []), part),
+                                   share(pair_cells.get(card.name, []), part))
 
             def failed_judgments(card: ModelCard, part: Part, error: str) -> list[JudgmentRow | ComparisonRow]:
                 cells, pairs = share(judge_cells.get(card.name, []), part), share(pair_cells.get(card.name, []), part)
@@ -334,9 +379,13 @@ class Executor:
     def _phase(
         self, cards: list[ModelCard], work_s: dict[str, float], submit: Callable[[Live, ModelCard, Part], Any],
         collect: Callable[[ModelCard, Any], None], failed: Callable[[ModelCard, Part, str], list[Any]], keep: set[str],
+        early: Optional[Callable[[list[Batch], set[Optional[str]]], list[Batch]]] = None,
+        collect_early: Optional[Callable[[ModelCard, Any], None]] = None,
     ) -> None:
         """Run one batch per card (split over replicas where they pay off, see ``_replicas``);
-        ``keep`` names the cards that stay loaded for the next phase."""
+        ``keep`` names the cards that stay loaded for the next phase. While batches of this phase
+        are pending or running, ``early`` may add batches of the next one on idle instances
+        (written by ``collect_early``)."""
         pending: list[tuple[ModelCard, Part]] = [(c, (0, 1)) for c in cards]
         running: list[Batch] = []
         tries: dict[str, int] = defaultdict(int)
@@ -356,6 +405,8 @@ class Executor:
                 for i, key in enumerate([card.name, *instances]):
                     piece = (i, len(instances) + 1) if instances else part
                     running.append(Batch(card, piece, key, submit(self.alive[key], card, piece), deadline, live.lane))
+            if early and (pending or any(b.early is None for b in running)):
+                running += early(running, busy)
             if not running:
                 raise SweepError(f"{pending[0][0].name} does not fit in the free cluster", "use a larger cluster")
             timeout = max(0.0, min(b.deadline for b in running) - time.monotonic())
@@ -373,19 +424,27 @@ class Executor:
             running.remove(batch)
             card = batch.card
             if error is None:
-                collect(card, rows)
+                (collect_early if batch.early else collect)(card, rows)
                 if batch.instance != card.name or not keep_loaded(card.name, keep, [c for c, _ in pending], self.alive,
                                                                    self.policy):
                     if not any(b.instance == batch.instance for b in running):
                         self._stop(batch.instance)
                 continue
             self.failures += 1
-            tries[card.name] += 1
             self._stop(batch.instance)  # a replacement loads fresh: a failed engine is not reused
             for lost in [b for b in running if b.instance == batch.instance]:  # queued behind the failed batch
                 running.remove(lost)
-                pending.insert(0, (lost.card, lost.part))
+                if lost.early:
+                    lost.early()
+                else:
+                    pending.insert(0, (lost.card, lost.part))
             self._recount()  # the failure may have taken a node with it
+            if batch.early:
+                console.log(f"{card.name}: instance failed while judging early ({error}); its cells wait for the "
+                            "judging phase")
+                batch.early()
+                continue
+            tries[card.name] += 1
             if tries[card.name] <= self.conf.run.retries:
                 console.log(f"{card.name}: instance failed ({error}); restarting ({tries[card.name]}/{self.conf.run.retries})")
                 pending.insert(0, (card, batch.part))
@@ -525,6 +584,16 @@ def executor_backend(shape: sizing.Shape | None, where: Placement) -> str:
     if shape is None or shape.gpus == 1:
         return "uni"
     return "ray" if where.spans_nodes else "mp"
+
+
+def _take(cells: dict[str, list[Any]], name: str, taken: list[Any]) -> None:
+    """Remove ``taken`` from ``cells[name]``, and the key once nothing is left."""
+    keys = {c.key for c in taken}
+    rest = [c for c in cells.get(name, []) if c.key not in keys]
+    if rest:
+        cells[name] = rest
+    else:
+        cells.pop(name, None)
 
 
 def _group(items: Sequence[Any], key: Callable[[Any], str]) -> dict[str, list[Any]]:

@@ -130,6 +130,9 @@ class Policy:
     """When a model's batch is submitted and no model of the phase waits for room, start
     data-parallel replicas on idle GPUs while each instance's share stays worth a load
     (``worth_another``); the batch is split evenly among them (``share``)."""
+    early_judging: bool = True
+    """While models still answer, a loaded judge with nothing to do judges the answers that exist
+    (in the runner: every answer landed; in the simulation: models whose answers all landed)."""
 
 
 def worth_another(work_s: float, load_s: float, instances: int) -> bool:

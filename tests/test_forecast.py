@@ -129,7 +129,8 @@ def test_replicas_use_idle_gpus_when_a_load_pays_off() -> None:
     cfg = compose_config("model=all", "evals=hard", "run.samples=8", "cluster=h100_64")
     inventory = sizing.described(cfg.cluster)
     the_plan = plan(cfg, "r", inventory)
-    alone, replicated = (forecast(the_plan, cfg, inventory, Policy(replicas=r)) for r in (False, True))
+    alone, replicated = (forecast(the_plan, cfg, inventory, Policy(replicas=r, early_judging=False))
+                         for r in (False, True))
     assert alone.loads == 8 and replicated.loads > 8
     assert replicated.makespan_s < alone.makespan_s
     never_oversubscribed(replicated, 8)
@@ -152,4 +153,23 @@ def test_api_cards_plan_beside_gpu_models_without_loads_or_gpus() -> None:
     assert f.gpu_s == pytest.approx(f.model_s["Qwen3-8B"])  # API work is not GPU work
     # On the shared endpoint, one card's batch ends before the other's starts.
     first, second = sorted(api, key=lambda s: s.start)
-    assert f.model_s[first.model] > 0 and second.end - first.start >= f.model_s[first.model] + f.model_s[second.model] - 1e-6
+    assert f.model_s[first.model] > 0
+    assert second.end - first.start >= f.model_s[first.model] + f.model_s[second.model] - 1e-6
+
+
+def test_idle_judges_judge_the_answers_that_exist_while_others_answer() -> None:
+    cfg = compose_config("model=all", "evals=hard", "run.samples=8", "cluster=h100_64")
+    inventory = sizing.described(cfg.cluster)
+    the_plan = plan(cfg, "r", inventory)
+    late, early = (forecast(the_plan, cfg, inventory, Policy(early_judging=e)) for e in (False, True))
+    assert early.makespan_s < late.makespan_s and early.loads == 8
+    never_oversubscribed(early, 8)
+    for name in late.model_s:  # the same work, done sooner (in more, smaller batches: a little less batched)
+        busy, alone = (sum(s.busy_s for s in f.spans if s.model == name) for f in (early, late))
+        assert alone - 1e-6 <= busy <= 1.25 * alone
+    # On one CPU node the instances take turns: nobody is idle while another answers.
+    cpu = compose_config("evals=hard")
+    local = sizing.Inventory((sizing.Node(2.0, 0, 24 << 30),))
+    cpu_plan = plan(cpu, "r", local)
+    assert (forecast(cpu_plan, cpu, local, Policy(early_judging=True)).makespan_s
+            == forecast(cpu_plan, cpu, local, Policy(early_judging=False)).makespan_s)

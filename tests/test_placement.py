@@ -127,3 +127,33 @@ def test_idle_gpus_get_data_parallel_replicas_that_split_a_batch(ray_nodes, tmp_
     pids = con.execute("select model, count(distinct regexp_extract(answer, 'pid (\\d+)', 1)) from generations "
                        "group by model order by model").fetchall()
     assert pids == [("Qwen3-8B", 2), ("Qwen3.5-9B", 2)]
+
+
+def test_idle_judges_judge_answers_while_a_slow_model_answers(ray_nodes, tmp_path: Path) -> None:  # noqa: ANN001
+    """Qwen3-32B answers slowly; the two small models, loaded and idle, judge each other's answers
+    before its answers exist, and nothing is judged twice or loaded again."""
+    cfg = fake_pool("model=[qwen3_8b,qwen3_5_9b,qwen3_32b]", "engine.concurrency=8", f"warehouse.root={tmp_path}",
+                    "run.name=early")
+    ray_nodes(workers=1, gpus=8, cpus=8, SWEEP_FAKE_SLOW="Qwen3-32B:15")
+    result = run(cfg)
+    assert exact_rows(result.store, "early") == (9, 9, 18, 18)  # 3 x 3 answers, each judged by the other two
+    assert result.model_loads == 3
+    con = connect(result.store)
+    early = con.execute("select judge, respondent, max(created_at) < (select min(created_at) from generations "
+                        "where model = 'Qwen3-32B') from judgments where respondent != 'Qwen3-32B' "
+                        "group by all order by 1, 2").fetchall()
+    assert early == [("Qwen3-32B", "Qwen3-8B", False), ("Qwen3-32B", "Qwen3.5-9B", False),
+                     ("Qwen3-8B", "Qwen3.5-9B", True), ("Qwen3.5-9B", "Qwen3-8B", True)]
+
+
+def test_an_early_judging_failure_leaves_its_cells_to_the_judging_phase(ray_nodes, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg = fake_pool("model=[qwen3_8b,qwen3_5_9b,qwen3_32b]", "engine.concurrency=8", f"warehouse.root={tmp_path}",
+                    "run.name=early_fail")
+    ray_nodes(workers=1, gpus=8, cpus=8, SWEEP_FAKE_SLOW="Qwen3-32B:15",
+              SWEEP_FAKE_FAIL_VERDICTS_ONCE=str(tmp_path / "failed"))
+    result = run(cfg)
+    assert (tmp_path / "failed").exists()
+    assert exact_rows(result.store, "early_fail") == (9, 9, 18, 18)  # nothing lost, nothing twice
+    con = connect(result.store)
+    assert con.execute("select count(*) from judgments where status != 'ok'").fetchone() == (0,)
+    assert result.model_loads == 4  # the failed judge loaded again to judge in the judging phase

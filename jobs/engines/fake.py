@@ -6,6 +6,8 @@ Faults are injected through environment variables, which Ray workers inherit fro
 cluster they were started in:
 
     SWEEP_FAKE_DELAY_S=2          sleep this long per batch (time to kill something mid-batch)
+    SWEEP_FAKE_SLOW=NAME:SECONDS  the card named NAME sleeps this long more per batch of answers
+    SWEEP_FAKE_FAIL_VERDICTS_ONCE=PATH  the first batch of verdicts anywhere raises (PATH marks it)
     SWEEP_FAKE_HANG_ONCE=PATH     the first batch anywhere hangs (PATH marks that it happened)
     SWEEP_FAKE_NEEDS_TOKENS=100   answers need this many tokens: a smaller max_tokens is cut off
     SWEEP_FAKE_BAD_FIRST_VERDICT=1  a verdict on its first seed is not JSON
@@ -36,6 +38,13 @@ class FakeEngine:
             Path(hang).touch()
             time.sleep(3600)
         time.sleep(float(os.environ.get("SWEEP_FAKE_DELAY_S", "0")))
+        fail = os.environ.get("SWEEP_FAKE_FAIL_VERDICTS_ONCE")
+        if fail and any(r.json_schema for r in requests) and not Path(fail).exists():
+            Path(fail).touch()
+            raise RuntimeError("injected engine failure")
+        slow, _, delay = os.environ.get("SWEEP_FAKE_SLOW", "").rpartition(":")
+        if slow == self.card.name and any(r.json_schema is None for r in requests):
+            time.sleep(float(delay))
         return [self._one(r) for r in requests]
 
     def _one(self, r: Request) -> Completion:
