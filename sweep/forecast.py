@@ -14,7 +14,7 @@ import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterable, Optional
 
 from rich.table import Table
 
@@ -58,6 +58,10 @@ class Work:
         return Work(self.prefill + other.prefill, self.decode + other.decode, self.sequences + other.sequences)
 
 
+def total(works: Iterable[Work]) -> Work:
+    return sum(works, Work(0, 0, 0))
+
+
 @dataclass
 class Span:
     """One instance's life: loaded at ``start``, ready at ``ready``, stopped at ``end``."""
@@ -94,7 +98,7 @@ class Forecast:
 def work(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, Work]]:
     """Answers and judging per model, in tokens, from the plan's cells."""
     gen, judging = work_by_respondent(the_plan)
-    return gen, {j: sum(by.values(), Work(0, 0, 0)) for j, by in judging.items()}
+    return gen, {j: total(by.values()) for j, by in judging.items()}
 
 
 def work_by_respondent(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, dict[str, Work]]]:
@@ -166,7 +170,7 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
     """Simulate the runner on ``inventory``: answers (every model), then judging, with the same
     order, admission, placement, keep and early-judging rules as sweep.run.Executor."""
     gen, by_respondent = work_by_respondent(the_plan)
-    judge = {j: sum(by.values(), Work(0, 0, 0)) for j, by in by_respondent.items()}
+    judge = {j: total(by.values()) for j, by in by_respondent.items()}
     cards = list(the_plan.cards)
     demands = {c.name: demand(c, conf, inventory) for c in cards}
     batch = conf.engine.concurrency
@@ -204,7 +208,7 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
     for (phase, phase_work), order_by in zip((("answers", gen), ("judgments", judge)),
                                              work_seconds(the_plan, conf, inventory)):
         if phase == "judgments":
-            phase_work = {j: sum(by.values(), Work(0, 0, 0)) for j, by in left.items() if by}
+            phase_work = {j: total(by.values()) for j, by in left.items() if by}
         pending = load_order([c for c in cards if c.name in phase_work], demands, order_by, policy)
         pending.sort(key=lambda c: c.name not in alive)  # loaded ones first (stable), as the runner
         running: list[list] = []  # [end, card, the replica's span or None, whether it answers]
@@ -246,8 +250,8 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
                     if not ready or not idle or (turn and turn in busy):
                         continue
                     busy.add(turn)
-                    took = seconds(the_plan.card(name), span.demand, sum((left[name].pop(r) for r in ready),
-                                                                          Work(0, 0, 0)), inventory, batch)
+                    took = seconds(the_plan.card(name), span.demand, total(left[name].pop(r) for r in ready),
+                                   inventory, batch)
                     span.busy_s += took
                     running.append([max(clock, span.ready) + took, the_plan.card(name), None, False])
                     if not left[name]:

@@ -249,6 +249,7 @@ class Executor:
         self.capacity = Capacity(inventory)
         self.alive: dict[str, Live] = {}
         self.started = 0
+        """Instances started (their actor names count them)."""
         self.loads = 0
         """Instances that loaded weights (API clients load none)."""
         self.failures = 0
