@@ -321,6 +321,11 @@ class Run:
     retry_truncated: int = 1
     """Times an answer cut off at max_tokens is asked again with twice the budget (the study
     lost 5 answers whose reasoning used the whole budget)."""
+    replicas: bool = True
+    """Start data-parallel replicas of a GPU model on idle GPUs when splitting its batch saves
+    more time than a load (sweep/schedule.py, ``worth_another``)."""
+    early_judging: bool = True
+    """While models still answer, loaded judges with nothing to do judge the answers that exist."""
 
 
 @dataclass

@@ -276,8 +276,10 @@ ORDERS = ("largest", "cheap_last_loaded")
 
 
 def best_policy(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory) -> tuple[Policy, Forecast]:
-    """The load order whose forecast ends first (then: fewer loads); the live run uses it."""
-    runs = [(p, forecast(the_plan, conf, inventory, p)) for p in (Policy(order=o) for o in ORDERS)]
+    """The load order whose forecast ends first (then: fewer loads), with the configured replicas
+    and early judging; the live run uses it."""
+    policies = (Policy(order=o, replicas=conf.run.replicas, early_judging=conf.run.early_judging) for o in ORDERS)
+    runs = [(p, forecast(the_plan, conf, inventory, p)) for p in policies]
     return min(runs, key=lambda r: (round(r[1].makespan_s), r[1].loads))
 
 

@@ -173,3 +173,15 @@ def test_idle_judges_judge_the_answers_that_exist_while_others_answer() -> None:
     cpu_plan = plan(cpu, "r", local)
     assert (forecast(cpu_plan, cpu, local, Policy(early_judging=True)).makespan_s
             == forecast(cpu_plan, cpu, local, Policy(early_judging=False)).makespan_s)
+
+
+def test_replicas_and_early_judging_can_be_turned_off_from_the_config() -> None:
+    on = compose_config("model=all", "evals=hard", "run.samples=8", "cluster=h100_64")
+    off = compose_config("model=all", "evals=hard", "run.samples=8", "cluster=h100_64", "run.replicas=false",
+                         "run.early_judging=false")
+    inventory = sizing.described(on.cluster)
+    (p_on, f_on), (p_off, f_off) = (best_policy(plan(c, "r", inventory), c, inventory) for c in (on, off))
+    assert p_on.replicas and p_on.early_judging and not p_off.replicas and not p_off.early_judging
+    assert f_off.makespan_s > f_on.makespan_s
+    with pytest.raises(Exception, match="early_judging"):
+        compose_config("run.early_judging=sometimes")
