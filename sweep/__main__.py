@@ -6,8 +6,9 @@ import sys
 import traceback
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from sweep.checks import typed
 from sweep.config import register
 from sweep.errors import SweepError
 
@@ -24,7 +25,7 @@ def main(cfg: DictConfig) -> None:
         if cfg.plan:  # print the plan and stop: Ray is not even imported
             from sweep.forecast import show_plan
 
-            console().print(show_plan(OmegaConf.to_object(cfg)))
+            console().print(show_plan(typed(cfg)))
             return
         from sweep.run import run
 

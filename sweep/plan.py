@@ -17,7 +17,7 @@ from jobs import judge as judging
 from jobs.engines.base import PLAIN_STOP, SamplingParams
 from jobs.generate import build_messages
 from sweep import sizing
-from sweep.config import Mode, ModelCard, Panel, PromptFormat, Sampling, Suite, SweepConfig
+from sweep.config import Mode, ModelCard, NodeGroup, Panel, PromptFormat, Sampling, Suite, SweepConfig
 from sweep.errors import SweepError
 
 
@@ -253,6 +253,7 @@ def validate(cfg: SweepConfig) -> None:
         "engine.max_model_len": cfg.engine.max_model_len,
         "engine.kv_cache_gib": cfg.engine.kv_cache_gib,
         "engine.timeout_s": cfg.engine.timeout_s,
+        "engine.concurrency": cfg.engine.concurrency,
         "judge.justification_max_chars": cfg.judge.justification_max_chars,
         "sampling.max_tokens": cfg.sampling.max_tokens if cfg.sampling.max_tokens is not None else 1,
         "judge.sampling.max_tokens": cfg.judge.sampling.max_tokens if cfg.judge.sampling.max_tokens is not None else 1,
@@ -262,6 +263,44 @@ def validate(cfg: SweepConfig) -> None:
             raise SweepError(f"{key}={value} must be positive", f"set {key} to a value above 0")
     if not 0 < cfg.engine.gpu_memory_utilization <= 1:
         raise SweepError(f"engine.gpu_memory_utilization={cfg.engine.gpu_memory_utilization}", "use a value in (0, 1]")
+    counts = {"run.retries": cfg.run.retries, "run.retry_truncated": cfg.run.retry_truncated,
+              "judge.retries": cfg.judge.retries, "engine.tensor_parallel_size": cfg.engine.tensor_parallel_size}
+    for key, value in counts.items():
+        if value < 0:
+            raise SweepError(f"{key}={value} is negative", f"set {key} to 0 or more")
+    samplings = {"sampling": cfg.sampling, "judge.sampling": cfg.judge.sampling}
+    for key, card in cfg.model.cards.items():
+        samplings |= {f"model.cards.{key}.sampling.{m}": getattr(card.sampling, m) for m in ("thinking", "non_thinking")}
+    for key, s in samplings.items():
+        validate_sampling(key, s)
+    validate_nodes(cfg.cluster.nodes)
+
+
+def validate_sampling(where: str, s: Sampling) -> None:
+    """Values vLLM would refuse mid-run (or, for temperature < 0, treat as greedy without saying so)."""
+    bounds = (("temperature", s.temperature, 0.0, None), ("top_p", s.top_p, 1e-9, 1.0), ("min_p", s.min_p, 0.0, 1.0),
+              ("presence_penalty", s.presence_penalty, -2.0, 2.0))
+    for name, value, low, high in bounds:
+        if value is not None and (value < low or (high is not None and value > high)):
+            allowed = f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
+            raise SweepError(f"{where}.{name}={value:g} is out of range", f"set {where}.{name} to a value {allowed} (or null)")
+    if s.top_k is not None and s.top_k < -1:
+        raise SweepError(f"{where}.top_k={s.top_k} is out of range", f"set {where}.top_k to -1 (all tokens) or above 0")
+
+
+def validate_nodes(nodes: list[NodeGroup]) -> None:
+    """A described cluster (``cluster.nodes``): sane counts, and a GPU memory that is known, not guessed."""
+    for i, group in enumerate(nodes):
+        where = f"cluster.nodes[{i}]"
+        for name, value, low, allowed in (("count", group.count, 1, "at least 1"), ("gpus", group.gpus, 0, "0 or more"),
+                                          ("cpus", group.cpus, 1e-9, "above 0"),
+                                          ("memory_gib", group.memory_gib, 1e-9, "above 0"),
+                                          ("gpu_memory_gib", group.gpu_memory_gib, 0, "0 (from gpu_type) or more")):
+            if value < low:
+                raise SweepError(f"{where}.{name}={value:g} is out of range", f"set {where}.{name} to {allowed}")
+        if group.gpus and not group.gpu_memory_gib and group.gpu_type not in sizing.GPU_MEMORY_GIB:
+            raise SweepError(f"{where}.gpu_type={group.gpu_type!r} is not a GPU type sweep knows the memory of",
+                             f"use one of {', '.join(sizing.GPU_MEMORY_GIB)}, or set {where}.gpu_memory_gib")
 
 
 def validate_endpoint(key: str, card: ModelCard) -> None:

@@ -21,7 +21,6 @@ from ray.util.placement_group import (NODE_ID_LABEL_KEY, placement_group, placem
                                       remove_placement_group)
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
@@ -30,6 +29,7 @@ from rich.text import Text
 from jobs.engines import EngineSettings
 from jobs.models import check_weights
 from sweep import provenance, sizing
+from sweep.checks import typed
 from sweep.config import ModelCard, SweepConfig
 from sweep.errors import SweepError
 from sweep.forecast import best_policy, load_seconds, plan_table, work_seconds
@@ -83,10 +83,7 @@ def to_config(cfg: DictConfig | SweepConfig) -> tuple[SweepConfig, str]:
     """The typed config and its resolved YAML for provenance, secrets redacted."""
     if isinstance(cfg, SweepConfig):
         return cfg, provenance.config_yaml(OmegaConf.structured(cfg))
-    try:
-        return OmegaConf.to_object(cfg), provenance.config_yaml(cfg)  # type: ignore[return-value]
-    except MissingMandatoryValue as e:
-        raise SweepError(f"required key {e.full_key} is not set", f"set it: {e.full_key}=...") from None
+    return typed(cfg), provenance.config_yaml(cfg)
 
 
 def run(cfg: DictConfig | SweepConfig) -> RunResult:

@@ -137,8 +137,43 @@ def _sweep(*args: str) -> subprocess.CompletedProcess:
 def test_cli_help_and_cfg_job() -> None:
     out = _sweep("--help")
     assert out.returncode == 0 and "model: all, cpu," in out.stdout and "python -m sweep model=all" in out.stdout
+    # groups, common keys and examples on one screen; the whole config stays behind --cfg job
+    assert len(out.stdout.splitlines()) < 40 and "scoring: study" in out.stdout and "--cfg job" in out.stdout
+    assert "hf_repo:" not in out.stdout
     job = _sweep("model=all", "evals=smoke", "--cfg", "job")
     assert job.returncode == 0 and "Qwen3.5-397B-A17B" in job.stdout
+
+
+@pytest.mark.parametrize(
+    "overrides, problem, fix",
+    [
+        (["+sampling.max_token=32"], "unknown key sampling.max_token", "did you mean max_tokens?"),
+        (["+run.nmae=x"], "unknown key run.nmae", "did you mean name?"),
+        (["+model.cards.smollm2.sampling.non_thinking.temprature=1"],
+         "unknown key model.cards.smollm2.sampling.non_thinking.temprature", "did you mean temperature?"),
+        (["+warehouse.colour=red"], "unknown key warehouse.colour", "valid keys under warehouse: root, storage_options"),
+        (["engine.concurrency=0"], "engine.concurrency=0 must be positive", "set engine.concurrency to a value above 0"),
+        (["run.retries=-1"], "run.retries=-1 is negative", "set run.retries to 0 or more"),
+        (["judge.retries=-2"], "judge.retries=-2 is negative", "set judge.retries to 0 or more"),
+        (["sampling.temperature=-1"], "sampling.temperature=-1 is out of range", "at least 0"),
+        (["cluster=h100_8", "cluster.nodes.0.gpus=-4"], "cluster.nodes[0].gpus=-4 is out of range", "0 or more"),
+        (["cluster=h100_8", "cluster.nodes.0.gpu_type=H900"], "gpu_type='H900' is not a GPU type",
+         "set cluster.nodes[0].gpu_memory_gib"),
+        (["model.cards.smollm2.name=???"], "required key model.cards.smollm2.name is not set",
+         "set it: model.cards.smollm2.name=..."),
+    ],
+)
+def test_cli_refuses_bad_values_and_unknown_keys_with_one_error_and_one_fix(overrides: list[str], problem: str,
+                                                                             fix: str, tmp_path: Path) -> None:
+    # the plan, and for the checks on the composed config (not the typed one) a live run too
+    modes = [["plan=true"]] + ([[f"warehouse.root={tmp_path}", "evals=smoke"]] if "key" in problem else [])
+    for mode in modes:
+        out = _sweep(*overrides, *mode)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("fix: "), out.stderr
+        assert problem in lines[0] and fix in lines[1], out.stderr
+    assert not list(tmp_path.iterdir())  # nothing started or written
 
 
 def test_cli_empty_suite_is_a_clean_error(tmp_path: Path) -> None:
