@@ -28,7 +28,7 @@ from rich.text import Text
 
 from jobs.engines import EngineSettings
 from jobs.models import check_weights
-from sweep import provenance, sizing
+from sweep import local_ray, provenance, sizing
 from sweep.checks import typed
 from sweep.config import ModelCard, SweepConfig
 from sweep.errors import SweepError
@@ -163,15 +163,14 @@ def reusable(store: Store, the_plan: SweepPlan, resume: bool) -> Reuse:
 def ray_cluster(conf: SweepConfig) -> Iterator[sizing.Inventory]:
     """Join the configured Ray cluster (or start a local one) and read its inventory."""
     started_here = not ray.is_initialized()
-    if started_here:
-        # "local" starts a Ray of our own; plain None would join any cluster already running here.
-        ray.init(address=conf.cluster.address or "local", include_dashboard=False, log_to_driver=False,
-                 logging_level="WARNING", configure_logging=True)
+    watchdog = local_ray.start(conf.cluster.address) if started_here else None
     try:
         yield inventory_from_ray(conf)
     finally:
         if started_here:
             ray.shutdown()
+        if watchdog:
+            watchdog.close()
 
 
 def inventory_from_ray(conf: SweepConfig) -> sizing.Inventory:
