@@ -49,15 +49,27 @@ def secret_values(cfg: Any) -> set[str]:
 
 
 def scrub_file(path: Path, secrets: set[str]) -> None:
-    """Rewrite ``path`` with ``secrets`` and credential overrides replaced by ***."""
+    """Rewrite the YAML file ``path`` with credential values, ``secrets`` wherever they appear, and
+    credential overrides replaced by *** (interpolations are kept as written)."""
     if not path.is_file():
         return
-    text = original = path.read_text(encoding="utf-8")
-    for value in sorted(secrets, key=len, reverse=True):
-        text = text.replace(value, "***")
-    text = redact_overrides(text)
-    if text != original:
-        path.write_text(text, encoding="utf-8")
+
+    def clean(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: "***" if SECRET_KEY.search(str(k)) and isinstance(v, str) and v else clean(v)
+                    for k, v in node.items()}
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        if isinstance(node, str):
+            for value in sorted(secrets, key=len, reverse=True):
+                node = node.replace(value, "***")
+            return redact_overrides(node)
+        return node
+
+    data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    cleaned = clean(data)
+    if cleaned != data:
+        OmegaConf.save(OmegaConf.create(cleaned), path)
 
 
 class RedactMultirun(Callback):
