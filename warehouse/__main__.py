@@ -9,10 +9,11 @@ from pathlib import Path
 
 import duckdb
 from sweep.config import Warehouse
+from sweep.errors import SweepError
 from warehouse.db import connect, script
 from warehouse.html import compare_page, run_page
 from warehouse.report import console, coverage_table, deltas_table, latest_run, print_report
-from warehouse.store import Store
+from warehouse.store import TABLES, Store
 
 
 # SELECT covers WITH, FROM, DESCRIBE, SHOW and SUMMARIZE; COPY, CREATE, ATTACH, SET ... are refused.
@@ -25,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
         "--root", default=os.environ.get("SWEEP_WAREHOUSE", Warehouse().root),
         help="warehouse root, any fsspec URL (default: $SWEEP_WAREHOUSE or %(default)s)",
     )
+    parser.add_argument(
+        "-o", "--storage-option", action="append", default=[], metavar="KEY=VALUE", dest="options",
+        help="passed to fsspec, as warehouse.storage_options in a sweep; e.g. -o endpoint_url=http://127.0.0.1:9000 "
+             "for an S3-compatible store (or set AWS_ENDPOINT_URL); credentials come from the environment",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     q = sub.add_parser("query", help="run SQL over the warehouse views (rankings, efficiency, judgments, ...)")
     q.add_argument("sql")
@@ -35,13 +41,33 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("coverage", help="the model x eval matrix of a run: usable, missing and failed cells")
     c.add_argument("runs", nargs="*", metavar="RUN", help="run id (default: the latest run)")
     args = parser.parse_args(argv)
+    try:
+        return command(args, r, c)
+    except SweepError as e:
+        print(e, file=sys.stderr)
+        return 2
+
+
+def command(args: argparse.Namespace, r: argparse.ArgumentParser, c: argparse.ArgumentParser) -> int:
+    store = open_store(args.root, args.options)
     if args.command == "views":
+        if not store.local:
+            raise SweepError(f"views writes local paths for the duckdb CLI; {args.root} is not a local folder",
+                             f'query it here instead: python -m warehouse --root {args.root} query "select ..."')
         print(script(str(Path(args.root).resolve())))
+        warn_if_empty(store, args.root)
         return 0
+    if getattr(args, "html", None) and not Path(args.html).resolve().parent.is_dir():
+        raise SweepError(f"--html {args.html}: the folder {Path(args.html).resolve().parent} does not exist",
+                         "create it first (mkdir -p), or write the page elsewhere")
 
     out = console()
-    con = connect(Store(args.root))
+    try:
+        con = connect(store)
+    except OSError as e:
+        raise SweepError(f"can't read the warehouse at {args.root} ({type(e).__name__}: {e})", ROOT_FIX) from None
     if args.command == "query":
+        warn_if_empty(store, args.root)
         try:  # a relation runs lazily: errors can also come from show()
             writes = [st.type.name for st in con.extract_statements(args.sql) if st.type not in READ_ONLY]
             if writes:
@@ -73,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         out.print(coverage_table(con, runs[0]))
         return 0
     if len(runs) == 1:
-        print_report(con, Store(args.root), runs[0], out)
+        print_report(con, store, runs[0], out)
     else:
         out.print(deltas_table(con, *runs))
     if args.html:
@@ -81,6 +107,32 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.html).write_text(page, encoding="utf-8")
         out.print(f"Page: {Path(args.html).resolve()}")
     return 0
+
+
+ROOT_FIX = ("point --root at a warehouse a sweep wrote (default data/warehouse, or $SWEEP_WAREHOUSE); for an "
+            "S3-compatible store add -o endpoint_url=URL, with credentials in AWS_* variables")
+
+
+def open_store(root: str, options: list[str]) -> Store:
+    """The warehouse at ``root``, refused with one error when it can't be reached or doesn't exist."""
+    pairs = [o.partition("=") for o in options]
+    if bad := [k for k, eq, _ in pairs if not eq or not k]:
+        raise SweepError(f"--storage-option {bad[0]!r} is not KEY=VALUE", "e.g. -o endpoint_url=http://127.0.0.1:9000")
+    try:
+        store = Store(root, {k: v for k, _, v in pairs})
+        found = store.fs.exists(store.path)
+    except Exception as e:  # any backend error (no such bucket, no credentials, bad endpoint) means the same here
+        raise SweepError(f"can't open the warehouse at {root} ({type(e).__name__}: {str(e)[:300]})", ROOT_FIX) from None
+    if not found:
+        raise SweepError(f"no runs in the warehouse at {root}: it does not exist", ROOT_FIX)
+    return store
+
+
+def warn_if_empty(store: Store, root: str) -> None:
+    """query and views answer with zero rows on a warehouse no sweep wrote to; say why."""
+    if not any(store.files(table) for table in TABLES):
+        print(f"warning: the warehouse at {root} holds no files yet: every view is empty (run a sweep first: "
+              "python -m sweep)", file=sys.stderr)
 
 
 if __name__ == "__main__":
