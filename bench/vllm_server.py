@@ -25,10 +25,17 @@ def vllm_serve(weights: str, name: str, port: int, log: Path, max_model_len: int
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", weights,
            "--served-model-name", name, "--dtype", "float32", "--enforce-eager",
            "--max-model-len", str(max_model_len), "--host", "127.0.0.1", "--port", str(port)]
+    with served(cmd, port, log, {**os.environ, **CPU_ENV}, ready_s) as base_url:
+        yield base_url
+
+
+@contextmanager
+def served(cmd: list[str], port: int, log: Path, env: dict[str, str], ready_s: float = 600) -> Iterator[str]:
+    """Run ``cmd`` (a server listening on 127.0.0.1:``port``) until /health answers; yields its base URL.
+    The README's command runs through here too (tests/test_vllm_serve.py), as ``bash -c``."""
     with open(log, "wb") as out:
         # A session of its own, so stopping it stops the engine-core process it starts too.
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **CPU_ENV},
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + ready_s
         while not _healthy(port):

@@ -31,6 +31,7 @@ from jobs.models import check_weights
 from sweep import local_ray, provenance, sizing
 from sweep.checks import typed
 from sweep.config import ModelCard, SweepConfig
+from sweep.endpoints import check_endpoints
 from sweep.errors import SweepError
 from sweep.forecast import best_policy, load_seconds, plan_table, work_seconds
 from jobs.generate import failed as generate_failed
@@ -92,6 +93,7 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
     validate(conf)
     for card in conf.model.cards.values():
         check_weights(card)
+    check_endpoints(conf)
     root = conf.warehouse.root
     if "://" not in root:
         root = str(Path(root).expanduser().resolve())

@@ -4,15 +4,18 @@ in one sweep with a local vLLM card: one panel, one warehouse, one row schema, o
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
 import pytest
 
-from bench.vllm_server import vllm_serve
+from bench.vllm_server import CPU_ENV, served
 from jobs.models import local_weights
 from tests.conftest import compose_config, free_port
 from warehouse.db import connect
@@ -24,11 +27,39 @@ SERVED, LOCAL = "SmolLM2-135M-served", "SmolLM2-135M"
 PRICES = (0.5, 1.5)  # USD per million input / output tokens
 
 
+def readme_serve_command() -> str:
+    """The README's command that serves SmolLM2 (API and served models), continuation lines joined."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if "python -m vllm.entrypoints.openai.api_server" in line)
+    command = lines[start]
+    while command.endswith("\\"):
+        start += 1
+        command = command[:-1] + lines[start].strip()
+    return command
+
+
+def test_the_readme_serve_command_is_the_served_card_s_server() -> None:
+    """Pure: what the served sweep below relies on when it runs the README's command."""
+    command = readme_serve_command()
+    assert command.startswith("VLLM_CPU_KVCACHE_SPACE=1 python -m vllm") and command.endswith(" &")
+    args = shlex.split(command.removesuffix("&"))
+    weights = local_weights(compose_config("model=smollm2").model.cards["smollm2"], "float32")
+    assert os.path.expanduser(args[args.index("--model") + 1]) == weights
+    card = compose_config("model=served_smollm2").model.cards["served_smollm2"]
+    assert args[args.index("--served-model-name") + 1] == card.endpoint.model
+    assert f"--port {urlsplit(card.endpoint.base_url).port}" in command
+
+
 @pytest.fixture(scope="module")
 def served_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     tmp = tmp_path_factory.mktemp("served")
-    weights = local_weights(compose_config("model=smollm2").model.cards["smollm2"], "float32")
-    with vllm_serve(weights, "smollm2", free_port(), tmp / "serve.log") as base_url:
+    local_weights(compose_config("model=smollm2").model.cards["smollm2"], "float32")  # made by a first sweep
+    port = free_port()
+    # The README's command as written, but on a free port and in the foreground (the harness stops it);
+    # `python` is the venv's, as after activating it. CPU_ENV adds what the harness sets for every server.
+    command = readme_serve_command().replace("--port 8000", f"--port {port}").removesuffix("&")
+    env = {**os.environ, **CPU_ENV, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    with served(["bash", "-c", command], port, tmp / "serve.log", env) as base_url:
         out = subprocess.run(
             [sys.executable, "-m", "sweep", "model=[served_smollm2,smollm2]", "evals=smoke",
              "sampling.max_tokens=48", f"model.cards.served_smollm2.endpoint.base_url={base_url}",

@@ -154,7 +154,7 @@ EMPTY_COLUMNS = {
     "judgments": SCHEMAS["judgments"].names + ["valid"],
     "runs": SCHEMAS["runs"].names,
     "rankings": ["rank", "run_id", "model", "avg_score", "wins", "top3", "evals", "avg_sigma",
-                 "valid_judgments", "total_judgments"],
+                 "valid_judgments", "total_judgments", "unranked"],
     "efficiency": ["run_id", "model", "pool_index", "avg_time_s", "output_tokens_per_s", "score_per_sec",
                    "avg_score_per_avg_time", "answer_cost_usd", "judge_cost_usd", "cost_per_point_usd"],
     "judge_leniency": ["run_id", "judge", "family", "mean_given", "valid", "total", "valid_rate", "ok", "invalid",

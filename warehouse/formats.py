@@ -19,6 +19,8 @@ def with_interval(value: float, lo: float, hi: float) -> str:
     return f"{value:.2f}" + ("" if math.isnan(lo) else f" ({lo:.2f}–{hi:.2f})")
 
 
-def rank_with_range(rank: int, lo: float, hi: float) -> str:
-    """A rank and, when the bootstrap moves it, its range: "3 (2–5)"."""
+def rank_with_range(rank: int | None, lo: float, hi: float) -> str:
+    """A rank and, when the bootstrap moves it, its range: "3 (2–5)"; "unranked" for a model with no valid score."""
+    if rank is None:
+        return "unranked"
     return str(rank) + ("" if math.isnan(lo) or lo == hi else f" ({int(lo)}–{int(hi)})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import duckdb
@@ -31,13 +32,17 @@ def console(stderr: bool = False) -> Console:
 
 
 def ranking_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
-    t = _table(f"Ranking, run {run_id}", ("Rank", "Model", "Avg Score", "Wins", "Top 3", "Avg σ", "Valid/Total"))
     rows = con.execute(
-        "select rank, model, avg_score, wins, top3, evals, avg_sigma, valid_judgments, total_judgments "
-        "from rankings where run_id = ? order by rank", [run_id],
+        "select rank, model, avg_score, wins, top3, evals, avg_sigma, valid_judgments, total_judgments, unranked "
+        "from rankings where run_id = ?", [run_id],
     ).fetchall()
-    for rank, model, avg, wins, top3, evals, sigma, valid, total in rows:
-        t.add_row(str(rank), model, fmt(avg), str(wins), f"{top3}/{evals}", fmt(sigma), f"{valid}/{total}")
+    reasons = [f"{row[1]} ({row[-1]})" for row in rows if row[-1]]
+    caption = ("Unranked: " + "; ".join(reasons)) if reasons else None
+    t = _table(f"Ranking, run {run_id}", ("Rank", "Model", "Avg Score", "Wins", "Top 3", "Avg σ", "Valid/Total"),
+               caption)
+    for rank, model, avg, wins, top3, evals, sigma, valid, total, _ in rows:
+        t.add_row(rank_with_range(rank, math.nan, math.nan), model, fmt(avg), str(wins), f"{top3}/{evals}", fmt(sigma),
+                  f"{valid}/{total}")
     return t
 
 
