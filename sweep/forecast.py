@@ -19,6 +19,7 @@ from typing import Iterable, Optional
 from rich.table import Table
 
 from sweep.config import Mode, ModelCard, SweepConfig
+from sweep.local_ray import schedulable_memory
 from sweep.plan import SweepPlan, plan
 from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order,
                             worth_another)
@@ -292,8 +293,7 @@ def gpu_utilisation(f: Forecast) -> Optional[float]:
 
 def local_inventory() -> Inventory:
     """This machine as a CPU node, without starting Ray (GPUs are only seen through Ray)."""
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return Inventory((Node(float(os.cpu_count() or 1), 0, memory),))
+    return Inventory((Node(float(os.cpu_count() or 1), 0, schedulable_memory()),))
 
 
 def plan_table(the_plan: SweepPlan, conf: SweepConfig, f: Forecast, inventory: Inventory) -> Table:

@@ -21,7 +21,6 @@ from ray.util.placement_group import (NODE_ID_LABEL_KEY, placement_group, placem
                                       remove_placement_group)
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
@@ -45,9 +44,10 @@ from sweep.plan import CompareCell, JudgeCell, SweepPlan, content_key, plan, val
 from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order, share,
                             worth_another)
 from warehouse.schema import ComparisonRow, GenerationRow, JudgmentRow, RunRow
+from warehouse.report import console as wide_console
 from warehouse.store import Store
 
-console = Console(stderr=True)
+console = wide_console(stderr=True)  # piped to a file: 160 columns, as the report's tables, not rich's 80
 
 # In-process vLLM inside the actor (no EngineCore/worker subprocesses), all cores used,
 # nothing fetched from a hub for local weights.
@@ -110,8 +110,10 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
             + f" on {inventory.describe()}"
         )
         policy, expected = best_policy(the_plan, conf, inventory)
-        console.print(plan_table(the_plan, conf, expected, inventory))
         reuse = reusable(store, the_plan, conf.run.resume)
+        if reuse.cells < len(the_plan.generate) + len(the_plan.judge) + len(the_plan.compare):
+            # The forecast counts every cell of the config: after a partial resume it is an upper bound.
+            console.print(plan_table(the_plan, conf, expected, inventory))
         run_row = RunRow(
             run_id=run_id, started_at=dt.datetime.now(dt.timezone.utc), finished_at=None, status="running",
             config_yaml=config_yaml, config_hash=provenance.config_hash(config_yaml),
@@ -145,9 +147,9 @@ def reusable(store: Store, the_plan: SweepPlan, resume: bool) -> Reuse:
     found = reconcile(the_plan, generations, judgments, comparisons)
     for path in bad:
         console.print(f"[yellow]warning:[/] {store.url(path)} is not readable warehouse Parquet (corrupt, truncated or another "
-                      "schema); moved to superseded/, its cells are recomputed")
+                      "schema); moved to superseded/, its cells are recomputed", soft_wrap=True)  # paths stay whole
     for path in found.stale:
-        console.print(f"{store.url(path)} holds cells this config no longer asks for: moved to superseded/")
+        console.print(f"{store.url(path)} holds cells this config no longer asks for: moved to superseded/", soft_wrap=True)
     for path in (*bad, *found.stale):
         store.supersede(path)
     reuse = found if resume else Reuse()
@@ -155,7 +157,8 @@ def reusable(store: Store, the_plan: SweepPlan, resume: bool) -> Reuse:
     if reuse.cells:
         console.print(f"resuming {the_plan.run_id}: reusing {len(reuse.answers)} answers, {len(reuse.judged)} "
                       f"judgments and {len(reuse.compared)} pairwise verdicts; {total - reuse.cells} of {total} "
-                      "cells to compute")
+                      "cells to compute" + ("" if reuse.cells == total else
+                                            " (the plan counts them all: its times and loads are an upper bound)"))
     if reuse.cells == total:
         console.print("nothing to compute: every cell of this config is in the warehouse (run.resume=false redoes them)")
     return reuse
@@ -269,8 +272,11 @@ class Executor:
         with self.progress:
             gen_task = self.progress.add_task("answers", total=len(p.generate), note="", tokens=0,
                                               completed=len(self.reuse.answers))
-            judge_task = self.progress.add_task("judgments", total=len(p.judge) + len(p.compare), note="", tokens=0,
-                                                start=False, completed=len(self.reuse.judged) + len(self.reuse.compared))
+            judge_task = self.progress.add_task("judgments", total=len(p.judge), note="", tokens=0, start=False,
+                                                completed=len(self.reuse.judged))
+            # Pairwise verdicts count apart: "judgments 36/36" read as 36 judgments when half were verdicts.
+            pair_task = self.progress.add_task("pairwise", total=len(p.compare), note="", tokens=0, start=False,
+                                               completed=len(self.reuse.compared), visible=bool(p.compare))
             self.task = gen_task
 
             def answer(live: Live, card: ModelCard, part: Part) -> Any:
@@ -290,7 +296,8 @@ class Executor:
             def saved_judgments(card: ModelCard, rows: list[JudgmentRow | ComparisonRow]) -> None:
                 self._write("judgments", [r for r in rows if isinstance(r, JudgmentRow)], judge=card.name)
                 self._write("comparisons", [r for r in rows if isinstance(r, ComparisonRow)], judge=card.name)
-                self._advance(judge_task, rows)
+                self._advance(judge_task, [r for r in rows if isinstance(r, JudgmentRow)])
+                self._advance(pair_task, [r for r in rows if isinstance(r, ComparisonRow)])
                 self._log(card, "judgments", rows)
 
             def judge_batch(live: Live, cells: list[JudgeCell], pairs: list[CompareCell]) -> Any:
@@ -327,6 +334,7 @@ class Executor:
                     if live.lane:
                         busy.add(live.lane)
                     self.progress.start_task(judge_task)
+                    self.progress.start_task(pair_task)
                     deadline = time.monotonic() + self.conf.engine.timeout_s
                     out.append(Batch(p.card(name), (0, 1), name, judge_batch(live, cells, pairs), deadline, live.lane,
                                      put_back))
@@ -367,6 +375,7 @@ class Executor:
             # Judges already loaded go first; the rest load as room frees up.
             self.progress.update(gen_task, note="")
             self.progress.start_task(judge_task)
+            self.progress.start_task(pair_task)
             self.task = judge_task
             judges = [c for c in p.cards if c.name in judge_cells or c.name in pair_cells]
             judge_order = load_order(judges, demands, judge_s, self.policy)

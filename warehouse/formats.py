@@ -24,3 +24,10 @@ def rank_with_range(rank: int | None, lo: float, hi: float) -> str:
     if rank is None:
         return "unranked"
     return str(rank) + ("" if math.isnan(lo) or lo == hi else f" ({int(lo)}–{int(hi)})")
+
+
+def consistency_text(consistency: float | None, pairs: int) -> str:
+    """Order consistency as counts, "1/2 pairs (0.50)": a bare "0.00 of 2" read as a score out of 2."""
+    if consistency is None:
+        return "-"
+    return f"{round(consistency * pairs)}/{pairs} pairs ({consistency:.2f})"

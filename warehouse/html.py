@@ -27,7 +27,7 @@ from bokeh.transform import dodge, linear_cmap
 from jinja2 import Environment, PackageLoader
 
 from warehouse import stats
-from warehouse.formats import fmt, rank_with_range, with_interval
+from warehouse.formats import consistency_text, fmt, rank_with_range, with_interval
 from warehouse.store import Store
 
 _ENV = Environment(loader=PackageLoader("warehouse", "templates"), autoescape=True,
@@ -119,7 +119,7 @@ POSITION_BIAS = (
     Column("Judge", "judge"), Column("Decided", "decided"), Column("First wins", "first_wins"),
     Column("P(first)", "first_rate", 3), Column("p-value", "p_value", 4),
     Column("Order consistency", "consistency",
-           show=lambda r: "-" if r["consistency"] is None else f"{r['consistency']:.2f} of {r['pairs']}"),
+           show=lambda r: consistency_text(r["consistency"], r["pairs"])),
     Column("Biased", "flagged", show=lambda r: "yes" if r["flagged"] else "no"),
 )
 SOFT_SCORES = (

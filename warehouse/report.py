@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from warehouse import stats
-from warehouse.formats import fmt, rank_with_range, with_interval
+from warehouse.formats import consistency_text, fmt, rank_with_range, with_interval
 from warehouse.store import Store
 
 
@@ -219,7 +219,7 @@ def print_pairwise(con: duckdb.DuckDBPyConnection, run_id: str, console: Console
                        "consistency: pairs whose two orders picked the same answer (view position_bias).")
     for b in stats.position_bias(con, run_id):
         t.add_row(b.judge, str(b.decided), str(b.first_wins), fmt(b.first_rate, 3), fmt(b.p_value, 4),
-                  "-" if b.consistency is None else f"{b.consistency:.2f} of {b.pairs}", "yes" if b.flagged else "no")
+                  consistency_text(b.consistency, b.pairs), "yes" if b.flagged else "no")
     console.print(t)
 
 
