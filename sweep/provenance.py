@@ -9,7 +9,7 @@ import re
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from omegaconf import OmegaConf
 
@@ -26,15 +26,17 @@ SECRET_KEY = re.compile(r"(^|_)(key|secret|token|password|passwd|credentials?)$"
 
 def config_yaml(cfg: Any) -> str:
     """The resolved config as YAML, every credential value replaced by ***."""
-    def scrub(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: "***" if SECRET_KEY.search(str(k)) and isinstance(v, str) and v else scrub(v)
-                    for k, v in node.items()}
-        if isinstance(node, list):
-            return [scrub(v) for v in node]
-        return node
+    return OmegaConf.to_yaml(redacted(OmegaConf.to_container(cfg, resolve=True)))
 
-    return OmegaConf.to_yaml(scrub(OmegaConf.to_container(cfg, resolve=True)))
+
+def redacted(node: Any, text: Callable[[str], str] = str) -> Any:
+    """A plain container with every credential value as ***; other strings go through ``text``."""
+    if isinstance(node, dict):
+        return {k: "***" if SECRET_KEY.search(str(k)) and isinstance(v, str) and v else redacted(v, text)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [redacted(v, text) for v in node]
+    return text(node) if isinstance(node, str) else node
 
 
 def config_hash(config_yaml: str) -> str:

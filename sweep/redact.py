@@ -18,7 +18,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.provenance import SECRET_KEY
+from sweep.provenance import SECRET_KEY, redacted
 
 # key=value in an override list or a log line; redacted when the key's last part names a credential.
 OVERRIDE = re.compile(r"(?P<key>[+~]*[\w.\-]+)=(?P<value>\S+)")
@@ -54,20 +54,13 @@ def scrub_file(path: Path, secrets: set[str]) -> None:
     if not path.is_file():
         return
 
-    def clean(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: "***" if SECRET_KEY.search(str(k)) and isinstance(v, str) and v else clean(v)
-                    for k, v in node.items()}
-        if isinstance(node, list):
-            return [clean(v) for v in node]
-        if isinstance(node, str):
-            for value in sorted(secrets, key=len, reverse=True):
-                node = node.replace(value, "***")
-            return redact_overrides(node)
-        return node
+    def clean(text: str) -> str:
+        for value in sorted(secrets, key=len, reverse=True):
+            text = text.replace(value, "***")
+        return redact_overrides(text)
 
     data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    cleaned = clean(data)
+    cleaned = redacted(data, clean)
     if cleaned != data:
         OmegaConf.save(OmegaConf.create(cleaned), path)
 

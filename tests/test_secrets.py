@@ -36,6 +36,7 @@ def test_no_credential_is_written_anywhere(s3_root: tuple[str, dict], tmp_path: 
     assert out.returncode == 0, out.stderr[-3000:]
     assert api.keys == {f"Bearer {API_KEY}"} and len(api.requests) >= 3 + 3 * 3  # it answered and judged
     assert "#0 : " in out.stdout and "secret=***" in out.stdout  # Hydra's launch line, redacted
+    assert "Token authentication" not in out.stderr and "aiobotocore" not in out.stderr  # no library noise first
     plan = subprocess.run([sys.executable, "-m", "sweep", "plan=true", f"hydra.run.dir={outputs}", *storage],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert plan.returncode == 0, plan.stderr[-3000:]
