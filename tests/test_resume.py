@@ -65,6 +65,8 @@ def test_a_truncated_parquet_file_is_skipped_with_a_warning_and_recomputed(
     assert con.execute("select count(*) from generations").fetchone() == (9 - 1,)  # one answer per (model, eval) file
     result = run(fake_pool(f"warehouse.root={tmp_path}", "run.name=torn"))
     assert exact_rows(result.store, "torn") == FULL
+    err = capfd.readouterr().err  # each path whole on its line, though longer than the console is wide
+    assert f"warning: {victim} is not readable warehouse Parquet" in err and f"warning: {foreign} is not" in err
     # Set aside, not deleted: the two unreadable files, and the two judges' verdicts on the
     # answer that was asked again (they judged text that no longer exists).
     assert len(list((tmp_path / "superseded").glob("**/*.parquet"))) == 2 + 2
