@@ -22,3 +22,11 @@ def with_interval(value: float, lo: float, hi: float) -> str:
 def rank_with_range(rank: int, lo: float, hi: float) -> str:
     """A rank and, when the bootstrap moves it, its range: "3 (2–5)"."""
     return str(rank) + ("" if math.isnan(lo) or lo == hi else f" ({int(lo)}–{int(hi)})")
+
+
+# Shown under the failure-aware ranking in the terminal and on the page, so both say which ranking is which.
+FAILURE_AWARE_NOTE = (
+    "Failure-aware: an answer the model failed to give (empty, engine error, cut off with nothing to judge) "
+    "counts as the scale's minimum from every judge that would have judged it, so coverage is part of the "
+    "score. The ranking above is the study's definition: it averages only over the evals a model appears in."
+)
