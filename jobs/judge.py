@@ -279,7 +279,7 @@ def rows(card: ModelCard, suite: Suite, cells: Sequence[JudgeCell], answers: Map
                 pool_index=answer.pool_index, eval_id=cell.eval_id, sample=cell.sample, label=cell.label,
                 criteria=verdict.criteria,
                 score=weighted_score(verdict.criteria, suite) if verdict.criteria else None,
-                scale_max=suite.scale_max, justification=verdict.justification, status=verdict.status,
+                scale_max=suite.scale_max, scale_min=suite.scale_min, justification=verdict.justification, status=verdict.status,
                 error=verdict.error, raw=comp.text if comp else "", finish_reason=comp.finish_reason if comp else "",
                 prompt_tokens=comp.prompt_tokens if comp else 0, output_tokens=comp.output_tokens if comp else 0,
                 latency_s=comp.latency_s if comp else 0.0, attempts=attempts, created_at=now,

@@ -223,7 +223,7 @@ class Panel:
     own; every model must keep at least one judge of another family."""
     mode: Mode = Mode.non_thinking
     """Judges answer without reasoning by default: in the study, thinking judges ran out of
-    tokens before the verdict on 125 of 704 judgments."""
+    tokens before the verdict on 117 of 704 judgments (8 more were API errors)."""
     sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=512))
     justification_max_chars: int = 300
     """Bound on the justification string; the JSON grammar closes it there, so a judge

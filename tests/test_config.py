@@ -51,7 +51,7 @@ def test_default_is_the_cpu_pool_on_the_hard_suite() -> None:
     assert all(c.cpu_ok for c in cfg.model.cards.values())
     assert {c.prompt_format for c in cfg.model.cards.values()} == {PromptFormat.chat, PromptFormat.plain}
     assert cfg.evals.name == "hard" and len(cfg.evals.prompts) == 11
-    assert [c.weight for c in cfg.evals.criteria] == [0.30, 0.20, 0.20, 0.15, 0.15]
+    assert [c.weight for c in cfg.evals.criteria] == [0.25, 0.20, 0.20, 0.20, 0.15]  # the study's engine's weights
 
 
 def test_model_all_is_the_study_pool_with_sizing_facts() -> None:

@@ -22,8 +22,9 @@ def test_a_well_formed_verdict_is_ok_and_scored_by_us() -> None:
     verdict = parse(done(json.dumps({**GOOD, "total": 10})), SUITE)
     assert verdict.status == "ok" and verdict.justification == "Fine."
     assert verdict.criteria == {k: v for k, v in GOOD.items() if k != "justification"}
-    # 30/20/20/15/15 %: 0.3*7 + 0.2*6 + 0.2*8 + 0.15*5 + 0.15*6, exactly; the judge's "total" is ignored
-    assert weighted_score(verdict.criteria, SUITE) == 6.55
+    # 25/20/20/20/15 %: 0.25*7 + 0.2*6 + 0.2*8 + 0.2*5 + 0.15*6, exactly; the judge's "total" is ignored
+    # (the config file's unused 30/20/20/15/15 would give 0.3*7 + 0.2*6 + 0.2*8 + 0.15*5 + 0.15*6 = 6.55)
+    assert weighted_score(verdict.criteria, SUITE) == 6.45
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,7 @@ def judgment(judge: str, resp: str, eval_id: str, sample: int, status: str, crit
     return JudgmentRow(
         run_id="r", cell_key=f"j-{judge}-{resp}-{eval_id}-{sample}", answer_key=f"g-{resp}-{eval_id}-{sample}",
         judge=judge, judge_family="f", respondent=resp, respondent_family="f", pool_index=MODELS.index(resp),
-        eval_id=eval_id, sample=sample, label="Response A", criteria=criteria, score=score, scale_max=10,
+        eval_id=eval_id, sample=sample, label="Response A", criteria=criteria, score=score, scale_max=10, scale_min=1,
         justification=None, status=status, error=None, raw="{}", finish_reason="stop", prompt_tokens=1,
         output_tokens=1, latency_s=0.1, attempts=1, created_at=NOW,
     )
@@ -175,3 +175,66 @@ def test_eval_score_rounds_half_to_even_exactly(tmp_path: Path, scores: list[flo
     con = connect(load(tmp_path, [gen("m-alpha", "e0", 0, 1.0, 10)], rows))
     (got,) = con.execute("select eval_score from eval_scores").fetchone()
     assert Decimal(str(got)) == Decimal(expected) == half_even(sum(map(exact, scores)) / len(scores))
+
+
+def failure_aware_reference(rows: list[JudgmentRow]) -> dict[str, tuple[int, Decimal, int]]:
+    """(rank, avg_score, failed answers) per model, from the README's definition: each judge slot a
+    failed answer left empty (no_answer) scores the scale's minimum; otherwise the study's means."""
+    scores: dict[tuple[str, str], list[Fraction]] = defaultdict(list)
+    failed: dict[str, set[tuple[str, int]]] = defaultdict(set)
+    for r in rows:
+        if r.status == "no_answer":
+            scores[(r.respondent, r.eval_id)].append(Fraction(r.scale_min))
+            failed[r.respondent].add((r.eval_id, r.sample))
+        elif r.status == "ok" and r.score is not None and 0 < r.score <= r.scale_max:
+            scores[(r.respondent, r.eval_id)].append(exact(r.score))
+    eval_score = {k: half_even(sum(v) / len(v)) for k, v in scores.items()}
+    means = {m: sum(Fraction(s) for (n, _), s in eval_score.items() if n == m)
+             / sum(n == m for n, _ in eval_score) for m in MODELS}
+    order = sorted(MODELS, key=lambda m: (-means[m], MODELS.index(m)))
+    return {m: (order.index(m) + 1, half_even(means[m]), len(failed[m])) for m in MODELS}
+
+
+def test_a_model_that_fails_half_its_prompts_cannot_win_the_failure_aware_ranking(tmp_path: Path) -> None:
+    """The study's flaw, planted: m-alpha answers only e0-e3 but scores 9 there; the others answer all
+    seven evals at 7-8. The study's definition ranks m-alpha first (it averages only where it appears);
+    the failure-aware one counts its three missing answers at the scale's minimum."""
+    rnd = random.Random(7)
+    gens, rows = [], []
+    for m in MODELS:
+        for e in EVALS:
+            gens.append(gen(m, e, 0, 1.0, 50))
+            for judge in MODELS:
+                if judge == m:
+                    continue
+                if m == "m-alpha" and e >= "e4":
+                    rows.append(judgment(judge, m, e, 0, "no_answer", None))
+                else:
+                    top = 9 if m == "m-alpha" else rnd.choice([7, 8])
+                    rows.append(judgment(judge, m, e, 0, "ok", {c.name: top for c in SUITE.criteria}))
+    rows.append(judgment("m-beta", "m-gamma", "e0", 1, "invalid", None))  # a judge's failure: not counted
+    con = connect(load(tmp_path, gens, rows))
+    study = dict(con.execute("select model, rank from rankings where run_id = 'r'").fetchall())
+    assert study["m-alpha"] == 1
+    got = {m: (rank, Decimal(str(avg)), failed) for rank, m, avg, failed in con.execute(
+        "select rank, model, avg_score, failed_answers from failure_aware_ranking where run_id = 'r'").fetchall()}
+    assert got == failure_aware_reference(rows)
+    # m-alpha: (4 x 9 + 3 x 1) / 7 = 39/7 = 5.571.. -> 5.57, below every model that answered everything
+    assert got["m-alpha"] == (4, Decimal("5.57"), 3)
+    assert all(got[m][2] == 0 and got[m][0] < 4 for m in MODELS if m != "m-alpha")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_failure_aware_ranking_matches_its_definition(tmp_path: Path, seed: int) -> None:
+    """Planted failures mixed into the study's synthetic rows: no_answer for a random third of answers."""
+    gens, rows = synthetic(seed)
+    rnd = random.Random(seed)
+    gone = {(g.model, g.eval_id, g.sample) for g in gens if rnd.random() < 0.33}
+    rows = [JudgmentRow(**{**r.__dict__, "status": "no_answer", "criteria": None, "score": None})
+            if (r.respondent, r.eval_id, r.sample) in gone else r for r in rows]
+    con = connect(load(tmp_path, gens, rows))
+    got = {m: (rank, Decimal(str(avg)), failed) for rank, m, avg, failed in con.execute(
+        "select rank, model, avg_score, failed_answers from failure_aware_ranking where run_id = 'r'").fetchall()}
+    assert got == failure_aware_reference(rows)
+    # every planted failure that still has judge slots (synthetic() drops some of m-delta's e0 rows) is counted
+    assert sum(f for _, _, f in got.values()) == len(gone & {(r.respondent, r.eval_id, r.sample) for r in rows}) > 0

@@ -17,7 +17,7 @@ SQL_DIR = Path(__file__).parent / "sql"
 # in dependency order.
 MODELS = (
     "stg_generations", "stg_judgments", "stg_comparisons", "eval_scores", "model_scores", "rankings", "efficiency", "judge_leniency",
-    "judge_matrix", "family_leniency", "flat_judges", "judge_agreement", "common_evals_ranking",
+    "judge_matrix", "family_leniency", "flat_judges", "judge_agreement", "common_evals_ranking", "failure_aware_ranking",
     "coverage", "efficiency_frontier", "run_pairs", "ranking_deltas", "cell_deltas",
     "pairwise_ranking", "position_bias", "soft_scores",
 )

@@ -31,3 +31,11 @@ def consistency_text(consistency: float | None, pairs: int) -> str:
     if consistency is None:
         return "-"
     return f"{round(consistency * pairs)}/{pairs} pairs ({consistency:.2f})"
+
+
+# Shown under the failure-aware ranking in the terminal and on the page, so both say which ranking is which.
+FAILURE_AWARE_NOTE = (
+    "Failure-aware: an answer the model failed to give (empty, engine error, cut off with nothing to judge) "
+    "counts as the scale's minimum from every judge that would have judged it, so coverage is part of the "
+    "score. The ranking above is the study's definition: it averages only over the evals a model appears in."
+)

@@ -27,7 +27,7 @@ from bokeh.transform import dodge, linear_cmap
 from jinja2 import Environment, PackageLoader
 
 from warehouse import stats
-from warehouse.formats import consistency_text, fmt, rank_with_range, with_interval
+from warehouse.formats import FAILURE_AWARE_NOTE, consistency_text, fmt, rank_with_range, with_interval
 from warehouse.store import Store
 
 _ENV = Environment(loader=PackageLoader("warehouse", "templates"), autoescape=True,
@@ -104,6 +104,11 @@ RANKING = (
     Column("Top 3", "top3", show=lambda r: f"{r['top3']}/{r['evals']}"), Column("Avg σ", "avg_sigma"),
     Column("Valid/Total", "valid_judgments", show=lambda r: f"{r['valid_judgments']}/{r['total_judgments']}"),
 )
+FAILURE_AWARE = (
+    Column("Rank", "rank"), Column("Model", "model"), Column("Avg Score", "avg_score"),
+    Column("Failed answers", "failed_answers", show=lambda r: f"{r['failed_answers']}/{r['answers']}"),
+    Column("Evals", "evals"), Column("Study rank", "study_rank", show=lambda r: rank_with_range(r["study_rank"], math.nan, math.nan)),
+)
 EFFICIENCY = (
     Column("Model", "model"), Column("Avg Time (s)", "avg_time_s"), Column("Output tok/s", "output_tokens_per_s", 1),
     Column("Score/sec", "score_per_sec", 3), Column("Avg Score / Avg Time", "avg_score_per_avg_time", 3),
@@ -172,6 +177,9 @@ def run_page(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
         "subheading": f"{run['suite']} suite, {len(pool)} models: {', '.join(pool)}. "
                       f"{run['status']}, started {run['started_at']:%Y-%m-%d %H:%M} UTC",
         "ranking": table("ranking", RANKING, ranking),
+        "failure_aware": table("failure-aware", FAILURE_AWARE, records(
+            con, "select * from failure_aware_ranking where run_id = ? order by rank", run_id)),
+        "failure_aware_note": FAILURE_AWARE_NOTE,
         "intervals": f"{panel.level:.0%} percentile intervals over {panel.replicates} bootstrap replicates "
                      f"(evals and judges resampled, seed {panel.seed})" if panel else "no valid score: no intervals",
         "efficiency": table("efficiency", EFFICIENCY, efficiency),

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from warehouse import stats
-from warehouse.formats import consistency_text, fmt, rank_with_range, with_interval
+from warehouse.formats import FAILURE_AWARE_NOTE, consistency_text, fmt, rank_with_range, with_interval
 from warehouse.store import Store
 
 
@@ -43,6 +43,19 @@ def ranking_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
     for rank, model, avg, wins, top3, evals, sigma, valid, total, _ in rows:
         t.add_row(rank_with_range(rank, math.nan, math.nan), model, fmt(avg), str(wins), f"{top3}/{evals}", fmt(sigma),
                   f"{valid}/{total}")
+    return t
+
+
+def failure_aware_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
+    t = _table(f"Failure-aware ranking, run {run_id}",
+               ("Rank", "Model", "Avg Score", "Failed answers", "Evals", "Study rank"), FAILURE_AWARE_NOTE)
+    rows = con.execute(
+        "select rank, model, avg_score, failed_answers, answers, evals, study_rank "
+        "from failure_aware_ranking where run_id = ? order by rank", [run_id],
+    ).fetchall()
+    for rank, model, avg, failed, answers, evals, study_rank in rows:
+        t.add_row(str(rank), model, fmt(avg), f"{failed}/{answers}", str(evals),
+                  rank_with_range(study_rank, math.nan, math.nan))
     return t
 
 
@@ -259,6 +272,7 @@ def run_line(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
 
 def print_report(con: duckdb.DuckDBPyConnection, store: Store, run_id: str, console: Console) -> None:
     console.print(ranking_table(con, run_id))
+    console.print(failure_aware_table(con, run_id))
     console.print(efficiency_table(con, run_id))
     console.print(leniency_table(con, run_id))
     console.print(coverage_table(con, run_id))

@@ -98,6 +98,10 @@ class JudgmentRow:
         "Expected weighted score under the judge's probabilities of the score tokens (judge.soft_scores); "
         "null when off, not ok, or the engine gave no logprobs", default=None,
     )
+    scale_min: Optional[int] = doc(
+        "Bottom of the score scale: what failure_aware_ranking counts for an answer never given; "
+        "null in runs written before it was stored", default=None,
+    )
 
 
 @dataclass(frozen=True)
