@@ -380,5 +380,5 @@ def register() -> None:
     """Make the schema available to Hydra as ``base_config`` (first in conf/config.yaml), and
     ``${stem:URL}`` (a file or folder name without its extension: evals=file's default name)."""
     ConfigStore.instance().store(name="base_config", node=SweepConfig)
-    OmegaConf.register_new_resolver("stem", lambda url: PurePosixPath(str(url).rstrip("/")).name.split(".")[0],
+    OmegaConf.register_new_resolver("stem", lambda url: PurePosixPath(str(url or "file").rstrip("/")).name.split(".")[0],
                                     replace=True)

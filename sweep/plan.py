@@ -240,7 +240,8 @@ def validate(cfg: SweepConfig) -> None:
                              "add them from the model's config.json, or serve the model and use engine=openai")
     suite = cfg.evals
     if not suite.prompts:
-        raise SweepError(f"suite '{suite.name}' has no prompts", "add prompts to the suite or choose another: evals=hard")
+        raise SweepError(f"suite '{suite.name}' has no prompts", "add prompts to the suite, read them from a file "
+                         "(evals=file evals.path=URL) or choose another: evals=hard")
     ids = [i.id for i in suite.prompts]
     if len(set(ids)) != len(ids):
         raise SweepError(f"suite '{suite.name}' repeats prompt ids", "give every prompt a unique id")

@@ -49,11 +49,7 @@ class _Row:
 
 def resolve(conf: SweepConfig) -> tuple[SweepConfig, Optional[Source]]:
     """The config with its suite's prompts read from ``evals.path``; unchanged (and None) without one."""
-    if conf.evals.path is None:
-        if not conf.evals.prompts:  # evals=file without a path (Hydra's ??? reads as None here)
-            raise SweepError("evals.path is not set and the suite has no prompts",
-                             "set evals.path=URL (a JSONL, Parquet or CSV file, or a folder of them), or choose a "
-                             "YAML suite: evals=hard")
+    if conf.evals.path is None:  # a YAML suite (or evals=file without a path: plan.validate says so)
         return conf, None
     suite, source = load(conf.evals)
     return replace(conf, evals=suite), source

@@ -176,7 +176,7 @@ def test_the_cli_refuses_a_bad_file_before_ray_starts(tmp_path: Path) -> None:
     assert not (tmp_path / "wh").exists()
     planned = subprocess.run([sys.executable, "-m", "sweep", "evals=file", "plan=true"], capture_output=True,
                              text=True, timeout=120, cwd=ROOT_DIR)
-    assert planned.returncode == 2 and "error: evals.path is not set" in planned.stderr, planned.stderr
+    assert planned.returncode == 2 and "error: suite 'file' has no prompts" in planned.stderr and "evals.path=URL" in planned.stderr, planned.stderr
 
 
 def test_identical_texts_with_different_ids_are_two_cells(tmp_path: Path) -> None:
