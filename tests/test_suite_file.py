@@ -174,6 +174,10 @@ def test_the_cli_refuses_a_bad_file_before_ray_starts(tmp_path: Path) -> None:
     assert out.stderr == (f"error: {path} line 2 repeats id 'a' of {path} line 1 with a different prompt\n"
                           "fix: give one of the two prompts another id\n")
     assert not (tmp_path / "wh").exists()
+    fine = jsonl(tmp_path / "fine.jsonl", ROWS)
+    planned = subprocess.run([sys.executable, "-m", "sweep", "evals=file", f"evals.path={fine}", "plan=true",
+                              "judge.judges_per_answer=1"], capture_output=True, text=True, timeout=120, cwd=ROOT_DIR)
+    assert planned.returncode == 0 and "makespan" in planned.stdout, planned.stderr
     planned = subprocess.run([sys.executable, "-m", "sweep", "evals=file", "plan=true"], capture_output=True,
                              text=True, timeout=120, cwd=ROOT_DIR)
     assert planned.returncode == 2 and "error: suite 'file' has no prompts" in planned.stderr and "evals.path=URL" in planned.stderr, planned.stderr
