@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import PurePosixPath
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 class PromptFormat(Enum):
@@ -200,10 +201,34 @@ class EvalPrompt:
 
 
 @dataclass
+class SuiteFields:
+    """Which column of a suite file holds each field of a prompt (``evals.fields.<name>=<column>``)."""
+
+    id: str = "id"
+    prompt: str = "prompt"
+    rubric: str = "rubric"
+    """Optional column: what a strong answer contains."""
+    reference: str = "reference"
+    """Optional column: a reference answer, shown to judges after the rubric."""
+    category: str = "category"
+    """Optional column."""
+
+
+@dataclass
 class Suite:
     """A named set of prompts plus how judges score answers to them."""
 
     name: str = MISSING
+    """evals=file: the file's stem unless set."""
+    path: Optional[str] = None
+    """A JSONL, Parquet or CSV file, or a folder of them, at any fsspec URL (evals=file): its rows
+    become the prompts (sweep/suite_file.py); the format comes from the extension."""
+    fields: SuiteFields = field(default_factory=SuiteFields)
+    limit: Optional[int] = None
+    """Take a random subset of this many rows of the file (reproducible: ``seed``); None = all."""
+    seed: int = 0
+    storage_options: dict[str, str] = field(default_factory=dict)
+    """Passed to fsspec for ``path`` (e.g. ``endpoint_url`` for an S3-compatible store)."""
     scale_min: int = 1
     scale_max: int = 10
     criteria: list[Criterion] = MISSING
@@ -243,6 +268,13 @@ class Panel:
     "Response 1" and "Response 2") and picks the better or a tie, once in each order, so position
     bias can be measured (table comparisons; views pairwise_ranking, position_bias). Costs one
     request per ordered pair of peers a judge may judge, per prompt and sample."""
+    judges_per_answer: int = 0
+    """K: each answer is judged by K of its eligible peers, chosen by a balanced design fixed in the
+    plan (sweep/panel.py); 0 = every eligible peer. Scores only: pairwise verdicts keep every pair."""
+    min_other_families: int = 0
+    """With judges_per_answer: at least this many of an answer's K judges come from other families."""
+    seed: int = 0
+    """Seed of the panel design: the same seed gives the same judges for every answer."""
 
 
 @dataclass
@@ -345,5 +377,8 @@ class SweepConfig:
 
 
 def register() -> None:
-    """Make the schema available to Hydra as ``base_config`` (first in conf/config.yaml)."""
+    """Make the schema available to Hydra as ``base_config`` (first in conf/config.yaml), and
+    ``${stem:URL}`` (a file or folder name without its extension: evals=file's default name)."""
     ConfigStore.instance().store(name="base_config", node=SweepConfig)
+    OmegaConf.register_new_resolver("stem", lambda url: PurePosixPath(str(url or "file").rstrip("/")).name.split(".")[0],
+                                    replace=True)

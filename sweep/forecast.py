@@ -18,6 +18,7 @@ from typing import Iterable, Optional
 
 from rich.table import Table
 
+from sweep import suite_file
 from sweep.config import Mode, ModelCard, SweepConfig
 from sweep.local_ray import schedulable_memory
 from sweep.plan import SweepPlan, plan
@@ -328,6 +329,7 @@ def _duration(s: float) -> str:
 
 def show_plan(conf: SweepConfig) -> Table:
     """``plan=true``: the table for the configured cluster, described or this machine; no Ray."""
+    conf = suite_file.resolve(conf)[0]
     inventory = described(conf.cluster) if conf.cluster.nodes else local_inventory()
     the_plan = plan(conf, conf.run.name or "plan", inventory)
     return plan_table(the_plan, conf, best_policy(the_plan, conf, inventory)[1], inventory)

@@ -10,13 +10,13 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Sequence
 
 from jobs import compare as comparing
 from jobs import judge as judging
 from jobs.engines.base import PLAIN_STOP, SamplingParams
 from jobs.generate import build_messages
-from sweep import sizing
+from sweep import panel, sizing
 from sweep.config import Mode, ModelCard, NodeGroup, Panel, PromptFormat, Sampling, Suite, SweepConfig
 from sweep.errors import SweepError
 
@@ -140,18 +140,21 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
             for sample in range(cfg.run.samples):
                 sampling = resolve_sampling(card, card.mode, cfg.sampling, seed=cfg.run.seed + sample)
                 messages = build_messages(card.system_prompt, item.prompt)
-                key = content_key("generate", _identity(card), messages, sampling)
+                # The eval id too: two suite items with the same text are two cells, each judged on its own rubric.
+                key = content_key("generate", _identity(card), item.id, messages, sampling)
                 answers.append(GenerateCell(key, card.name, item.id, sample, messages, sampling))
 
     labels = {c.name: f"Response {chr(ord('A') + i % 26)}{i // 26 or ''}" for i, c in enumerate(cards)}
     rubric = {item.id: item.rubric for item in suite.prompts}
-    by_name = {c.name: c for c in cards}
     scrub = judging.identity_terms(cards)
     judgments: list[JudgeCell] = []
+    chosen = panel.assign([(a.model, (a.eval_id, a.sample)) for a in answers], eligible_judges(cfg.judge, cards),
+                          {c.name: c.family for c in cards}, cfg.judge.judges_per_answer,
+                          cfg.judge.min_other_families, cfg.judge.seed)
     for judge_card in cards:
         sampling = resolve_sampling(judge_card, cfg.judge.mode, cfg.judge.sampling, seed=cfg.run.seed)
         for answer in answers:
-            if not judges(cfg.judge, judge_card, by_name[answer.model]):
+            if judge_card.name not in chosen[answer.model, (answer.eval_id, answer.sample)]:
                 continue
             key = content_key(
                 "judge", _identity(judge_card), cfg.judge.mode.value, answer.key, judging.TEMPLATE,
@@ -202,6 +205,11 @@ def judges(panel: Panel, judge: ModelCard, respondent: ModelCard) -> bool:
     return not (panel.exclude_self and judge.name == respondent.name)
 
 
+def eligible_judges(panel_cfg: Panel, cards: Sequence[ModelCard]) -> dict[str, list[str]]:
+    """Respondent -> the cards that may judge it, in pool order."""
+    return {r.name: [j.name for j in cards if judges(panel_cfg, j, r)] for r in cards}
+
+
 def validate(cfg: SweepConfig) -> None:
     """The checks a type can't express; each error names the key and the fix."""
     cards = list(cfg.model.cards.values())
@@ -223,6 +231,8 @@ def validate(cfg: SweepConfig) -> None:
             "the pool has no card of another family",
             "add a card of another family, or set judge.exclude_same_family=false",
         )
+    panel.check(eligible_judges(cfg.judge, cards), {c.name: c.family for c in cards}, cfg.judge.judges_per_answer,
+                cfg.judge.min_other_families)
     for key, card in cfg.model.cards.items():
         if card.remote:
             validate_endpoint(key, card)
@@ -239,7 +249,8 @@ def validate(cfg: SweepConfig) -> None:
                              "add them from the model's config.json, or serve the model and use engine=openai")
     suite = cfg.evals
     if not suite.prompts:
-        raise SweepError(f"suite '{suite.name}' has no prompts", "add prompts to the suite or choose another: evals=hard")
+        raise SweepError(f"suite '{suite.name}' has no prompts", "add prompts to the suite, read them from a file "
+                         "(evals=file evals.path=URL) or choose another: evals=hard")
     ids = [i.id for i in suite.prompts]
     if len(set(ids)) != len(ids):
         raise SweepError(f"suite '{suite.name}' repeats prompt ids", "give every prompt a unique id")

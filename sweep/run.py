@@ -27,7 +27,7 @@ from rich.text import Text
 
 from jobs.engines import EngineSettings
 from jobs.models import check_weights
-from sweep import local_ray, provenance, sizing
+from sweep import local_ray, provenance, sizing, suite_file
 from sweep.checks import typed
 from sweep.config import ModelCard, SweepConfig
 from sweep.endpoints import check_endpoints
@@ -90,6 +90,7 @@ def to_config(cfg: DictConfig | SweepConfig) -> tuple[SweepConfig, str]:
 def run(cfg: DictConfig | SweepConfig) -> RunResult:
     started = time.monotonic()
     conf, config_yaml = to_config(cfg)
+    conf, suite_source = suite_file.resolve(conf)
     validate(conf)
     for card in conf.model.cards.values():
         check_weights(card)
@@ -119,7 +120,9 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
             config_yaml=config_yaml, config_hash=provenance.config_hash(config_yaml),
             git_commit=provenance.git_commit(), packages=provenance.package_versions(),
             hardware=provenance.hardware(inventory), pool=[c.name for c in the_plan.cards],
-            suite=the_plan.suite.name, generate_cells=len(the_plan.generate), judge_cells=len(the_plan.judge),
+            suite=the_plan.suite.name, suite_source=suite_source and suite_source.url,
+            suite_sha256=suite_source and suite_source.sha256, suite_rows=suite_source and suite_source.rows,
+            generate_cells=len(the_plan.generate), judge_cells=len(the_plan.judge),
             model_loads=0, reused_cells=reuse.cells, instance_failures=0, wall_s=None,
         )
         store.write("runs", [run_row], "run.parquet", run_id=run_id)

@@ -12,6 +12,7 @@ from omegaconf.errors import ValidationError
 
 from hydra import compose, initialize_config_dir
 
+from sweep import suite_file
 from sweep.config import Endpoint, Mode, PromptFormat, SweepConfig
 from sweep.errors import SweepError
 from sweep.plan import plan, validate
@@ -38,8 +39,10 @@ def test_every_model_option_composes_and_validates(option: str) -> None:
 
 
 @pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "evals").glob("*.yaml")))
-def test_every_suite_composes_and_validates(option: str) -> None:
-    cfg = compose_config(f"evals={option}")
+def test_every_suite_composes_and_validates(option: str, tmp_path: Path) -> None:
+    path = tmp_path / "mine.jsonl"  # evals=file reads its prompts from evals.path
+    path.write_text('{"id": "hi", "prompt": "Say hello.", "rubric": "A greeting."}\n')
+    cfg, _ = suite_file.resolve(compose_config(f"evals={option}", *([f"evals.path={path}"] * (option == "file"))))
     validate(cfg)
     assert all(p.rubric.strip() and p.prompt.strip() for p in cfg.evals.prompts)
 

@@ -160,6 +160,10 @@ class RunRow:
     reused_cells: int = doc("Cells found in the warehouse and not recomputed (resume)")
     instance_failures: int = doc("Model instances that died, failed or hung and were replaced")
     wall_s: Optional[float] = doc("Wall time of the run, seconds")
+    suite_source: Optional[str] = doc("evals=file: the URL the prompts were read from; null for a YAML suite",
+                                      default=None)
+    suite_sha256: Optional[str] = doc("evals=file: SHA-256 over the suite files' names and bytes", default=None)
+    suite_rows: Optional[int] = doc("evals=file: rows in the suite file(s), before evals.limit", default=None)
 
 
 _SCALARS: dict[Any, pa.DataType] = {

@@ -15,6 +15,11 @@ warehouse. Definitions (also in README.md, "Judging statistics"):
   ``sum(leniency) = 0`` constraint). Intervals are percentiles of the replicates; replicates in
   which some model gets no score (or the fit is not identified) are dropped and counted.
 - Leave-one-judge-out: Kendall's tau-b between the scores with every judge and without one.
+- Incomplete panels (judge.judges_per_answer = K): nothing changes. A cube cell holds what its judge
+  gave, so Avg Score averages the scores each answer got, the fit is the same least squares over the
+  judgments that exist (identified when the judge-respondent graph is connected, which a balanced
+  panel of K >= 1 is once each judge meets each respondent), and a bootstrap replicate in which some
+  model's drawn judges never scored it is dropped and counted like any other.
 - Position bias (pairwise verdicts): the exact two-sided binomial test of a judge's first_wins out
   of its decided verdicts (view ``position_bias``) against 1/2: p = min(1, 2 P(X <= min(k, n - k)))
   for X ~ Binomial(n, 1/2), k = first_wins, n = decided. A judge is flagged when p < BIAS_ALPHA.

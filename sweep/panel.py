@@ -1,0 +1,114 @@
+"""Judge panels of K: which of an answer's eligible peers judge it (``judge.judges_per_answer``). Pure.
+
+The design is fixed in the plan, so resume and the forecast see the same panel, and it is balanced:
+
+- pairs first: each respondent's answers go to its eligible judges in turn, the judge that has judged
+  that respondent least so far first, so over a respondent's answers every eligible judge judges it
+  equally often, to within one answer;
+- loads second: among judges tied on the pair count, the one with the fewest judgments so far, so
+  every judge carries about the same load (exactly so when every judge is eligible for as many
+  respondents: the plain peer panel, or families of equal size with exclude_same_family); a judge
+  eligible for fewer respondents carries less;
+- answers are dealt prompt by prompt, the prompts and the respondents of a prompt in a seeded order, and remaining
+  ties go to a seeded hash, so the same seed gives the same panel and no judge is favoured by its
+  place in the pool.
+
+``min_other_families`` = M: the first M judges of an answer are picked (by the same rule) among the
+eligible judges of another family, the rest among all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+from collections import defaultdict
+from typing import Hashable, Mapping, Sequence
+
+from sweep.errors import SweepError
+
+Slot = Hashable
+"""What a respondent answered: (eval_id, sample) in the planner."""
+
+
+def _rank(seed: int, *parts: object) -> str:
+    return hashlib.sha256(repr((seed, *parts)).encode()).hexdigest()
+
+
+def check(eligible: Mapping[str, Sequence[str]], family: Mapping[str, str], k: int, min_other: int) -> None:
+    """Refuse a K or M the pool can't give every respondent, before anything runs."""
+    if k < 0 or min_other < 0:
+        raise SweepError(f"judge.judges_per_answer={k}, judge.min_other_families={min_other} must not be negative",
+                         "set them to 0 or more (judges_per_answer=0: every eligible peer)")
+    if k and min_other > k:
+        raise SweepError(f"judge.min_other_families={min_other} is more than judge.judges_per_answer={k}",
+                         f"set judge.min_other_families to at most {k}")
+    for respondent, judges in eligible.items():
+        if k > len(judges):
+            raise SweepError(f"judge.judges_per_answer={k} but {respondent} has only {len(judges)} eligible judge(s) "
+                             f"({', '.join(judges)})", f"set judge.judges_per_answer to at most {len(judges)}, or 0 for "
+                             "every eligible peer")
+        others = [j for j in judges if family[j] != family[respondent]]
+        if min_other > len(others):
+            raise SweepError(f"judge.min_other_families={min_other} but {respondent} ({family[respondent]}) has "
+                             f"{len(others)} eligible judge(s) of other families",
+                             f"set judge.min_other_families to at most {len(others)}, or add cards of other families")
+
+
+def assign(answers: Sequence[tuple[str, Slot]], eligible: Mapping[str, Sequence[str]], family: Mapping[str, str],
+           k: int, min_other: int = 0, seed: int = 0) -> dict[tuple[str, Slot], frozenset[str]]:
+    """(respondent, slot) -> its judges: K of ``eligible[respondent]`` (all of them when K = 0)."""
+    check(eligible, family, k, min_other)
+    if k == 0:
+        return {(r, s): frozenset(eligible[r]) for r, s in answers}
+    slot_rank = {s: _rank(seed, "slot", s) for s in dict.fromkeys(s for _, s in answers)}
+    order = sorted(answers, key=lambda a: (slot_rank[a[1]], _rank(seed, "order", a[1], a[0])))
+    ties = random.Random(seed)  # drawn in that order, so a pure function of the answers and the seed
+    pairs: dict[tuple[str, str], int] = defaultdict(int)
+    load: dict[str, int] = defaultdict(int)
+    out: dict[tuple[str, Slot], frozenset[str]] = {}
+    for respondent, slot in order:
+        tie = {j: ties.random() for j in eligible[respondent]}
+
+        def best(pool: list[str], n: int) -> list[str]:
+            return heapq.nsmallest(n, pool, key=lambda j: (pairs[respondent, j], load[j], tie[j])) if n else []
+
+        others = [j for j in eligible[respondent] if family[j] != family[respondent]]
+        chosen = best(others, min_other)
+        chosen += best([j for j in eligible[respondent] if j not in chosen], k - len(chosen))
+        for j in chosen:
+            pairs[respondent, j] += 1
+            load[j] += 1
+        out[respondent, slot] = frozenset(chosen)
+    _even_loads(out, eligible, family, min_other, pairs, load)
+    return out
+
+
+def _even_loads(out: dict[tuple[str, Slot], frozenset[str]], eligible: Mapping[str, Sequence[str]],
+                family: Mapping[str, str], min_other: int, pairs: dict[tuple[str, str], int],
+                load: dict[str, int]) -> None:
+    """Hand answers from the busiest judge to the idlest while their loads differ by 2 or more.
+
+    A move takes an answer of a respondent for which the busy judge holds one of the extra pair counts
+    and the idle one doesn't, so the respondent's pair counts stay within one; it keeps the answer's
+    judges of other families at min_other or more. Each move lowers the sum of squared loads, so it ends."""
+    judges = sorted({j for js in eligible.values() for j in js})
+    while True:
+        busy = max(judges, key=lambda j: (load[j], j))
+        for idle in sorted(judges, key=lambda j: (load[j], j)):
+            if load[busy] - load[idle] < 2:
+                return
+            move = next(((r, s) for (r, s), js in out.items()
+                         if busy in js and idle not in js and idle in eligible[r]
+                         and pairs[r, busy] > pairs[r, idle]
+                         and sum(family[j] != family[r] for j in js - {busy} | {idle}) >= min_other), None)
+            if move is not None:
+                r = move[0]
+                out[move] = out[move] - {busy} | {idle}
+                pairs[r, busy] -= 1
+                pairs[r, idle] += 1
+                load[busy] -= 1
+                load[idle] += 1
+                break
+        else:
+            return
