@@ -140,7 +140,8 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
             for sample in range(cfg.run.samples):
                 sampling = resolve_sampling(card, card.mode, cfg.sampling, seed=cfg.run.seed + sample)
                 messages = build_messages(card.system_prompt, item.prompt)
-                key = content_key("generate", _identity(card), messages, sampling)
+                # The eval id too: two suite items with the same text are two cells, each judged on its own rubric.
+                key = content_key("generate", _identity(card), item.id, messages, sampling)
                 answers.append(GenerateCell(key, card.name, item.id, sample, messages, sampling))
 
     labels = {c.name: f"Response {chr(ord('A') + i % 26)}{i // 26 or ''}" for i, c in enumerate(cards)}

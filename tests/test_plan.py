@@ -101,3 +101,15 @@ def test_host_memory_refusal_on_a_small_node() -> None:
     tiny = sizing.Inventory((sizing.Node(2, 0, 1 * GiB),))
     with pytest.raises(SweepError, match="needs .* GiB of host memory; the largest node has 1.0 GiB"):
         plan(compose_config("evals=smoke"), "r", tiny)
+
+
+def test_two_prompts_with_the_same_text_are_two_cells() -> None:
+    """Issue 13: the cell key holds the eval id, so a suite item repeated under another id (another rubric)
+    gets its own answers and its own verdicts, and no written row is hidden behind a shared key."""
+    cfg = compose_config("evals=smoke", "evals.prompts.1.prompt=${evals.prompts.0.prompt}")
+    assert cfg.evals.prompts[0].prompt == cfg.evals.prompts[1].prompt
+    p = plan(cfg, "r1", LAPTOP)
+    keys = [c.key for c in (*p.generate, *p.judge)]
+    assert len(set(keys)) == len(keys) == len(p.generate) + len(p.judge)
+    by_eval = {(c.model, c.eval_id): c.key for c in p.generate}
+    assert all(by_eval[m, "capital-france"] != by_eval[m, "addition"] for m, _ in by_eval)
