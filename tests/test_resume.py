@@ -3,6 +3,7 @@ touch, unreadable files are set aside, and re-asks are bounded and recorded."""
 
 from __future__ import annotations
 
+import posixpath
 import subprocess
 import sys
 from pathlib import Path
@@ -20,11 +21,11 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 
 def test_rerunning_the_same_config_does_no_model_work(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     first = run(fake_pool(f"warehouse.root={tmp_path}", "run.name=same"))
-    files = sorted(p.name for p in tmp_path.glob("*/**/*.parquet"))
+    files = first.store.files("generations") + first.store.files("judgments")
     again = run(fake_pool(f"warehouse.root={tmp_path}", "run.name=same"))
     assert (first.model_loads, again.model_loads) == (3, 0)
     assert "nothing to compute" in capfd.readouterr().err
-    assert sorted(p.name for p in tmp_path.glob("*/**/*.parquet")) == files
+    assert again.store.files("generations") + again.store.files("judgments") == files  # none rewritten
     assert exact_rows(again.store, "same") == FULL
     assert connect(again.store).execute("select reused_cells from runs").fetchone() == (27,)
 
@@ -39,16 +40,22 @@ def test_changing_one_prompt_redoes_only_its_cells(tmp_path: Path) -> None:
     assert con.execute("select reused_cells from runs").fetchone() == (18,)
     assert exact_rows(result.store, "edit") == FULL
     assert con.execute("select count(*) from generations where prompt like '%Italy%'").fetchone() == (3,)
-    superseded = list((tmp_path / "superseded").glob("**/*.parquet"))
-    assert len(superseded) == 3 + 3  # the old answer file of each model and verdict file of each judge
-    assert len(list((tmp_path / "generations").glob("**/eval_id=capital-france/*.parquet"))) == 3  # the new ones
+    superseded = [p.relative_to(tmp_path / "superseded").parts[0] for p in (tmp_path / "superseded").glob("**/*.parquet")]
+    # the old answer file of each model and verdict file of each judge, and the run's row each time it was rewritten
+    assert sorted(superseded) == ["generations"] * 3 + ["judgments"] * 3 + ["runs"] * 3
+    # each old file's reusable cells in a file of their own, and the new answers in one file per model
+    assert len(result.store.files("generations", "edit")) == 3 + 3
 
 
 def test_resume_false_recomputes_without_duplicates(tmp_path: Path) -> None:
-    run(fake_pool(f"warehouse.root={tmp_path}", "run.name=fresh"))
+    first = run(fake_pool(f"warehouse.root={tmp_path}", "run.name=fresh"))
+    old = [posixpath.relpath(p, tmp_path) for t in ("generations", "judgments") for p in first.store.files(t)]
     again = run(fake_pool(f"warehouse.root={tmp_path}", "run.name=fresh", "run.resume=false"))
     assert again.model_loads == 3
     assert exact_rows(again.store, "fresh") == FULL
+    # The recomputed cells replace the old files, which are kept under superseded/, not rewritten in place.
+    assert sorted(str(p.relative_to(tmp_path / "superseded")) for t in ("generations", "judgments")
+                  for p in (tmp_path / "superseded" / t).glob("**/*.parquet")) == sorted(old)
 
 
 def test_a_truncated_parquet_file_is_skipped_with_a_warning_and_recomputed(
@@ -62,12 +69,13 @@ def test_a_truncated_parquet_file_is_skipped_with_a_warning_and_recomputed(
     con = connect(Store(str(tmp_path)))
     err = capfd.readouterr().err
     assert f"warning: skipping {victim}" in err and f"warning: skipping {foreign}" in err
-    assert con.execute("select count(*) from generations").fetchone() == (9 - 1,)  # one answer per (model, eval) file
+    assert con.execute("select count(*) from generations").fetchone() == (9 - 3,)  # a batch file: one model's answers
     result = run(fake_pool(f"warehouse.root={tmp_path}", "run.name=torn"))
     assert exact_rows(result.store, "torn") == FULL
     # Set aside, not deleted: the two unreadable files, and the two judges' verdicts on the
     # answer that was asked again (they judged text that no longer exists).
-    assert len(list((tmp_path / "superseded").glob("**/*.parquet"))) == 2 + 2
+    # (their other verdicts are kept, in a file of their own).
+    assert len([p for t in ("generations", "judgments") for p in (tmp_path / "superseded" / t).glob("**/*.parquet")]) == 2 + 2
 
 
 def test_sql_on_the_warehouse_is_read_only(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("runs", nargs="*", metavar="RUN", help="run id (default: the latest run)")
     args = parser.parse_args(argv)
     if args.command == "views":
-        print(script(str(Path(args.root).resolve())))
+        print(script(Store(args.root)))
         return 0
 
     out = console()

@@ -29,8 +29,11 @@ create or replace macro rest_2dp(total, n, run, part) as (
 );
 
 -- The rows of a raw table (named as a string) that are the latest write of their cell: a retried cell
--- may have been written twice, and the newest row wins.
+-- may have been written twice, and the newest row wins; rows written at the same instant go to the
+-- later file name, then the later row, so the choice (and every sum over it) is the same on every run.
 create or replace macro latest_rows(raw_table) as table
-    select *
+    select * exclude (filename, file_row_number)
     from query_table(raw_table)
-    qualify row_number() over (partition by run_id, cell_key order by created_at desc) = 1;
+    qualify row_number() over (
+        partition by run_id, cell_key order by created_at desc, filename desc, file_row_number desc
+    ) = 1;
