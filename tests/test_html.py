@@ -38,17 +38,17 @@ def store(tmp_path_factory: pytest.TempPathFactory, ray_local: None) -> Store:
     root = tmp_path_factory.mktemp("warehouse")
     run(fake_pool(f"warehouse.root={root}", "run.name=base"))
     store = run(fake_pool(f"warehouse.root={root}", "run.name=twice", "run.samples=2")).store
-    row = GenerationRow(**pq.read_table(answer_file(store, *FAILED)).to_pylist()[0])
+    rows = {p: [GenerationRow(**r) for r in pq.read_table(p).to_pylist()] for p in store.files("generations", "twice")}
+    row = next(r for file in rows.values() for r in file if (r.model, r.eval_id, r.sample) == (*FAILED, 0))
     failed = dataclasses.replace(row, status="error", answer="", finish_reason="error", error=ERROR,
                                  created_at=dt.datetime.now(dt.timezone.utc))  # the newest write of a cell wins
-    store.write("generations", [failed], "part-failed.parquet", run_id="twice", model=FAILED[0], eval_id=FAILED[1])
-    store.fs.rm(answer_file(store, *MISSING))
+    store.write("generations", [failed], "part-failed.parquet", run_id="twice", model=FAILED[0])
+    # A missing cell: the batch files holding it written again without it (the old ones go to superseded/).
+    for path, file in rows.items():
+        if any((r.model, r.eval_id) == MISSING for r in file):
+            store.write("generations", [r for r in file if (r.model, r.eval_id) != MISSING], f"without-{Path(path).name}",
+                        replaces=[path], run_id="twice", model=MISSING[0])
     return store
-
-
-def answer_file(store: Store, model: str, eval_id: str) -> str:
-    (path,) = [f for f in store.files("generations", "twice") if f"/model={model}/eval_id={eval_id}/" in f]
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""``python -m warehouse query "SQL"``, ``report [RUN [RUN_B]] [--html FILE]``, ``views`` (SQL for the duckdb CLI)."""
+"""``python -m warehouse query "SQL"``, ``report [RUN [RUN_B]] [--html FILE]``, ``views`` (SQL for the duckdb CLI),
+``compact [RUN]``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import duckdb
 from sweep.config import Warehouse
-from warehouse.db import connect, script
+from warehouse.db import compact, connect, script
 from warehouse.html import compare_page, run_page
 from warehouse.report import console, coverage_table, deltas_table, latest_run, print_report
 from warehouse.store import Store
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("views", help="print every view as SQL for the duckdb CLI: duckdb -init views.sql")
     c = sub.add_parser("coverage", help="the model x eval matrix of a run: usable, missing and failed cells")
     c.add_argument("runs", nargs="*", metavar="RUN", help="run id (default: the latest run)")
+    k = sub.add_parser("compact", help="rewrite finished runs' files as one sorted file per table (old ones to superseded/)")
+    k.add_argument("runs", nargs="*", metavar="RUN", help="run ids (default: every run)")
     args = parser.parse_args(argv)
     if args.command == "views":
         print(script(Store(args.root)))
@@ -41,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
 
     out = console()
     con = connect(Store(args.root))
+    if args.command == "compact":
+        for run in args.runs or [r for (r,) in con.execute("select run_id from runs order by run_id").fetchall()]:
+            for table, (files, rows) in compact(Store(args.root), run).items():
+                out.print(f"{run}: {table} {files} files -> 1 ({rows} rows); the old files are in superseded/")
+        return 0
     if args.command == "query":
         try:  # a relation runs lazily: errors can also come from show()
             writes = [st.type.name for st in con.extract_statements(args.sql) if st.type not in READ_ONLY]

@@ -25,6 +25,7 @@ import posixpath
 import re
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
@@ -52,6 +53,13 @@ class Live:
     """Readable file -> its column names (files with the same columns are read together)."""
     bad: tuple[str, ...]
     """Files in the table's folders that are not readable warehouse Parquet: skipped with a warning."""
+    commits: tuple[str, ...] = ()
+    """The catalog's commit files that were read."""
+    unique: frozenset[str] = frozenset()
+    """Files whose cells no other live file holds (a compacted run's only file): no need to look for a
+    cell's older writes there, which is what makes a compacted warehouse fast to query."""
+    stranded: tuple[str, ...] = ()
+    """Files the catalog removed that are still in place (a crash before the move to superseded/)."""
 
 
 @dataclass
@@ -86,11 +94,14 @@ class Store:
     def partition(self, table: str, **parts: str) -> str:
         return posixpath.join(self.path, table, *(f"{k}={segment(k, v)}" for k, v in parts.items()))
 
-    def write(self, table: str, rows: Sequence[Any] | pa.Table, name: str, **parts: str) -> str:
+    def write(self, table: str, rows: Sequence[Any] | pa.Table, name: str, replaces: Sequence[str] = (),
+              unique: bool = False, **parts: str) -> str:
         """Write rows as one Parquet file and commit it, all or nothing: readers never see half a file.
 
-        A file already at that path (the same cells computed again, or a run's row updated) is
-        moved to superseded/ first: nothing is overwritten in place."""
+        ``replaces`` leave the table in the same commit (readers see them or the new file, never both or
+        neither), then move to superseded/. A file already at the new path (the same cells computed again,
+        a run's row updated) moves to superseded/ first: nothing is overwritten in place. ``unique``: the
+        rows hold each cell once, and the file replaces every other file of its run (compaction)."""
         data = rows if isinstance(rows, pa.Table) else to_table(rows, table)
         buf = io.BytesIO()
         pq.write_table(data, buf, compression="zstd", row_group_size=ROW_GROUP)
@@ -98,8 +109,18 @@ class Store:
         if self.fs.exists(final):
             self.supersede(final)
         self._put(final, buf.getvalue())
-        self._commit(self._catalog_folder(final), add={final: (buf.tell(), data.column_names)})
+        self._commit(self._catalog_folder(final), add={final: (buf.tell(), data.column_names, unique)},
+                     remove=replaces)
+        for path in replaces:
+            self._move_aside(path)
         return self.url(final)
+
+    def fold(self, commits: Sequence[str], stranded: Sequence[str]) -> None:
+        """Move commits that a later one made moot (every file they add was removed since) to superseded/,
+        so the catalog stays as short as the table. The files they removed that are still in place go
+        first: once their removal is folded away they would read as files the catalog doesn't know."""
+        for path in (*stranded, *commits):
+            self._move_aside(path)
 
     def put(self, path: str, data: bytes) -> str:
         """Write a file that is not a table (a report page) at path under the root, all or nothing."""
@@ -118,12 +139,13 @@ class Store:
             self.fs.pipe_file(final, data)
         return self.url(final)
 
-    def _commit(self, folder: str, add: Mapping[str, tuple[int, Sequence[str]]] = {},
+    def _commit(self, folder: str, add: Mapping[str, tuple[int, Sequence[str], bool]] = {},
                 remove: Sequence[str] = ()) -> None:
         """One commit file per change, so a reader sees a change whole or not at all. Named by time, then a
         random part: readers replay commits in name order (a path removed, then written again, is live),
         and concurrent writers never collide. Paths are relative to the root (the root can move)."""
-        commit = {"add": [{"path": self._rel(p), "bytes": size, "columns": list(cols)} for p, (size, cols) in add.items()],
+        commit = {"add": [{"path": self._rel(p), "bytes": size, "columns": list(cols), "unique": unique}
+                          for p, (size, cols, unique) in add.items()],
                   "remove": [self._rel(p) for p in remove]}
         self._put(posixpath.join(folder, f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.json"),
                   json.dumps(commit).encode())
@@ -133,6 +155,9 @@ class Store:
         table, run = self._rel(path).split("/")[:2]
         return posixpath.join(self.path, CATALOG, table, run)
 
+    def _run_of(self, path: str) -> str:
+        return self._rel(path).split("/")[1]
+
     def _rel(self, path: str) -> str:
         return posixpath.relpath(path, self.path)
 
@@ -140,19 +165,23 @@ class Store:
         """The files a reader should see: one listing of the table's folders and the catalog's commits."""
         listed = {p: info.get("size") for p, info in self._find(self._base(table, run_id)).items()
                   if p.endswith(".parquet") and "/." not in p}
-        added: dict[str, tuple[int, tuple[str, ...]]] = {}
+        added: dict[str, tuple[int, tuple[str, ...], bool]] = {}
         removed: set[str] = set()
-        for commit in self._commits(table, run_id):
+        commits = self._commits(table, run_id)
+        for commit in commits.values():
             for p in commit["remove"]:
                 added.pop(path := posixpath.join(self.path, p), None)
                 removed.add(path)
             for entry in commit["add"]:
-                added[path := posixpath.join(self.path, entry["path"])] = (entry["bytes"], tuple(entry["columns"]))
+                added[path := posixpath.join(self.path, entry["path"])] = (
+                    entry["bytes"], tuple(entry["columns"]), entry.get("unique", False))
                 removed.discard(path)
         files: dict[str, tuple[str, ...]] = {}
         bad: list[str] = []
+        stranded: list[str] = []
         for path, size in sorted(listed.items()):
             if path in removed:  # superseded, and the move to superseded/ did not happen (a crash)
+                stranded.append(path)
                 continue
             if path in added and added[path][0] == size:
                 files[path] = added[path][1]
@@ -160,7 +189,9 @@ class Store:
                 files[path] = columns
             else:
                 bad.append(path)
-        return Live(files, tuple(bad))
+        per_run = Counter(self._run_of(p) for p in files)
+        unique = frozenset(p for p in files if p in added and added[p][2] and per_run[self._run_of(p)] == 1)
+        return Live(files, tuple(bad), tuple(commits), unique, tuple(stranded))
 
     def _columns(self, path: str, table: str) -> tuple[str, ...] | None:
         """Column names from the footer, or None when the file is not this table's Parquet (no footer, as a
@@ -171,13 +202,13 @@ class Store:
             return None
         return names if set(IDENTITY[table]) <= set(names) else None
 
-    def _commits(self, table: str, run_id: str | None) -> list[dict[str, Any]]:
+    def _commits(self, table: str, run_id: str | None) -> dict[str, dict[str, Any]]:
         folder = posixpath.join(self.path, CATALOG, table)
         if run_id is not None:
             folder = posixpath.join(folder, f"run_id={segment('run_id', run_id)}")
         paths = sorted((p for p in self._find(folder) if p.endswith(".json") and "/." not in p), key=posixpath.basename)
         blobs = self.fs.cat(paths) if paths else {}
-        return [json.loads(blobs[p]) for p in paths]
+        return {p: json.loads(blobs[p]) for p in paths}
 
     def _find(self, folder: str) -> dict[str, dict[str, Any]]:
         try:
@@ -206,6 +237,9 @@ class Store:
         removes it, then it moves (a crash between leaves it in place, and readers skip it)."""
         if self._rel(path).split("/")[0] in TABLES:
             self._commit(self._catalog_folder(path), remove=[path])
+        return self._move_aside(path)
+
+    def _move_aside(self, path: str) -> str:
         target = posixpath.join(self.path, "superseded", self._rel(path))
         if self.fs.exists(target):  # replaced before (a run's row, rewritten at each start and end): keep both
             stem, ext = posixpath.splitext(target)

@@ -31,9 +31,14 @@ create or replace macro rest_2dp(total, n, run, part) as (
 -- The rows of a raw table (named as a string) that are the latest write of their cell: a retried cell
 -- may have been written twice, and the newest row wins; rows written at the same instant go to the
 -- later file name, then the later row, so the choice (and every sum over it) is the same on every run.
+-- Files marked _unique (a compacted run's only file) hold each cell once and are passed through, so a
+-- compacted warehouse is read without the window over every row.
 create or replace macro latest_rows(raw_table) as table
-    select * exclude (filename, file_row_number)
+    select * exclude (filename, file_row_number, _unique) from query_table(raw_table) where _unique
+    union all by name
+    select * exclude (filename, file_row_number, _unique)
     from query_table(raw_table)
+    where not _unique
     qualify row_number() over (
         partition by run_id, cell_key order by created_at desc, filename desc, file_row_number desc
     ) = 1;
