@@ -1,5 +1,5 @@
 """The warehouse at ten million judgments: a synthetic warehouse written through sweep's own write path
-(Store.write, one file per batch as the runner writes them), and the timings issue 13 sets goals for.
+(Store.write, one file per batch, vouched unique, as the runner writes them), and the timings issue 13 sets goals for.
 
 Shape (default): 10 runs x 10 models x 10,000 prompts x 1 sample, each model judged by the 9 others:
 1,000,000 answers and 9,000,000 judgments, plus one run of 10 models x 1,112 prompts (100,080
@@ -71,7 +71,7 @@ def write_run(store: Store, run_id: str, models: int, prompts: int, seed: int) -
                 "output_tokens": rng.integers(20, 500, n), "latency_s": rng.gamma(2, 1.5, n),
                 "sampling": ['{"temperature": 0.7}'] * n, "engine": ["vllm"] * n, "attempts": [1] * n,
                 "created_at": [now] * n,
-            }, n), f"part-{lo}.parquet", run_id=run_id, model=model)
+            }, n), f"part-{lo}.parquet", unique=True, run_id=run_id, model=model)
             rows += n
         for j, judge in enumerate(names):
             for m, model in enumerate(names):
@@ -92,7 +92,7 @@ def write_run(store: Store, run_id: str, models: int, prompts: int, seed: int) -
                     "raw": _text(rng, n, 30), "finish_reason": ["stop"] * n,
                     "prompt_tokens": rng.integers(200, 900, n), "output_tokens": rng.integers(40, 120, n),
                     "latency_s": rng.gamma(2, 0.5, n), "attempts": [1] * n, "created_at": [now] * n,
-                }, n), f"part-{lo}-{m}.parquet", run_id=run_id, judge=judge)
+                }, n), f"part-{lo}-{m}.parquet", unique=True, run_id=run_id, judge=judge)
                 rows += n
     store.write("runs", [RunRow(
         run_id=run_id, started_at=now, finished_at=now, status="finished", config_yaml="synthetic: true",
@@ -112,18 +112,20 @@ def generate(root: str, runs: int, models: int, prompts: int) -> None:
     print(f"{REPORT_RUN}: done, {time.monotonic() - started:.0f} s", flush=True)
 
 
-# What each measurement runs, in a fresh process; {root} and {run} are filled in.
+# What each measurement runs, in a fresh process; {root} and {run} are filled in. Queries run under a 3 GB
+# DuckDB memory limit (spilling past it) so a measurement can't starve a shared machine.
+LIMIT = "con = connect(Store({root!r})); con.execute(\"set memory_limit = '3GB'\"); "
 STEPS = {
     "connect": "from warehouse.db import connect; from warehouse.store import Store; connect(Store({root!r}))",
     "rankings": "from warehouse.db import connect; from warehouse.store import Store; "
-                "connect(Store({root!r})).sql('select * from rankings').fetchall()",
+                + LIMIT + "con.sql('select * from rankings').fetchall()",
     "efficiency": "from warehouse.db import connect; from warehouse.store import Store; "
-                  "connect(Store({root!r})).sql('select * from efficiency').fetchall()",
+                  + LIMIT + "con.sql('select * from efficiency').fetchall()",
     "report": "import io; from rich.console import Console; from warehouse.db import connect; "
               "from warehouse.report import print_report; from warehouse.store import Store; s = Store({root!r}); "
-              "print_report(connect(s), s, {run!r}, Console(file=io.StringIO(), width=160))",
+              + LIMIT + "print_report(con, s, {run!r}, Console(file=io.StringIO(), width=160))",
     "page": "from pathlib import Path; from warehouse.db import connect; from warehouse.html import run_page; "
-            "from warehouse.store import Store; Path({out!r}).write_text(run_page(connect(Store({root!r})), {run!r}))",
+            "from warehouse.store import Store; " + LIMIT + "Path({out!r}).write_text(run_page(con, {run!r}))",
     # The baseline: the same per-(run, model, eval) means and per-(run, model) averages as rankings, as one
     # plain GROUP BY over one compacted copy of the judgments (no staging view, no exact rounding, no ranks).
     "group_by": "import duckdb; duckdb.sql(\"select run_id, respondent, avg(s) from (select run_id, respondent, "

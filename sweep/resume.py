@@ -29,9 +29,9 @@ class Reuse:
     """Cell keys of finished pairwise verdicts."""
     stale: tuple[str, ...] = ()
     """Files to move out of the run."""
-    keep: tuple[tuple[str, tuple[Row, ...]], ...] = ()
-    """(table, rows): the reusable rows of each stale file, to write again before the file moves, so a
-    cell is reused whichever file holds it (a batch file, a compacted run)."""
+    keep: tuple[tuple[str, str, tuple[Row, ...]], ...] = ()
+    """(table, stale file, its reusable rows): written again as the file's replacement, so a cell is reused
+    whichever file holds it (a batch file, a compacted run)."""
 
     @property
     def cells(self) -> int:
@@ -65,14 +65,14 @@ def reconcile(
         return usable(r) and r.first_key in answers and r.second_key in answers
 
     stale: list[str] = []
-    keep: list[tuple[str, tuple[Row, ...]]] = []
+    keep: list[tuple[str, str, tuple[Row, ...]]] = []
     for table, files, ok in (("generations", generations, usable), ("judgments", judgments, judged_ok),
                              ("comparisons", comparisons, compared_ok)):
         for path, rows in files.items():
             if not all(ok(r) for r in rows):
                 stale.append(path)
                 if kept := tuple(r for r in rows if ok(r)):
-                    keep.append((table, kept))
+                    keep.append((table, path, kept))
     judged = frozenset(r.cell_key for rows in judgments.values() for r in rows if judged_ok(r))
     compared = frozenset(r.cell_key for rows in comparisons.values() for r in rows if compared_ok(r))
     return Reuse(answers, judged, compared, tuple(sorted(stale)), tuple(keep))

@@ -151,10 +151,11 @@ def reusable(store: Store, the_plan: SweepPlan, resume: bool) -> Reuse:
                       "schema); moved to superseded/, its cells are recomputed")
     for path in found.stale:
         console.print(f"{store.url(path)} holds cells this run computes again: moved to superseded/")
-    for table, rows in found.keep:  # a stale file's reusable cells move to a file of their own first
+    kept = {path for _, path, _ in found.keep}
+    for table, path, rows in found.keep:  # a stale file's reusable cells replace it, in one commit
         store.write(table, rows, f"kept-{content_key(sorted(r.cell_key for r in rows))}.parquet",
-                    run_id=the_plan.run_id)
-    for path in (*bad, *found.stale):
+                    replaces=[path], unique=True, run_id=the_plan.run_id)
+    for path in (*bad, *(p for p in found.stale if p not in kept)):
         store.supersede(path)
     reuse = found
     total = len(the_plan.generate) + len(the_plan.judge) + len(the_plan.compare)
@@ -568,7 +569,8 @@ class Executor:
         still reuses or redoes each cell on its own: sweep.resume)."""
         if rows:
             name = f"part-{content_key(sorted(r.cell_key for r in rows))}.parquet"
-            self.store.write(table, rows, name, run_id=self.plan.run_id, **parts)
+            # Each cell is computed once per run (reconcile moved any older row aside): no other live file has it.
+            self.store.write(table, rows, name, unique=True, run_id=self.plan.run_id, **parts)
 
     def _log(self, card: ModelCard, what: str, rows: Sequence[Any]) -> None:
         statuses: dict[str, int] = defaultdict(int)

@@ -19,6 +19,8 @@ import pytest
 from bench.chromium import BINARY, BOKEH_READY, Chromium, Page
 from sweep.run import run
 from tests.conftest import fake_pool
+import warehouse.html as html_module
+from warehouse import stats
 from warehouse.__main__ import main
 from warehouse.db import connect
 from warehouse.html import compare_page, run_page, save_run_page
@@ -212,3 +214,25 @@ def test_the_coverage_and_frontier_views_follow_their_definitions(store: Store) 
         for model, score, time_s, on in points:  # Pareto: nobody at least as good on both and better on one
             beaten = any(s >= score and t <= time_s and (s > score or t < time_s) for _, s, t, _ in points)
             assert on == (not beaten), model
+
+
+def test_the_report_and_its_page_compute_the_statistics_once(store: Store, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13: the 1,000-replicate bootstrap ran twice per report (terminal, then page)."""
+    calls: list[str] = []
+    real = stats.analyze
+    monkeypatch.setattr(stats, "analyze", lambda con, run_id, *a, **kw: calls.append(run_id) or real(con, run_id, *a, **kw))
+    assert main(["--root", store.root, "report", "base", "--html", str(tmp_path / "once.html")]) == 0
+    assert calls == ["base"]
+    assert 'id="ranking"' in (tmp_path / "once.html").read_text()
+
+
+def test_a_page_of_many_evals_shows_the_troubled_ones_and_says_what_it_left_out(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(html_module, "PAGE_EVALS", 2)
+    text = run_page(connect(store), "twice")
+    shown = {f"eval-{e}" for e in ("addition", "capital-france")}  # the failed and the missing cell's evals
+    assert all(f'id="{e}"' in text for e in shown) and 'id="eval-pen-price"' not in text
+    assert "2 of 3 evals shown here" in text and "select * from coverage where run_id = &#39;twice&#39;" in text
+    monkeypatch.setattr(html_module, "PAGE_EVALS", 3)
+    assert "evals shown here" not in run_page(connect(store), "twice")  # 3 evals: all shown

@@ -13,7 +13,7 @@ import pytest
 from sweep.run import run
 from tests.conftest import fake_pool
 from tests.test_faults import FULL, exact_rows
-from warehouse.db import connect
+from warehouse.db import compact, connect
 from warehouse.store import Store
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -85,3 +85,17 @@ def test_sql_on_the_warehouse_is_read_only(tmp_path: Path) -> None:
                              capture_output=True, text=True)
         assert out.returncode == 2 and "opened read-only" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_a_compacted_run_still_resumes_cell_by_cell(tmp_path: Path) -> None:
+    """After `python -m warehouse compact`, one file holds the run: a changed prompt still redoes only its cells
+    (the compacted file's other cells move to a file of their own), and a plain rerun redoes nothing."""
+    run(fake_pool(f"warehouse.root={tmp_path}", "run.name=packed"))
+    assert compact(Store(str(tmp_path)), "packed") == {"generations": (3, 9), "judgments": (3, 18)}
+    cfg = fake_pool(f"warehouse.root={tmp_path}", "run.name=packed")
+    cfg.evals.prompts[0].prompt = "What is the capital of Italy? Answer in one sentence."
+    result = run(cfg)
+    assert connect(result.store).execute("select reused_cells from runs").fetchone() == (18,)
+    assert exact_rows(result.store, "packed") == FULL
+    again = run(cfg)
+    assert again.model_loads == 0 and exact_rows(again.store, "packed") == FULL

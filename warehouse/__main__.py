@@ -80,12 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "coverage":
         out.print(coverage_table(con, runs[0]))
         return 0
+    panel = None
     if len(runs) == 1:
-        print_report(con, Store(args.root), runs[0], out)
+        panel = print_report(con, Store(args.root), runs[0], out)
     else:
         out.print(deltas_table(con, *runs))
     if args.html:
-        page = run_page(con, runs[0]) if len(runs) == 1 else compare_page(con, *runs)
+        page = run_page(con, runs[0], panel) if len(runs) == 1 else compare_page(con, *runs)
         Path(args.html).write_text(page, encoding="utf-8")
         out.print(f"Page: {Path(args.html).resolve()}")
     return 0

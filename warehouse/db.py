@@ -93,7 +93,7 @@ def compact(store: Store, run_id: str) -> dict[str, tuple[int, int]]:
         if not store.local:
             con.register_filesystem(store.fs)
         con.execute(sql("macros"))
-        con.execute(f"create view raw_{table} as {_select(store, table, live.files)}")
+        con.execute(f"create view raw_{table} as {_select(store, table, live.files, live.unique)}")
         columns = ", ".join(SCHEMAS[table].names)
         data = con.sql(f"select {columns} from latest_rows('raw_{table}') order by {SORT[table]}").arrow()
         if isinstance(data, pa.RecordBatchReader):

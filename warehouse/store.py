@@ -25,7 +25,6 @@ import posixpath
 import re
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
@@ -56,8 +55,8 @@ class Live:
     commits: tuple[str, ...] = ()
     """The catalog's commit files that were read."""
     unique: frozenset[str] = frozenset()
-    """Files whose cells no other live file holds (a compacted run's only file): no need to look for a
-    cell's older writes there, which is what makes a compacted warehouse fast to query."""
+    """Files whose writer vouched that no other live file holds their cells (the runner's batches, a
+    compacted run): latest_rows looks for a cell's older writes only among the other files' cells."""
     stranded: tuple[str, ...] = ()
     """Files the catalog removed that are still in place (a crash before the move to superseded/)."""
 
@@ -101,7 +100,7 @@ class Store:
         ``replaces`` leave the table in the same commit (readers see them or the new file, never both or
         neither), then move to superseded/. A file already at the new path (the same cells computed again,
         a run's row updated) moves to superseded/ first: nothing is overwritten in place. ``unique``: the
-        rows hold each cell once, and the file replaces every other file of its run (compaction)."""
+        writer vouches that the rows hold each cell once and no other live file of the run holds them."""
         data = rows if isinstance(rows, pa.Table) else to_table(rows, table)
         buf = io.BytesIO()
         pq.write_table(data, buf, compression="zstd", row_group_size=ROW_GROUP)
@@ -155,9 +154,6 @@ class Store:
         table, run = self._rel(path).split("/")[:2]
         return posixpath.join(self.path, CATALOG, table, run)
 
-    def _run_of(self, path: str) -> str:
-        return self._rel(path).split("/")[1]
-
     def _rel(self, path: str) -> str:
         return posixpath.relpath(path, self.path)
 
@@ -189,8 +185,7 @@ class Store:
                 files[path] = columns
             else:
                 bad.append(path)
-        per_run = Counter(self._run_of(p) for p in files)
-        unique = frozenset(p for p in files if p in added and added[p][2] and per_run[self._run_of(p)] == 1)
+        unique = frozenset(p for p in files if p in added and added[p][2])
         return Live(files, tuple(bad), tuple(commits), unique, tuple(stranded))
 
     def _columns(self, path: str, table: str) -> tuple[str, ...] | None:
