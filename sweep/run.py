@@ -104,6 +104,7 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
 
     with ray_cluster(conf) as inventory:
         the_plan = plan(conf, run_id, inventory)
+        store.check_names(run_id=[run_id], model=[c.name for c in the_plan.cards])
         console.print(
             f"sweep {run_id}: {len(the_plan.cards)} models x {len(the_plan.suite.prompts)} prompts "
             f"({the_plan.suite.name}) -> {len(the_plan.generate)} answers, {len(the_plan.judge)} judgments"

@@ -12,19 +12,12 @@ import pytest
 
 import warehouse.store as store_module
 from tests.test_warehouse import GENERATIONS, JUDGMENTS, fill, gen, judgment, rows_of
+from tests.test_warehouse import store  # noqa: F401  (the fixture: a local and an S3 warehouse)
 from warehouse.__main__ import main
 from warehouse.db import MODELS, compact, connect
 from warehouse.store import CATALOG, Store
 
 VIEWS = [v for v in MODELS if not v.startswith("stg_")] + ["generations", "judgments"]
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    if request.param == "local":
-        return Store(str(tmp_path / "wh"))
-    root, options = request.getfixturevalue("s3_root")
-    return Store(root, options)
 
 
 def snapshot(store: Store) -> dict[str, list[tuple]]:

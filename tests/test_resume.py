@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sweep.errors import SweepError
 from sweep.run import run
 from tests.conftest import fake_pool
 from tests.test_faults import FULL, exact_rows
@@ -99,3 +100,11 @@ def test_a_compacted_run_still_resumes_cell_by_cell(tmp_path: Path) -> None:
     assert exact_rows(result.store, "packed") == FULL
     again = run(cfg)
     assert again.model_loads == 0 and exact_rows(again.store, "packed") == FULL
+
+
+def test_a_card_name_the_warehouse_cant_store_stops_before_any_model_loads(tmp_path: Path) -> None:
+    cfg = fake_pool(f"warehouse.root={tmp_path}", "run.name=badname")
+    next(iter(cfg.model.cards.values())).name = "line\nbreak"
+    with pytest.raises(SweepError, match="can't be a warehouse folder name"):
+        run(cfg)
+    assert not (tmp_path / "generations").exists() and not (tmp_path / "runs").exists()

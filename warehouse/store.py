@@ -90,6 +90,12 @@ class Store:
                 "set warehouse.root to a folder or bucket you can write, e.g. warehouse.root=/tmp/sweep",
             ) from e
 
+    def check_names(self, **names: Sequence[str]) -> None:
+        """Refuse, before any model loads, names the warehouse can't store as folders (see segment)."""
+        for key, values in names.items():
+            for value in values:
+                segment(key, value)
+
     def partition(self, table: str, **parts: str) -> str:
         return posixpath.join(self.path, table, *(f"{k}={segment(k, v)}" for k, v in parts.items()))
 
