@@ -39,8 +39,8 @@ def main(cfg: DictConfig) -> None:
         traceback.print_exc()
         sys.exit(1)
     con = connect(result.store)
-    print_report(con, result.store, result.run_id, console())  # tables to stdout
-    print(f"Page: {save_run_page(con, result.store, result.run_id)}")
+    panel = print_report(con, result.store, result.run_id, console())  # tables to stdout
+    print(f"Page: {save_run_page(con, result.store, result.run_id, panel)}")
 
 
 if __name__ == "__main__":

@@ -3,17 +3,20 @@
 A cell is done when a row with its content key exists and did not end in ``error``
 (errors are infrastructure failures, worth another try). A file holding any row that
 can't be reused (the plan no longer asks for it because a prompt, card or setting
-changed; it is an error; or it judged an answer being asked again) is stale: it is moved
-aside, never deleted, and its wanted cells are recomputed.
+changed; it is an error; or it judged an answer being asked again) is stale: its reusable
+rows are written again in a file of their own, it is moved aside (never deleted), and only
+the cells it can't give are recomputed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, Union
 
 from sweep.plan import SweepPlan
 from warehouse.schema import ComparisonRow, GenerationRow, JudgmentRow
+
+Row = Union[GenerationRow, JudgmentRow, ComparisonRow]
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,9 @@ class Reuse:
     """Cell keys of finished pairwise verdicts."""
     stale: tuple[str, ...] = ()
     """Files to move out of the run."""
+    keep: tuple[tuple[str, str, tuple[Row, ...]], ...] = ()
+    """(table, stale file, its reusable rows): written again as the file's replacement, so a cell is reused
+    whichever file holds it (a batch file, a compacted run)."""
 
     @property
     def cells(self) -> int:
@@ -40,23 +46,33 @@ def reconcile(
 ) -> Reuse:
     """``generations``, ``judgments`` and ``comparisons`` map each existing file of the run to its rows.
 
-    Files are all or nothing: one row that can't be reused makes the whole file stale, so
-    its cells are written again in new files and no cell ever has two live rows."""
+    Cells are reused one by one; files are all or nothing: a file holding one row that can't be reused
+    is stale, its reusable rows are written again (``keep``) and it moves aside, so no cell ever has
+    two live rows."""
     wanted = {c.key for c in plan.generate} | {c.key for c in plan.judge} | {c.key for c in plan.compare}
     comparisons = comparisons or {}
 
-    def usable(row: GenerationRow | JudgmentRow | ComparisonRow) -> bool:
+    def usable(row: Row) -> bool:
         return row.cell_key in wanted and row.status != "error"
 
-    kept_answers = {f: rows for f, rows in generations.items() if all(usable(r) for r in rows)}
-    answers = {r.cell_key: r for rows in kept_answers.values() for r in rows}
+    answers = {r.cell_key: r for rows in generations.values() for r in rows if usable(r)}
+
     # A verdict on an answer that is being asked again judged other text: redo it too.
-    kept_judgments = {f: rows for f, rows in judgments.items()
-                      if all(usable(r) and r.answer_key in answers for r in rows)}
-    judged = frozenset(r.cell_key for rows in kept_judgments.values() for r in rows)
-    kept_comparisons = {f: rows for f, rows in comparisons.items()
-                        if all(usable(r) and r.first_key in answers and r.second_key in answers for r in rows)}
-    compared = frozenset(r.cell_key for rows in kept_comparisons.values() for r in rows)
-    kept = kept_answers.keys() | kept_judgments.keys() | kept_comparisons.keys()
-    stale = sorted(f for f in (*generations, *judgments, *comparisons) if f not in kept)
-    return Reuse(answers, judged, compared, tuple(stale))
+    def judged_ok(r: JudgmentRow) -> bool:
+        return usable(r) and r.answer_key in answers
+
+    def compared_ok(r: ComparisonRow) -> bool:
+        return usable(r) and r.first_key in answers and r.second_key in answers
+
+    stale: list[str] = []
+    keep: list[tuple[str, str, tuple[Row, ...]]] = []
+    for table, files, ok in (("generations", generations, usable), ("judgments", judgments, judged_ok),
+                             ("comparisons", comparisons, compared_ok)):
+        for path, rows in files.items():
+            if not all(ok(r) for r in rows):
+                stale.append(path)
+                if kept := tuple(r for r in rows if ok(r)):
+                    keep.append((table, path, kept))
+    judged = frozenset(r.cell_key for rows in judgments.values() for r in rows if judged_ok(r))
+    compared = frozenset(r.cell_key for rows in comparisons.values() for r in rows if compared_ok(r))
+    return Reuse(answers, judged, compared, tuple(sorted(stale)), tuple(keep))

@@ -104,6 +104,7 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
 
     with ray_cluster(conf) as inventory:
         the_plan = plan(conf, run_id, inventory)
+        store.check_names(run_id=[run_id], model=[c.name for c in the_plan.cards])
         console.print(
             f"sweep {run_id}: {len(the_plan.cards)} models x {len(the_plan.suite.prompts)} prompts "
             f"({the_plan.suite.name}) -> {len(the_plan.generate)} answers, {len(the_plan.judge)} judgments"
@@ -147,15 +148,21 @@ def reusable(store: Store, the_plan: SweepPlan, resume: bool) -> Reuse:
     judgments, bad_judgments = store.read("judgments", the_plan.run_id)
     comparisons, bad_comparisons = store.read("comparisons", the_plan.run_id)
     bad += bad_judgments + bad_comparisons
-    found = reconcile(the_plan, generations, judgments, comparisons)
+    # run.resume=false computes every cell again: the old files go to superseded/ like any replaced file.
+    found = (reconcile(the_plan, generations, judgments, comparisons) if resume
+             else Reuse(stale=tuple(sorted((*generations, *judgments, *comparisons)))))
     for path in bad:
         console.print(f"[yellow]warning:[/] {store.url(path)} is not readable warehouse Parquet (corrupt, truncated or another "
                       "schema); moved to superseded/, its cells are recomputed", soft_wrap=True)  # paths stay whole
     for path in found.stale:
-        console.print(f"{store.url(path)} holds cells this config no longer asks for: moved to superseded/", soft_wrap=True)
-    for path in (*bad, *found.stale):
+        console.print(f"{store.url(path)} holds cells this run computes again: moved to superseded/", soft_wrap=True)
+    kept = {path for _, path, _ in found.keep}
+    for table, path, rows in found.keep:  # a stale file's reusable cells replace it, in one commit
+        store.write(table, rows, f"kept-{content_key(sorted(r.cell_key for r in rows))}.parquet",
+                    replaces=[path], unique=True, run_id=the_plan.run_id)
+    for path in (*bad, *(p for p in found.stale if p not in kept)):
         store.supersede(path)
-    reuse = found if resume else Reuse()
+    reuse = found
     total = len(the_plan.generate) + len(the_plan.judge) + len(the_plan.compare)
     if reuse.cells:
         console.print(f"resuming {the_plan.run_id}: reusing {len(reuse.answers)} answers, {len(reuse.judged)} "
@@ -569,10 +576,12 @@ class Executor:
         self.capacity.give_back(live.where, live.demand)
 
     def _write(self, table: str, rows: Sequence[Any], **parts: str) -> None:
-        """One file per (model or judge, eval): the unit a rerun can skip or redo."""
-        for eval_id, group in _group(rows, lambda r: r.eval_id).items():
-            name = f"part-{content_key(sorted(r.cell_key for r in group))}.parquet"
-            self.store.write(table, group, name, run_id=self.plan.run_id, **parts, eval_id=eval_id)
+        """One file per batch of a model or judge: the file count follows the work, not the cells (a rerun
+        still reuses or redoes each cell on its own: sweep.resume)."""
+        if rows:
+            name = f"part-{content_key(sorted(r.cell_key for r in rows))}.parquet"
+            # Each cell is computed once per run (reconcile moved any older row aside): no other live file has it.
+            self.store.write(table, rows, name, unique=True, run_id=self.plan.run_id, **parts)
 
     def _log(self, card: ModelCard, what: str, rows: Sequence[Any]) -> None:
         statuses: dict[str, int] = defaultdict(int)

@@ -19,6 +19,8 @@ import pytest
 from bench.chromium import BINARY, BOKEH_READY, Chromium, Page
 from sweep.run import run
 from tests.conftest import fake_pool
+import warehouse.html as html_module
+from warehouse import stats
 from warehouse.__main__ import main
 from warehouse.db import connect
 from warehouse.html import compare_page, run_page, save_run_page
@@ -38,17 +40,17 @@ def store(tmp_path_factory: pytest.TempPathFactory, ray_local: None) -> Store:
     root = tmp_path_factory.mktemp("warehouse")
     run(fake_pool(f"warehouse.root={root}", "run.name=base"))
     store = run(fake_pool(f"warehouse.root={root}", "run.name=twice", "run.samples=2")).store
-    row = GenerationRow(**pq.read_table(answer_file(store, *FAILED)).to_pylist()[0])
+    rows = {p: [GenerationRow(**r) for r in pq.read_table(p).to_pylist()] for p in store.files("generations", "twice")}
+    row = next(r for file in rows.values() for r in file if (r.model, r.eval_id, r.sample) == (*FAILED, 0))
     failed = dataclasses.replace(row, status="error", answer="", finish_reason="error", error=ERROR,
                                  created_at=dt.datetime.now(dt.timezone.utc))  # the newest write of a cell wins
-    store.write("generations", [failed], "part-failed.parquet", run_id="twice", model=FAILED[0], eval_id=FAILED[1])
-    store.fs.rm(answer_file(store, *MISSING))
+    store.write("generations", [failed], "part-failed.parquet", run_id="twice", model=FAILED[0])
+    # A missing cell: the batch files holding it written again without it (the old ones go to superseded/).
+    for path, file in rows.items():
+        if any((r.model, r.eval_id) == MISSING for r in file):
+            store.write("generations", [r for r in file if (r.model, r.eval_id) != MISSING], f"without-{Path(path).name}",
+                        replaces=[path], run_id="twice", model=MISSING[0])
     return store
-
-
-def answer_file(store: Store, model: str, eval_id: str) -> str:
-    (path,) = [f for f in store.files("generations", "twice") if f"/model={model}/eval_id={eval_id}/" in f]
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +214,25 @@ def test_the_coverage_and_frontier_views_follow_their_definitions(store: Store) 
         for model, score, time_s, on in points:  # Pareto: nobody at least as good on both and better on one
             beaten = any(s >= score and t <= time_s and (s > score or t < time_s) for _, s, t, _ in points)
             assert on == (not beaten), model
+
+
+def test_the_report_and_its_page_compute_the_statistics_once(store: Store, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13: the 1,000-replicate bootstrap ran twice per report (terminal, then page)."""
+    calls: list[str] = []
+    real = stats.analyze
+    monkeypatch.setattr(stats, "analyze", lambda con, run_id, *a, **kw: calls.append(run_id) or real(con, run_id, *a, **kw))
+    assert main(["--root", store.root, "report", "base", "--html", str(tmp_path / "once.html")]) == 0
+    assert calls == ["base"]
+    assert 'id="ranking"' in (tmp_path / "once.html").read_text()
+
+
+def test_a_page_of_many_evals_shows_the_troubled_ones_and_says_what_it_left_out(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(html_module, "PAGE_EVALS", 2)
+    text = run_page(connect(store), "twice")
+    shown = {f"eval-{e}" for e in ("addition", "capital-france")}  # the failed and the missing cell's evals
+    assert all(f'id="{e}"' in text for e in shown) and 'id="eval-pen-price"' not in text
+    assert "2 of 3 evals shown here" in text and "select * from coverage where run_id = &#39;twice&#39;" in text
+    monkeypatch.setattr(html_module, "PAGE_EVALS", 3)
+    assert "evals shown here" not in run_page(connect(store), "twice")  # 3 evals: all shown

@@ -3,16 +3,18 @@ touch, unreadable files are set aside, and re-asks are bounded and recorded."""
 
 from __future__ import annotations
 
+import posixpath
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from sweep.errors import SweepError
 from sweep.run import run
 from tests.conftest import fake_pool
 from tests.test_faults import FULL, exact_rows
-from warehouse.db import connect
+from warehouse.db import compact, connect
 from warehouse.store import Store
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -20,11 +22,11 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 
 def test_rerunning_the_same_config_does_no_model_work(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     first = run(fake_pool(f"warehouse.root={tmp_path}", "run.name=same"))
-    files = sorted(p.name for p in tmp_path.glob("*/**/*.parquet"))
+    files = first.store.files("generations") + first.store.files("judgments")
     again = run(fake_pool(f"warehouse.root={tmp_path}", "run.name=same"))
     assert (first.model_loads, again.model_loads) == (3, 0)
     assert "nothing to compute" in capfd.readouterr().err
-    assert sorted(p.name for p in tmp_path.glob("*/**/*.parquet")) == files
+    assert again.store.files("generations") + again.store.files("judgments") == files  # none rewritten
     assert exact_rows(again.store, "same") == FULL
     assert connect(again.store).execute("select reused_cells from runs").fetchone() == (27,)
 
@@ -39,16 +41,22 @@ def test_changing_one_prompt_redoes_only_its_cells(tmp_path: Path) -> None:
     assert con.execute("select reused_cells from runs").fetchone() == (18,)
     assert exact_rows(result.store, "edit") == FULL
     assert con.execute("select count(*) from generations where prompt like '%Italy%'").fetchone() == (3,)
-    superseded = list((tmp_path / "superseded").glob("**/*.parquet"))
-    assert len(superseded) == 3 + 3  # the old answer file of each model and verdict file of each judge
-    assert len(list((tmp_path / "generations").glob("**/eval_id=capital-france/*.parquet"))) == 3  # the new ones
+    superseded = [p.relative_to(tmp_path / "superseded").parts[0] for p in (tmp_path / "superseded").glob("**/*.parquet")]
+    # the old answer file of each model and verdict file of each judge, and the run's row each time it was rewritten
+    assert sorted(superseded) == ["generations"] * 3 + ["judgments"] * 3 + ["runs"] * 3
+    # each old file's reusable cells in a file of their own, and the new answers in one file per model
+    assert len(result.store.files("generations", "edit")) == 3 + 3
 
 
 def test_resume_false_recomputes_without_duplicates(tmp_path: Path) -> None:
-    run(fake_pool(f"warehouse.root={tmp_path}", "run.name=fresh"))
+    first = run(fake_pool(f"warehouse.root={tmp_path}", "run.name=fresh"))
+    old = [posixpath.relpath(p, tmp_path) for t in ("generations", "judgments") for p in first.store.files(t)]
     again = run(fake_pool(f"warehouse.root={tmp_path}", "run.name=fresh", "run.resume=false"))
     assert again.model_loads == 3
     assert exact_rows(again.store, "fresh") == FULL
+    # The recomputed cells replace the old files, which are kept under superseded/, not rewritten in place.
+    assert sorted(str(p.relative_to(tmp_path / "superseded")) for t in ("generations", "judgments")
+                  for p in (tmp_path / "superseded" / t).glob("**/*.parquet")) == sorted(old)
 
 
 def test_a_truncated_parquet_file_is_skipped_with_a_warning_and_recomputed(
@@ -62,14 +70,15 @@ def test_a_truncated_parquet_file_is_skipped_with_a_warning_and_recomputed(
     con = connect(Store(str(tmp_path)))
     err = capfd.readouterr().err
     assert f"warning: skipping {victim}" in err and f"warning: skipping {foreign}" in err
-    assert con.execute("select count(*) from generations").fetchone() == (9 - 1,)  # one answer per (model, eval) file
+    assert con.execute("select count(*) from generations").fetchone() == (9 - 3,)  # a batch file: one model's answers
     result = run(fake_pool(f"warehouse.root={tmp_path}", "run.name=torn"))
     assert exact_rows(result.store, "torn") == FULL
     err = capfd.readouterr().err  # each path whole on its line, though longer than the console is wide
     assert f"warning: {victim} is not readable warehouse Parquet" in err and f"warning: {foreign} is not" in err
     # Set aside, not deleted: the two unreadable files, and the two judges' verdicts on the
     # answer that was asked again (they judged text that no longer exists).
-    assert len(list((tmp_path / "superseded").glob("**/*.parquet"))) == 2 + 2
+    # (their other verdicts are kept, in a file of their own).
+    assert len([p for t in ("generations", "judgments") for p in (tmp_path / "superseded" / t).glob("**/*.parquet")]) == 2 + 2
 
 
 def test_sql_on_the_warehouse_is_read_only(tmp_path: Path) -> None:
@@ -79,3 +88,25 @@ def test_sql_on_the_warehouse_is_read_only(tmp_path: Path) -> None:
                              capture_output=True, text=True)
         assert out.returncode == 2 and "opened read-only" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_a_compacted_run_still_resumes_cell_by_cell(tmp_path: Path) -> None:
+    """After `python -m warehouse compact`, one file holds the run: a changed prompt still redoes only its cells
+    (the compacted file's other cells move to a file of their own), and a plain rerun redoes nothing."""
+    run(fake_pool(f"warehouse.root={tmp_path}", "run.name=packed"))
+    assert compact(Store(str(tmp_path)), "packed") == {"generations": (3, 9), "judgments": (3, 18)}
+    cfg = fake_pool(f"warehouse.root={tmp_path}", "run.name=packed")
+    cfg.evals.prompts[0].prompt = "What is the capital of Italy? Answer in one sentence."
+    result = run(cfg)
+    assert connect(result.store).execute("select reused_cells from runs").fetchone() == (18,)
+    assert exact_rows(result.store, "packed") == FULL
+    again = run(cfg)
+    assert again.model_loads == 0 and exact_rows(again.store, "packed") == FULL
+
+
+def test_a_card_name_the_warehouse_cant_store_stops_before_any_model_loads(tmp_path: Path) -> None:
+    cfg = fake_pool(f"warehouse.root={tmp_path}", "run.name=badname")
+    next(iter(cfg.model.cards.values())).name = "line\nbreak"
+    with pytest.raises(SweepError, match="can't be a warehouse folder name"):
+        run(cfg)
+    assert not (tmp_path / "generations").exists() and not (tmp_path / "runs").exists()

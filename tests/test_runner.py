@@ -33,7 +33,7 @@ def test_a_pool_that_fits_loads_each_model_once(tmp_path: Path) -> None:
     n, prompts = 3, 3
     assert counts(result.store, "fits") == (n * prompts * 2,) * 2 + (n * (n - 1) * prompts * 2,) * 2
     files = result.store.files("generations", "fits")
-    assert len(files) == n * prompts  # one file per (model, eval)
+    assert len(files) == n  # one file per batch: each model answers its 6 cells in one
     run_row = connect(result.store).execute("select status, model_loads, generate_cells from runs").fetchone()
     assert run_row == ("finished", 3, 18)
 

@@ -180,7 +180,7 @@ def test_the_cli_views_script_reads_what_connect_reads(tmp_path: Path) -> None:
     (comparisons without judge.pairwise) and a column no file has (soft_score)."""
     fill(Store(str(tmp_path)))
     cli_con = duckdb.connect()
-    cli_con.execute(script(str(tmp_path)))
+    cli_con.execute(script(Store(str(tmp_path))))
     con = connect(Store(str(tmp_path)))
     for view in (*MODELS, "judgments", "comparisons"):
         query = f"select count(*) from {view}"
@@ -222,3 +222,52 @@ def test_files_from_before_the_cost_columns_still_answer_every_view(tmp_path: Pa
     assert rows_of(con, "select model, answer_cost_usd, judge_cost_usd, cost_per_point_usd from efficiency") == [
         ("A", None, None, None)]
     assert rows_of(con, "select count(*), count(requests) from generations") == [(2, 0)]
+
+
+def test_a_slash_in_a_name_is_stored_and_read_back_as_written(store: Store) -> None:
+    """Issue 13: folder names are never read back as values. A card named like a hub repo and eval ids
+    with '/' keep their names in every view (before: the judge showed up as 'qwen', the evals collapsed)."""
+    for eval_id in ("set/1", "set/2"):
+        store.write("generations", [gen("qwen/qwen3-8b", eval_id)], "part-g.parquet",
+                    run_id="r1", model="qwen/qwen3-8b", eval_id=eval_id)
+        store.write("judgments", [judgment(f"j-{eval_id}", eval_id, judge="org/judge-1", respondent="qwen/qwen3-8b",
+                                           answer_key=f"g-qwen/qwen3-8b-{eval_id}")],
+                    "part-j.parquet", run_id="r1", judge="org/judge-1", eval_id=eval_id)
+    con = connect(store)
+    assert rows_of(con, "select model, eval_id from generations order by eval_id") == [
+        ("qwen/qwen3-8b", "set/1"), ("qwen/qwen3-8b", "set/2")]
+    assert rows_of(con, "select distinct judge from judgments") == [("org/judge-1",)]
+    assert rows_of(con, "select model, evals from rankings") == [("qwen/qwen3-8b", 2)]
+    assert rows_of(con, "select model from efficiency") == [("qwen/qwen3-8b",)]
+    # One folder per name: the '/' is percent-encoded, not a deeper folder.
+    assert {posixpath.relpath(p, store.path) for p in store.files("generations")} == {
+        "generations/run_id=r1/model=qwen%2Fqwen3-8b/eval_id=set%2F1/part-g.parquet",
+        "generations/run_id=r1/model=qwen%2Fqwen3-8b/eval_id=set%2F2/part-g.parquet"}
+
+
+def test_a_name_with_dot_dots_stays_inside_the_root(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "wh"))
+    store.write("generations", [gen("../../outside", "e1")], "part-g.parquet", run_id="../r", model="../../outside",
+                eval_id="..")
+    written = [p for p in tmp_path.rglob("*.parquet")]
+    assert len(written) == 1 and (tmp_path / "wh") in written[0].parents, written
+    assert rows_of(connect(store), "select run_id, model, eval_id from generations") == [("r1", "../../outside", "e1")]
+
+
+@pytest.mark.parametrize("bad", ["", "tab\there", "nul\x00", "x" * 300])
+def test_a_name_a_folder_cant_hold_is_refused_with_a_sweep_error(tmp_path: Path, bad: str) -> None:
+    store = Store(str(tmp_path))
+    with pytest.raises(SweepError) as info:
+        store.write("generations", [gen(bad, "e1")], "part-g.parquet", run_id="r1", model=bad, eval_id="e1")
+    assert info.value.problem.startswith(f"model {bad!r} can't be a warehouse folder name") and info.value.fix
+    assert list(tmp_path.rglob("*.parquet")) == []
+
+
+def test_latest_rows_breaks_ties_the_same_way_every_time(tmp_path: Path) -> None:
+    """Two writes of one cell at the same instant (created_at ties): the later file name wins, on every
+    connection and every query (before: either row, so sums changed between reruns of one query)."""
+    store = Store(str(tmp_path))
+    for name, score in (("part-b.parquet", 9.0), ("part-a.parquet", 2.0), ("part-c.parquet", 5.0)):
+        store.write("judgments", [judgment("same", "e1", score=score)], name, run_id="r1", judge="J", eval_id="e1")
+    results = {rows_of(connect(store), "select score from judgments")[0] for _ in range(5)}
+    assert results == {(5.0,)}

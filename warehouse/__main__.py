@@ -1,4 +1,5 @@
-"""``python -m warehouse query "SQL"``, ``report [RUN [RUN_B]] [--html FILE]``, ``views`` (SQL for the duckdb CLI)."""
+"""``python -m warehouse query "SQL"``, ``report [RUN [RUN_B]] [--html FILE]``, ``views`` (SQL for the duckdb CLI),
+``compact [RUN]``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import duckdb
 from sweep.config import Warehouse
 from sweep.errors import SweepError
-from warehouse.db import connect, script
+from warehouse.db import compact, connect, script
 from warehouse.html import compare_page, run_page
 from warehouse.report import console, coverage_table, deltas_table, latest_run, print_report
 from warehouse.store import TABLES, Store
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("views", help="print every view as SQL for the duckdb CLI: duckdb -init views.sql")
     c = sub.add_parser("coverage", help="the model x eval matrix of a run: usable, missing and failed cells")
     c.add_argument("runs", nargs="*", metavar="RUN", help="run id (default: the latest run)")
+    k = sub.add_parser("compact", help="rewrite finished runs' files as one sorted file per table (old ones to superseded/)")
+    k.add_argument("runs", nargs="*", metavar="RUN", help="run ids (default: every run)")
     args = parser.parse_args(argv)
     try:
         return command(args, r, c)
@@ -54,7 +57,7 @@ def command(args: argparse.Namespace, r: argparse.ArgumentParser, c: argparse.Ar
         if not store.local:
             raise SweepError(f"views writes local paths for the duckdb CLI; {args.root} is not a local folder",
                              f'query it here instead: python -m warehouse --root {args.root} query "select ..."')
-        print(script(str(Path(args.root).resolve())))
+        print(script(store))
         warn_if_empty(store, args.root)
         return 0
     if getattr(args, "html", None) and not Path(args.html).resolve().parent.is_dir():
@@ -66,6 +69,11 @@ def command(args: argparse.Namespace, r: argparse.ArgumentParser, c: argparse.Ar
         con = connect(store)
     except OSError as e:
         raise SweepError(f"can't read the warehouse at {args.root} ({type(e).__name__}: {e})", ROOT_FIX) from None
+    if args.command == "compact":
+        for run in args.runs or [r for (r,) in con.execute("select run_id from runs order by run_id").fetchall()]:
+            for table, (files, rows) in compact(store, run).items():
+                out.print(f"{run}: {table} {files} files -> 1 ({rows} rows); the old files are in superseded/")
+        return 0
     if args.command == "query":
         warn_if_empty(store, args.root)
         try:  # a relation runs lazily: errors can also come from show()
@@ -98,12 +106,13 @@ def command(args: argparse.Namespace, r: argparse.ArgumentParser, c: argparse.Ar
     if args.command == "coverage":
         out.print(coverage_table(con, runs[0]))
         return 0
+    panel = None
     if len(runs) == 1:
-        print_report(con, store, runs[0], out)
+        panel = print_report(con, store, runs[0], out)
     else:
         out.print(deltas_table(con, *runs))
     if args.html:
-        page = run_page(con, runs[0]) if len(runs) == 1 else compare_page(con, *runs)
+        page = run_page(con, runs[0], panel) if len(runs) == 1 else compare_page(con, *runs)
         Path(args.html).write_text(page, encoding="utf-8")
         out.print(f"Page: {Path(args.html).resolve()}")
     return 0

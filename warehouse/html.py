@@ -156,17 +156,22 @@ def records(con: duckdb.DuckDBPyConnection, query: str, *params: Any) -> list[di
     return rows.to_pylist(maps_as_pydicts="strict")
 
 
-def run_page(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
-    """The page of one run: ranking, score against latency, judges, coverage, every eval, provenance."""
+def run_page(con: duckdb.DuckDBPyConnection, run_id: str, panel: Optional[stats.PanelStats] = None) -> str:
+    """The page of one run: ranking, score against latency, judges, coverage, the evals (all of them up to
+    PAGE_EVALS, else those first with a failed or missing cell), provenance. ``panel``: the run's statistics
+    when the caller has them (print_report returns them), so the bootstrap runs once per report."""
     run = records(con, "select * from runs where run_id = ?", run_id)[0]
     pool = list(run["pool"])
-    panel = stats.analyze(con, run_id)
+    panel = panel or stats.analyze(con, run_id)
     ranking = with_intervals(records(con, "select * from rankings where run_id = ? order by rank", run_id), panel)
     efficiency = records(con, "select * from efficiency where run_id = ? order by pool_index", run_id)
     frontier = records(con, "select * from efficiency_frontier where run_id = ?", run_id)
     matrix = records(con, "select * from judge_matrix where run_id = ?", run_id)
     validity = records(con, "select * from judge_leniency where run_id = ?", run_id)
     coverage = records(con, "select * from coverage where run_id = ?", run_id)
+    shown = page_evals(coverage)
+    left_out = len({c["eval_id"] for c in coverage}) - len(shown)
+    coverage = [c for c in coverage if c["eval_id"] in shown]
     soft = records(con, "select * from soft_scores where run_id = ? order by pool_index", run_id)
     scale_max = records(con, "select max(scale_max) as top from judgments where run_id = ?", run_id)[0]["top"]
     plots = [ranking_plot(ranking), frontier_plot(frontier),
@@ -186,7 +191,10 @@ def run_page(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
         "coverage": coverage_table(coverage),
         **pairwise(con, run_id),
         "soft_scores": table("soft-scores", SOFT_SCORES, soft) if soft else None,
-        "evals": drill_down(con, run_id, coverage),
+        "evals": drill_down(con, run_id, coverage, sorted(shown)),
+        "left_out": f"{len(shown)} of {len(shown) + left_out} evals shown here (those with a failed or missing cell "
+                    f"first, then by id); every cell is in the warehouse: python -m warehouse query \"select * from "
+                    f"coverage where run_id = '{run_id}'\"" if left_out else None,
         **provenance(run),
     }
     return _render("run.html.j2", f"sweep run {run_id}", plots, variables)
@@ -244,9 +252,10 @@ def _fit(panel: Optional[stats.PanelStats], method: str, model: str) -> dict[str
             "rank_lo": float(fit.rank_lo[i]), "rank_hi": float(fit.rank_hi[i])}
 
 
-def save_run_page(con: duckdb.DuckDBPyConnection, store: Store, run_id: str) -> str:
+def save_run_page(con: duckdb.DuckDBPyConnection, store: Store, run_id: str,
+                  panel: Optional[stats.PanelStats] = None) -> str:
     """Write the run's page to <root>/reports/<run_id>.html; returns where it is."""
-    return store.put(f"reports/{run_id}.html", run_page(con, run_id).encode())
+    return store.put(f"reports/{run_id}.html", run_page(con, run_id, panel).encode())
 
 
 def _render(template: str, title: str, plots: list[figure], variables: dict[str, Any]) -> str:
@@ -380,11 +389,24 @@ def coverage_table(cells: list[dict[str, Any]]) -> Table:
                  [[Cell(model, model), *(cell(by_eval[e]) for e in evals)] for model, by_eval in rows.items()])
 
 
-def drill_down(con: duckdb.DuckDBPyConnection, run_id: str, coverage: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per eval: the prompt, every answer, and every judgment of it with the judge's name beside the
-    label it saw."""
-    answers = records(con, "select * from generations where run_id = ? order by eval_id, pool_index, sample", run_id)
-    judgments = records(con, "select * from judgments where run_id = ? order by pool_index, judge", run_id)
+PAGE_EVALS = 40
+"""Evals a run's page shows (coverage columns, drill-down): a page of 10,000 evals would be hundreds of MB."""
+
+
+def page_evals(coverage: list[dict[str, Any]]) -> set[str]:
+    """The evals a page shows: all up to PAGE_EVALS, else those with a failed or missing cell first, then by id."""
+    trouble = {c["eval_id"] for c in coverage if c["cell_status"] != "ok"}
+    return set(sorted({c["eval_id"] for c in coverage}, key=lambda e: (e not in trouble, e))[:PAGE_EVALS])
+
+
+def drill_down(con: duckdb.DuckDBPyConnection, run_id: str, coverage: list[dict[str, Any]],
+               evals: list[str]) -> list[dict[str, Any]]:
+    """Per eval of ``evals``: the prompt, every answer, and every judgment of it with the judge's name beside
+    the label it saw."""
+    answers = records(con, "select * from generations where run_id = ? and list_contains(?, eval_id) "
+                           "order by eval_id, pool_index, sample", run_id, evals)
+    judgments = records(con, "select * from judgments where run_id = ? and list_contains(?, eval_id) "
+                             "order by pool_index, judge", run_id, evals)
     criteria = list(dict.fromkeys(k for j in judgments for k in (j["criteria"] or {})))
     columns = (
         Column("Judge", "judge"), Column("Saw it as", "label"),

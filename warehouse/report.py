@@ -177,10 +177,11 @@ def _matrix(title: str, corner: str, cells: list[tuple[str, str, str]]) -> Table
     return t
 
 
-def print_judging(con: duckdb.DuckDBPyConnection, run_id: str, console: Console) -> None:
+def print_judging(con: duckdb.DuckDBPyConnection, run_id: str, console: Console,
+                  panel: Optional[stats.PanelStats] = None) -> None:
     """The judge panel beside the ranking: calibrated scores with intervals, the ranking over common
     evals, leniency and flat judges, the judge and family matrices, agreement, the scrub."""
-    panel = stats.analyze(con, run_id)
+    panel = panel or stats.analyze(con, run_id)
     if panel is None:
         console.print("Judging statistics: no valid score in this run.")
         return
@@ -270,13 +271,16 @@ def run_line(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
             f"earlier attempts, {failures or 0} instance failures")
 
 
-def print_report(con: duckdb.DuckDBPyConnection, store: Store, run_id: str, console: Console) -> None:
+def print_report(con: duckdb.DuckDBPyConnection, store: Store, run_id: str,
+                 console: Console) -> Optional[stats.PanelStats]:
+    """The run's tables; returns its judging statistics, for the page to render without computing them again."""
+    panel = stats.analyze(con, run_id)
     console.print(ranking_table(con, run_id))
     console.print(failure_aware_table(con, run_id))
     console.print(efficiency_table(con, run_id))
     console.print(leniency_table(con, run_id))
     console.print(coverage_table(con, run_id))
-    print_judging(con, run_id, console)
+    print_judging(con, run_id, console, panel)
     print_soft_scores(con, run_id, console)
     print_pairwise(con, run_id, console)
     console.print(run_line(con, run_id))
@@ -285,3 +289,4 @@ def print_report(con: duckdb.DuckDBPyConnection, store: Store, run_id: str, cons
         f"Query: python -m warehouse --root {store.root} query "
         f"\"select model, avg_score, wins from rankings where run_id = '{run_id}'\""
     )
+    return panel

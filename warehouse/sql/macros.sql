@@ -29,8 +29,29 @@ create or replace macro rest_2dp(total, n, run, part) as (
 );
 
 -- The rows of a raw table (named as a string) that are the latest write of their cell: a retried cell
--- may have been written twice, and the newest row wins.
+-- may have been written twice, and the newest row wins; rows written at the same instant go to the
+-- later file name, then the later row, so the choice (and every sum over it) is the same on every run.
+-- Rows of files marked _unique (their writer vouched no other live file holds their cells: the runner's
+-- batches, a compacted run) pass through unless another file holds their cell too; only the other
+-- rows, and those, go through the window, so a warehouse the runner wrote is read in one pass.
 create or replace macro latest_rows(raw_table) as table
-    select *
+    with doubtful as (
+        select distinct run_id, cell_key from query_table(raw_table) where not _unique
+    ),
+
+    candidates as (
+        select * from query_table(raw_table) where not _unique
+        union all by name
+        select * from query_table(raw_table) semi join doubtful using (run_id, cell_key) where _unique
+    )
+
+    select * exclude (filename, file_row_number, _unique)
     from query_table(raw_table)
-    qualify row_number() over (partition by run_id, cell_key order by created_at desc) = 1;
+    anti join doubtful using (run_id, cell_key)
+    where _unique
+    union all by name
+    select * exclude (filename, file_row_number, _unique)
+    from candidates
+    qualify row_number() over (
+        partition by run_id, cell_key order by created_at desc, filename desc, file_row_number desc
+    ) = 1;

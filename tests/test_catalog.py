@@ -1,0 +1,124 @@
+"""The warehouse catalog (issue 13): opening reads the commits, not every file's footer; a crash at any step
+of a write or a compaction leaves the views whole; compaction swaps a run's files for one sorted file."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+import warehouse.store as store_module
+from tests.test_warehouse import GENERATIONS, JUDGMENTS, fill, gen, judgment, rows_of
+from tests.test_warehouse import store  # noqa: F401  (the fixture: a local and an S3 warehouse)
+from warehouse.__main__ import main
+from warehouse.db import MODELS, compact, connect
+from warehouse.store import CATALOG, Store
+
+VIEWS = [v for v in MODELS if not v.startswith("stg_")] + ["generations", "judgments"]
+
+
+def snapshot(store: Store) -> dict[str, list[tuple]]:
+    con = connect(store)
+    out = {}
+    for view in VIEWS:
+        data = con.sql(f"select * from {view}").arrow()
+        out[view] = sorted(map(repr, (data.read_all() if hasattr(data, "read_all") else data).to_pylist()))
+    return out
+
+
+def test_opening_reads_no_footer_of_a_file_the_catalog_lists(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    fill(store)
+    read: list[str] = []
+    monkeypatch.setattr(store_module.pq, "read_schema", lambda path, **kw: read.append(path) or pq.read_schema(path, **kw))
+    assert rows_of(connect(store), "select count(*) from judgments") == [(3,)]
+    assert read == []
+
+
+def test_a_file_whose_commit_never_landed_is_read_by_its_footer(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    """A writer that died between the file and its commit: the file is complete (it was renamed into place
+    whole), so it is read, checked by its footer."""
+    store = Store(str(tmp_path))
+    fill(store)
+    folder = Path(store.partition("judgments", run_id="r1", judge="J", eval_id="e3"))
+    folder.mkdir(parents=True)
+    pq.write_table(pq.read_table(store.files("judgments")[0]), folder / "part-orphan.parquet")
+    assert rows_of(connect(store), "select count(*) from raw_judgments") == [(3 + 2,)]
+    assert "warning" not in capfd.readouterr().err
+
+
+def test_a_file_removed_but_not_yet_moved_is_not_read(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    """supersede() commits the removal, then moves the file: a crash between leaves it in place, unread."""
+    store = Store(str(tmp_path))
+    fill(store)
+    victim = store.files("judgments")[0]
+    store._commit(store._catalog_folder(victim), remove=[victim])
+    assert Path(victim).exists()
+    assert rows_of(connect(store), "select count(*) from judgments") == [(1,)]
+    assert "warning" not in capfd.readouterr().err
+
+
+def many_files(store: Store) -> None:
+    """One run in several batch files, a cell written twice (the newer write counts), and a second run."""
+    fill(store)
+    store.write("judgments", [judgment("valid", "e1", score=9.0, created_at=judgment("x", "e1").created_at.replace(year=2026))],
+                "part-again.parquet", run_id="r1", judge="J")
+    store.write("generations", [gen("C", "e1", cell_key="g-C-e1")], "part-c.parquet", run_id="r1", model="C")
+    store.write("generations", [replace(r, run_id="r2") for rows in GENERATIONS.values() for r in rows],
+                "part-r2.parquet", run_id="r2", model="A")
+    store.write("judgments", [replace(r, run_id="r2") for rows in JUDGMENTS.values() for r in rows],
+                "part-r2.parquet", run_id="r2", judge="J")
+
+
+def test_compaction_swaps_a_runs_files_for_one_sorted_file_and_keeps_every_view(store: Store) -> None:
+    many_files(store)
+    before = snapshot(store)
+    assert rows_of(connect(store), "select score from judgments where run_id = 'r1' and cell_key = 'valid'") == [(9.0,)]
+    old = store.files("judgments", "r1") + store.files("generations", "r1")
+    assert compact(store, "r1") == {"generations": (3, 3), "judgments": (3, 3)}
+    assert snapshot(store) == before
+    for table in ("generations", "judgments"):
+        (new,) = store.files(table, "r1")
+        assert posixpath.basename(new).startswith("compact-")
+        assert store.live(table, "r1").unique == {new}
+        assert len(store.files(table, "r2")) == 1 and not store.live(table, "r2").unique  # r2 untouched
+    # Sorted for the common queries: one respondent's rows of an eval together.
+    models = pq.read_table(store.files("generations", "r1")[0], filesystem=store.fs).column("model").to_pylist()
+    assert models == sorted(models)
+    # Nothing deleted: the old files (the older write of the doubled cell too) are under superseded/.
+    for path in old:
+        assert store.fs.exists(posixpath.join(store.path, "superseded", posixpath.relpath(path, store.path)))
+    # The run's catalog is one commit per table again.
+    for table in ("generations", "judgments"):
+        assert len(store.live(table, "r1").commits) == 1
+    assert compact(store, "r1") == {}  # nothing left to do
+
+
+def test_a_crash_in_compaction_leaves_the_views_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the swap commit, before any old file moved: the views are as before (no row twice)."""
+    store = Store(str(tmp_path))
+    many_files(store)
+    before = snapshot(store)
+
+    def die(*a: object, **kw: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Store, "_move_aside", die)
+    with pytest.raises(KeyboardInterrupt):
+        compact(store, "r1")
+    monkeypatch.undo()
+    assert snapshot(store) == before
+    compact(store, "r1")  # and a second try finishes the job
+    assert snapshot(store) == before and len(store.files("judgments", "r1")) == 1
+
+
+def test_the_compact_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    store = Store(str(tmp_path))
+    many_files(store)
+    before = snapshot(store)
+    assert main(["--root", str(tmp_path), "compact", "r1", "r2"]) == 0
+    assert "r1: judgments 3 files -> 1 (3 rows)" in capsys.readouterr().out
+    assert snapshot(store) == before
+    assert (tmp_path / CATALOG).is_dir()
