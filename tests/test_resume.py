@@ -3,8 +3,6 @@ touch, unreadable files are set aside, and re-asks are bounded and recorded."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -68,12 +66,3 @@ def test_a_truncated_parquet_file_is_skipped_with_a_warning_and_recomputed(
     # Set aside, not deleted: the two unreadable files, and the two judges' verdicts on the
     # answer that was asked again (they judged text that no longer exists).
     assert len(list((tmp_path / "superseded").glob("**/*.parquet"))) == 2 + 2
-
-
-def test_sql_on_the_warehouse_is_read_only(tmp_path: Path) -> None:
-    run(fake_pool(f"warehouse.root={tmp_path}", "run.name=ro"))
-    for sql in (f"copy (select 1) to '{tmp_path}/x.csv'", "create table t as select 1", "attach 'x.db'"):
-        out = subprocess.run([sys.executable, "-m", "warehouse", "--root", str(tmp_path), "query", sql],
-                             capture_output=True, text=True)
-        assert out.returncode == 2 and "opened read-only" in out.stderr and "Traceback" not in out.stderr
-    assert not (tmp_path / "x.csv").exists()

@@ -13,10 +13,7 @@ from warehouse.db import connect, script
 from warehouse.html import compare_page, run_page
 from warehouse.report import console, coverage_table, deltas_table, latest_run, print_report
 from warehouse.store import Store
-
-
-# SELECT covers WITH, FROM, DESCRIBE, SHOW and SUMMARIZE; COPY, CREATE, ATTACH, SET ... are refused.
-READ_ONLY = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
+from warehouse.readonly import connect_read_only, refusal
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,22 +37,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     out = console()
-    con = connect(Store(args.root))
     if args.command == "query":
+        con = connect_read_only(Store(args.root))
         try:  # a relation runs lazily: errors can also come from show()
-            writes = [st.type.name for st in con.extract_statements(args.sql) if st.type not in READ_ONLY]
-            if writes:
-                print(f"error: the warehouse is opened read-only; {', '.join(writes)} statements are refused\n"
-                      "fix: query with SELECT (or EXPLAIN); to export, use the duckdb CLI: "
-                      "python -m warehouse views", file=sys.stderr)
-                return 2
             result = con.sql(args.sql)
             if result is not None:
                 result.show(max_width=200, max_rows=200)
         except duckdb.Error as e:
-            print(f"error: {e}", file=sys.stderr)
+            if (reason := refusal(e)) is None:
+                print(f"error: {e}", file=sys.stderr)
+            else:
+                print(f"error: the warehouse is opened read-only, and this query would write or reconfigure: "
+                      f"{reason}\nfix: query with SELECT; to export, use the duckdb CLI: python -m warehouse views",
+                      file=sys.stderr)
             return 2
         return 0
+    con = connect(Store(args.root))
     if len(args.runs) > 2 or len(set(args.runs)) < len(args.runs):
         r.error("report takes one run, or two different runs to compare")
     if args.command == "coverage" and len(args.runs) > 1:
