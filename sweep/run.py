@@ -40,7 +40,7 @@ from jobs.judge import failed as judge_failed
 from jobs.judge import rows as judge_rows
 from sweep.instance import Instance
 from sweep.resume import Reuse, reconcile
-from sweep.plan import CompareCell, JudgeCell, SweepPlan, content_key, plan, validate
+from sweep.plan import CompareCell, JudgeCell, SweepPlan, content_key, context_window, plan, validate
 from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order, share,
                             worth_another)
 from warehouse.schema import ComparisonRow, GenerationRow, JudgmentRow, RunRow
@@ -480,7 +480,7 @@ class Executor:
         key_env = card.endpoint.api_key_env if card.endpoint else None
         settings = EngineSettings(
             weights="", dtype=sizing.run_dtype(card, shape is not None),
-            max_model_len=min(self.conf.engine.max_model_len, card.context_length or self.conf.engine.max_model_len),
+            max_model_len=context_window(card, self.conf.engine),
             kv_cache_bytes=int(self.conf.engine.kv_cache_gib * sizing.GiB), enforce_eager=self.conf.engine.enforce_eager,
             tensor_parallel_size=shape.tp if shape else 1, pipeline_parallel_size=shape.pp if shape else 1,
             executor=executor_backend(shape, where), gpu_memory_utilization=self.conf.engine.gpu_memory_utilization,

