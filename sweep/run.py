@@ -418,7 +418,7 @@ class Executor:
                 try:
                     rows = ray.get(batch.ref)
                 except (ray.exceptions.RayError, ray.exceptions.RayTaskError) as e:
-                    error = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+                    error = failure(e)
             else:
                 batch = min(running, key=lambda b: b.deadline)
                 error = f"no result within engine.timeout_s={self.conf.engine.timeout_s:g} s (hung engine)"
@@ -571,6 +571,15 @@ class Executor:
         tokens = sum(r.output_tokens for r in rows)
         counts = ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
         console.log(f"{card.name}: {len(rows)} {what} ({counts}), {tokens} output tokens")
+
+
+def failure(e: Exception) -> str:
+    """A failed batch in one line. A task that raised is named by its own exception, not by Ray's
+    wrapper (whose first line is only where it ran)."""
+    cause = getattr(e, "cause", None)
+    shown = cause if isinstance(cause, BaseException) else e
+    first = (str(shown).splitlines() or [""])[0][:300]
+    return f"{type(shown).__name__}: {first}"
 
 
 def bundle_node_ids(shape: sizing.Shape, where: Placement, inventory: sizing.Inventory) -> tuple[str, ...]:

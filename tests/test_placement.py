@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import ray
+
+import sweep.run
 from ray.util.placement_group import placement_group_table
 from ray.util.state import list_actors
 
@@ -156,3 +158,42 @@ def test_an_early_judging_failure_leaves_its_cells_to_the_judging_phase(ray_node
     con = connect(result.store)
     assert con.execute("select count(*) from judgments where status != 'ok'").fetchone() == (0,)
     assert result.model_loads == 4  # the failed judge loaded again to judge in the judging phase
+
+
+def test_run_replicas_false_starts_no_replica(ray_nodes, tmp_path: Path) -> None:  # noqa: ANN001
+    """The replicas test's pool with run.replicas=false: one instance per model, all its answers from it."""
+    cfg = fake_pool("model=[qwen3_8b,qwen3_5_9b]", "evals=hard", "run.samples=8", "engine.concurrency=8",
+                    f"warehouse.root={tmp_path}", "run.name=no_dp", "run.replicas=false")
+    ray_nodes(workers=1, gpus=8, cpus=8)
+    result = run(cfg)
+    assert exact_rows(result.store, "no_dp") == (176, 176, 176, 176)
+    assert result.model_loads == 2 and sorted(landing.model for landing in result.landings) == ["Qwen3-8B",
+                                                                                                 "Qwen3.5-9B"]
+    pids = connect(result.store).execute(
+        "select model, count(distinct regexp_extract(answer, 'pid (\\d+)', 1)) from generations "
+        "group by model order by model").fetchall()
+    assert pids == [("Qwen3-8B", 1), ("Qwen3.5-9B", 1)]
+
+
+def test_run_early_judging_false_judges_only_after_the_answers_and_retries_a_failed_batch(
+        ray_nodes, tmp_path: Path, capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """The early-judging pool with run.early_judging=false: no verdict before the last answer lands;
+    the first judging batch raises inside the engine and is retried to success."""
+    cfg = fake_pool("model=[qwen3_8b,qwen3_5_9b,qwen3_32b]", "engine.concurrency=8", f"warehouse.root={tmp_path}",
+                    "run.name=late", "run.early_judging=false")
+    ray_nodes(workers=1, gpus=8, cpus=8, SWEEP_FAKE_SLOW="Qwen3-32B:15",
+              SWEEP_FAKE_FAIL_VERDICTS_ONCE=str(tmp_path / "failed"))
+    monkeypatch.setattr(sweep.run.console, "width", 400)  # one log line per event
+    result = run(cfg)
+    assert (tmp_path / "failed").exists()
+    assert exact_rows(result.store, "late") == (9, 9, 18, 18)
+    con = connect(result.store)
+    before = con.execute("select count(*) from raw_judgments where created_at < "
+                         "(select max(created_at) from raw_generations)").fetchone()
+    assert before == (0,)
+    assert con.execute("select distinct status, attempts from raw_judgments").fetchall() == [("ok", 1)]
+    assert con.execute("select instance_failures, status from runs").fetchone() == (1, "finished")
+    assert result.model_loads == 4  # three to answer; the judge whose batch raised loaded again
+    err = capfd.readouterr().err
+    # The engine's own exception, not Ray's wrapper of it.
+    assert "instance failed (RuntimeError: injected engine failure); restarting (1/2)" in err, err[-3000:]
