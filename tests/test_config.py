@@ -19,7 +19,9 @@ from sweep.plan import plan, validate
 from sweep.run import Live, to_config
 from sweep.schedule import Demand, Placement, demand
 from sweep.sizing import Inventory, Node, Shape
-from tests.conftest import CONF, compose_config
+from tests.conftest import CONF, compose_config, exact_rows, fake_cli
+from warehouse.db import connect
+from warehouse.store import Store
 
 STUDY = ["Qwen3-32B", "Qwen3.5-397B-A17B", "Qwen3.5-122B-A10B", "Qwen3.5-35B-A3B",
          "Qwen3.5-27B", "Qwen3-8B", "Qwen3-Coder-Next", "Qwen3.5-9B"]
@@ -257,3 +259,19 @@ def test_a_local_card_without_sizing_facts_and_an_endpoint_without_url(monkeypat
     raw.model.cards.served_smollm2.endpoint.base_url = "???"  # as if the card left it out (MISSING)
     with pytest.raises(SweepError, match="required key model.cards.served_smollm2.endpoint.base_url is not set"):
         to_config(raw)
+
+
+def test_a_hydra_multirun_writes_one_run_per_suite(tmp_path: Path) -> None:
+    """`python -m sweep -m evals=smoke,hard`: two sweeps, one after the other, each its own run."""
+    cli = [a if a != "run.name=cli" else "run.name=mr-${evals.name}" for a in fake_cli(tmp_path / "wh")]
+    cli = [a for a in cli if a != "evals=smoke"]
+    out = subprocess.run([*cli[:3], "-m", *cli[3:], "evals=smoke,hard", f"hydra.sweep.dir={tmp_path / 'multirun'}"],
+                         cwd=CONF.parent,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    store = Store(str(tmp_path / "wh"))
+    runs = connect(store).execute("select run_id, suite, status, generate_cells, judge_cells from raw_runs "
+                                  "order by run_id").fetchall()
+    assert runs == [("mr-hard", "hard", "finished", 33, 66), ("mr-smoke", "smoke", "finished", 9, 18)]
+    assert exact_rows(store, "mr-smoke") == (9, 9, 18, 18) and exact_rows(store, "mr-hard") == (33, 33, 66, 66)
+    assert "Ranking, run mr-smoke" in out.stdout and "Ranking, run mr-hard" in out.stdout

@@ -111,10 +111,11 @@ def test_a_hung_engine_is_killed_and_its_cells_requeued(ray_nodes, tmp_path: Pat
 
 
 def test_an_instance_that_keeps_failing_leaves_error_rows_not_gaps(ray_nodes, tmp_path: Path) -> None:  # noqa: ANN001
-    ray_nodes(workers=1, SWEEP_FAKE_DELAY_S="30")
-    cfg = fake_pool(f"warehouse.root={tmp_path}", "run.name=gaveup", MEMORY, "engine.timeout_s=3", "run.retries=1",
-                    "model=smol_pair")
-    result = run(cfg)
+    """Batches take 5 s and the limit is 3 s: every cell ends as an error row. The coverage command
+    shows them; a rerun with room for the batches recomputes every one of them."""
+    ray_nodes(workers=1, SWEEP_FAKE_DELAY_S="5")
+    settings = (f"warehouse.root={tmp_path}", "run.name=gaveup", MEMORY, "run.retries=1", "model=smol_pair")
+    result = run(fake_pool(*settings, "engine.timeout_s=3"))
     con = connect(result.store)
     assert exact_rows(result.store, "gaveup") == (6, 6, 6, 6)  # every cell has a row
     assert con.execute("select distinct status, attempts, error from generations").fetchall() == [
@@ -125,6 +126,20 @@ def test_an_instance_that_keeps_failing_leaves_error_rows_not_gaps(ray_nodes, tm
     counted = con.execute("select sum(valid_judgments), sum(total_judgments) from rankings").fetchone()
     assert counted == (0, 6)
     assert con.execute("select distinct cell_status, reason from coverage").fetchall() == [("failed", "answer error")]
+    shown = subprocess.run([sys.executable, "-m", "warehouse", "--root", str(tmp_path), "coverage", "gaveup"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "Coverage, run gaveup: 0 of 6 cells usable" in shown.stdout
+    assert shown.stdout.count("FAILED: answer error") == 6, shown.stdout
+
+    # engine.timeout_s is not part of any cell's key: the same cells, now with time to finish.
+    again = run(fake_pool(*settings, "engine.timeout_s=60"))
+    con = connect(again.store)
+    assert exact_rows(again.store, "gaveup") == (6, 6, 6, 6)
+    assert statuses(again.store) == ([("ok",)], [("ok",)])  # the error rows were recomputed, not reused
+    assert con.execute("select reused_cells, instance_failures, status from runs").fetchone() == (0, 0, "finished")
+    # The 6 answer files of errors and the 6 verdict files on them, set aside.
+    assert len(list((tmp_path / "superseded").glob("**/*.parquet"))) == 12
 
 
 # The driver, with one change: its Nth temp-file write of a table writes half the bytes, says where

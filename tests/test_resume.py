@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from sweep.run import run
-from tests.conftest import fake_pool
-from tests.conftest import exact_rows
+from tests.conftest import exact_rows, fake_pool
 from tests.test_faults import FULL
 from warehouse.db import connect
 from warehouse.store import Store
@@ -67,3 +66,4 @@ def test_a_truncated_parquet_file_is_skipped_with_a_warning_and_recomputed(
     # Set aside, not deleted: the two unreadable files, and the two judges' verdicts on the
     # answer that was asked again (they judged text that no longer exists).
     assert len(list((tmp_path / "superseded").glob("**/*.parquet"))) == 2 + 2
+
