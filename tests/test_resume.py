@@ -3,16 +3,22 @@ touch, unreadable files are set aside, and re-asks are bounded and recorded."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from sweep.run import run
 from tests.conftest import exact_rows, fake_pool
 from tests.test_faults import FULL
 from warehouse.db import connect
+from warehouse.schema import SCHEMAS
 from warehouse.store import Store
 
+ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
@@ -67,3 +73,31 @@ def test_a_truncated_parquet_file_is_skipped_with_a_warning_and_recomputed(
     # answer that was asked again (they judged text that no longer exists).
     assert len(list((tmp_path / "superseded").glob("**/*.parquet"))) == 2 + 2
 
+
+
+def test_corrupt_pages_and_a_foreign_schema_are_skipped_by_query_and_report_and_redone(tmp_path: Path) -> None:
+    """A file whose footer is intact but whose pages are garbage, and a sound Parquet file of another
+    table's shape: query and report skip each with a warning naming it, the rerun sets both aside."""
+    run(fake_pool(f"warehouse.root={tmp_path}", "run.name=rot"))
+    rotten = sorted((tmp_path / "generations").glob("**/*.parquet"))[0]
+    data = bytearray(rotten.read_bytes())
+    footer = len(data) - 8 - pq.ParquetFile(rotten).metadata.serialized_size
+    data[4:footer] = bytes(b ^ 0x5A for b in data[4:footer])  # every page, not the footer or the magic bytes
+    rotten.write_bytes(bytes(data))
+    assert pq.read_schema(rotten).names == SCHEMAS["generations"].names  # the footer still reads
+    foreign = sorted((tmp_path / "judgments").glob("**/*.parquet"))[0].parent / "part-notes.parquet"
+    pq.write_table(pa.table({"note": ["not a verdict"]}), foreign)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "warehouse", "--root", str(tmp_path), *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+
+    for out in (cli("query", "select count(*) as answers from generations"), cli("report", "rot")):
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert f"warning: skipping {rotten}" in out.stderr and f"warning: skipping {foreign}" in out.stderr
+    assert "│       8 │" in cli("query", "select count(*) as answers from generations").stdout  # 9 - 1
+    result = run(fake_pool(f"warehouse.root={tmp_path}", "run.name=rot"))
+    assert exact_rows(result.store, "rot") == FULL
+    aside = sorted(p.name for p in (tmp_path / "superseded").glob("**/*.parquet"))
+    # The two bad files, and the two verdict files on the answer asked again; nothing deleted.
+    assert len(aside) == 4 and rotten.name in aside and foreign.name in aside

@@ -59,8 +59,9 @@ def test_served_answers_are_real_with_usage_timing_and_cost(served_sweep: Store)
         assert status in ("ok", "truncated") and answer.strip(), eval_id
         assert prompt > 0 and 0 < output <= 2 * 48 and 0 < ttft <= latency
         assert requests == attempts  # no transport retries against a healthy local server
-        if attempts == 1:
-            assert cost == pytest.approx((prompt * PRICES[0] + output * PRICES[1]) / 1e6)
+        # Every attempt is paid: each one before the last was cut off at its budget (48, then twice that).
+        paid_output = sum(48 * 2 ** k for k in range(attempts - 1)) + output
+        assert cost == pytest.approx((attempts * prompt * PRICES[0] + paid_output * PRICES[1]) / 1e6), eval_id
     answers = dict(con.execute("select model, answer from generations where eval_id = 'capital-france'").fetchall())
     assert "Paris" in answers[SERVED] and "Paris" in answers[LOCAL]  # the same float32 weights, both ways
     assert con.execute("select count(cost_usd) from generations where model = ?", [LOCAL]).fetchone() == (0,)

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import duckdb
+from rich.console import Console
 from sweep.config import Warehouse
-from warehouse.db import connect, script
+from warehouse.db import connect, damaged, script
 from warehouse.html import compare_page, run_page
 from warehouse.report import console, coverage_table, deltas_table, latest_run, print_report
 from warehouse.store import Store
@@ -37,22 +38,39 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     out = console()
+    store = Store(args.root)
     if args.command == "query":
-        con = connect_read_only(Store(args.root))
-        try:  # a relation runs lazily: errors can also come from show()
-            result = con.sql(args.sql)
-            if result is not None:
-                result.show(max_width=200, max_rows=200)
-        except duckdb.Error as e:
-            if (reason := refusal(e)) is None:
-                print(f"error: {e}", file=sys.stderr)
-            else:
-                print(f"error: the warehouse is opened read-only, and this query would write or reconfigure: "
-                      f"{reason}\nfix: query with SELECT; to export, use the duckdb CLI: python -m warehouse views",
-                      file=sys.stderr)
-            return 2
-        return 0
-    con = connect(Store(args.root))
+        con = connect_read_only(store)
+        for first in (True, False):
+            try:  # a relation runs lazily: errors can also come from show()
+                result = con.sql(args.sql)
+                if result is not None:
+                    result.show(max_width=200, max_rows=200)
+                return 0
+            except duckdb.Error as e:
+                reason = refusal(e)
+                if first and reason is None and (broken := damaged(store)):
+                    con = connect_read_only(store, broken)  # warns about each, and reads the rest
+                    continue
+                if reason is None:
+                    print(f"error: {e}", file=sys.stderr)
+                else:
+                    print(f"error: the warehouse is opened read-only, and this query would write or reconfigure: "
+                          f"{reason}\nfix: query with SELECT; to export, use the duckdb CLI: python -m warehouse views",
+                          file=sys.stderr)
+                return 2
+    try:
+        return tables(args, store, connect(store), r, c, out)
+    except duckdb.Error:
+        # A file with a sound footer and corrupt pages fails the first query that reads it.
+        if not (broken := damaged(store)):
+            raise
+        return tables(args, store, connect(store, broken), r, c, out)
+
+
+def tables(args: argparse.Namespace, store: Store, con: duckdb.DuckDBPyConnection, r: argparse.ArgumentParser,
+           c: argparse.ArgumentParser, out: Console) -> int:
+    """report and coverage."""
     if len(args.runs) > 2 or len(set(args.runs)) < len(args.runs):
         r.error("report takes one run, or two different runs to compare")
     if args.command == "coverage" and len(args.runs) > 1:
@@ -70,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         out.print(coverage_table(con, runs[0]))
         return 0
     if len(runs) == 1:
-        print_report(con, Store(args.root), runs[0], out)
+        print_report(con, store, runs[0], out)
     else:
         out.print(deltas_table(con, *runs))
     if args.html:

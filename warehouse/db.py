@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Collection
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from warehouse.schema import SCHEMAS
 from warehouse.store import TABLES, Store
@@ -27,13 +29,16 @@ def sql(name: str) -> str:
     return (SQL_DIR / f"{name}.sql").read_text()
 
 
-def connect(store: Store) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB whose views read the warehouse's Parquet files where they are."""
+def connect(store: Store, skip: Collection[str] = ()) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB whose views read the warehouse's Parquet files where they are, but
+    those in ``skip`` (found by ``damaged``)."""
     con = duckdb.connect()
     if not store.local:
         con.register_filesystem(store.fs)
     for table in TABLES:
         files, bad = store.readable(table)
+        bad += [f for f in files if f in skip]
+        files = [f for f in files if f not in skip]
         for path in bad:
             print(f"warning: skipping {store.url(path)}: not a readable {table} Parquet file "
                   "(truncated, corrupt, or another schema)", file=sys.stderr)
@@ -41,7 +46,8 @@ def connect(store: Store) -> duckdb.DuckDBPyConnection:
         # warehouse without judge.pairwise has no comparisons file and answers with zero rows).
         con.register(f"_empty_{table}", _empty(table))
         if files:
-            urls = ", ".join(_literal(store.url(f)) for f in files)
+            scan = getattr(store, "scan_url", store.url)  # a ReadOnlyStore reads through its own filesystem
+            urls = ", ".join(_literal(scan(f)) for f in files)
             con.execute(f"create view raw_{table} as select * from read_parquet([{urls}], union_by_name = true) "
                         f"union all by name select * from _empty_{table}")
         else:
@@ -49,6 +55,19 @@ def connect(store: Store) -> duckdb.DuckDBPyConnection:
     for statement in model_views():
         con.execute(statement)
     return con
+
+
+def damaged(store: Store) -> list[str]:
+    """Files whose footer reads but whose pages don't. ``connect`` checks footers only, as a full
+    read of every file costs as much as the query: call this after a query failed."""
+    out = []
+    for table in TABLES:
+        for path in store.readable(table)[0]:
+            try:
+                pq.read_table(path, filesystem=store.fs)
+            except (pa.ArrowException, OSError):
+                out.append(path)
+    return out
 
 
 def model_views() -> list[str]:

@@ -8,7 +8,7 @@ files, extensions, secrets, ATTACH, EXPORT) is switched off and locked.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Collection
 
 import duckdb
 from fsspec import AbstractFileSystem
@@ -61,9 +61,14 @@ class ReadOnlyStore(Store):
 
     def __init__(self, store: Store) -> None:
         self.root, self.storage_options, self.path = store.root, store.storage_options, store.path
-        self.fs, self.local = ReadOnlyFileSystem(store.fs), False
+        self.fs, self.local, self.inner = ReadOnlyFileSystem(store.fs), False, store
 
     def url(self, path: str) -> str:
+        """What messages name: the file where it is."""
+        return self.inner.url(path)
+
+    def scan_url(self, path: str) -> str:
+        """What the views read: the file through ReadOnlyFileSystem."""
         return f"{PROTOCOL}://{path}"
 
 
@@ -77,9 +82,9 @@ def refusal(error: duckdb.Error) -> str | None:
     return lines[-1].removeprefix("PermissionError: ") if lines else None
 
 
-def connect_read_only(store: Store) -> duckdb.DuckDBPyConnection:
+def connect_read_only(store: Store, skip: Collection[str] = ()) -> duckdb.DuckDBPyConnection:
     """The warehouse views on a connection that can write no file anywhere, and can't be reconfigured."""
-    con = connect(ReadOnlyStore(store))
+    con = connect(ReadOnlyStore(store), skip)
     for statement in (f"set allowed_directories = ['{PROTOCOL}://']", "set enable_external_access = false",
                       "set autoinstall_known_extensions = false", "set autoload_known_extensions = false",
                       "set lock_configuration = true"):
