@@ -185,7 +185,7 @@ def test_run_early_judging_false_judges_only_after_the_answers_and_retries_a_fai
     the first judging batch raises inside the engine and is retried to success."""
     cfg = fake_pool("model=[qwen3_8b,qwen3_5_9b,qwen3_32b]", "engine.concurrency=8", f"warehouse.root={tmp_path}",
                     "run.name=late", "run.early_judging=false")
-    ray_nodes(workers=1, gpus=8, cpus=8, SWEEP_FAKE_SLOW="Qwen3-32B:15",
+    ray_nodes(workers=1, gpus=8, cpus=8, SWEEP_FAKE_SLOW="Qwen3-32B:5",
               SWEEP_FAKE_FAIL_VERDICTS_ONCE=str(tmp_path / "failed"))
     monkeypatch.setattr(sweep.run.console, "width", 400)  # one log line per event
     result = run(cfg)
