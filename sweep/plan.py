@@ -17,7 +17,7 @@ from jobs import judge as judging
 from jobs.engines.base import PLAIN_STOP, SamplingParams
 from jobs.generate import build_messages
 from sweep import panel, sizing
-from sweep.config import Mode, ModelCard, NodeGroup, Panel, PromptFormat, Sampling, Suite, SweepConfig
+from sweep.config import Engine, Mode, ModelCard, NodeGroup, Panel, PromptFormat, Sampling, Suite, SweepConfig
 from sweep.errors import SweepError
 
 
@@ -109,14 +109,28 @@ def resolve_sampling(card: ModelCard, mode: Mode, override: Sampling, seed: int)
     return SamplingParams(**merged, seed=seed)
 
 
-def _identity(card: ModelCard) -> dict[str, Any]:
-    """What makes two cards produce different text for the same request."""
+def context_window(card: ModelCard, engine: Engine) -> int:
+    """The max_model_len a card's instances run with: the engine's, or the card's if smaller."""
+    return min(engine.max_model_len, card.context_length or engine.max_model_len)
+
+
+def _identity(card: ModelCard, engine: Engine) -> dict[str, Any]:
+    """What makes two cards produce different text for the same request.
+
+    The context window is in it: it caps the budget of every re-ask (larger_budget). So is the
+    engine that runs local weights. Left out, as they change no text beyond float rounding, as
+    batch composition does: the KV cache size and concurrency (how many sequences run at once),
+    enforce_eager (the same ops, with or without CUDA graphs / torch.compile), the TP degree and
+    memory utilisation (placement), and timeouts."""
+    context = context_window(card, engine)
     if card.remote:
         assert card.endpoint is not None
         endpoint = {"base_url": card.endpoint.base_url, "model": card.endpoint.model}
         return {"endpoint": endpoint, "format": card.prompt_format.value, "system": card.system_prompt,
-                "mode": card.mode.value}
+                "mode": card.mode.value, "max_model_len": context}
     return {
+        "engine": card.engine,
+        "max_model_len": context,
         "weights": card.path or (asdict(card.gguf) if card.gguf else None) or card.hf_repo,
         "revision": card.revision,
         "dtype": card.dtype.value,
@@ -141,7 +155,7 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
                 sampling = resolve_sampling(card, card.mode, cfg.sampling, seed=cfg.run.seed + sample)
                 messages = build_messages(card.system_prompt, item.prompt)
                 # The eval id too: two suite items with the same text are two cells, each judged on its own rubric.
-                key = content_key("generate", _identity(card), item.id, messages, sampling)
+                key = content_key("generate", _identity(card, cfg.engine), item.id, messages, sampling)
                 answers.append(GenerateCell(key, card.name, item.id, sample, messages, sampling))
 
     labels = {c.name: f"Response {chr(ord('A') + i % 26)}{i // 26 or ''}" for i, c in enumerate(cards)}
@@ -157,7 +171,7 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
             if judge_card.name not in chosen[answer.model, (answer.eval_id, answer.sample)]:
                 continue
             key = content_key(
-                "judge", _identity(judge_card), cfg.judge.mode.value, answer.key, judging.TEMPLATE,
+                "judge", _identity(judge_card, cfg.engine), cfg.judge.mode.value, answer.key, judging.TEMPLATE,
                 suite.judge_brief, [asdict(c) for c in suite.criteria], rubric[answer.eval_id],
                 cfg.judge.justification_max_chars, sampling, scrub,
                 # Only when on, so the keys of runs without soft scores stay as they were.
@@ -189,7 +203,7 @@ def pairs(cfg: SweepConfig, cards: tuple[ModelCard, ...], answers: list[Generate
                         for first, second in ((a, b), (b, a)):
                             one, two = by_cell[first, item.id, sample], by_cell[second, item.id, sample]
                             key = content_key(
-                                "compare", _identity(judge_card), cfg.judge.mode.value, one.key, two.key,
+                                "compare", _identity(judge_card, cfg.engine), cfg.judge.mode.value, one.key, two.key,
                                 comparing.TEMPLATE, suite.judge_brief, [asdict(c) for c in suite.criteria],
                                 rubric[item.id], cfg.judge.justification_max_chars, sampling, scrub,
                             )

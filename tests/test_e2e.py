@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sweep.plan import plan
-from tests.conftest import compose_config
+from tests.conftest import compose_config, exact_rows
 from tests.test_plan import LAPTOP
 from tests.test_rankings import reference
 from warehouse.db import connect
@@ -57,8 +57,7 @@ def test_rows_are_complete_and_unique(sweep_run) -> None:  # noqa: ANN001
     _, store = sweep_run
     con = connect(store)
     models, prompts = 3, 3
-    assert con.execute("select count(*), count(distinct cell_key) from generations").fetchone() == (9, 9)
-    assert con.execute("select count(*), count(distinct cell_key) from judgments").fetchone() == (18, 18)
+    assert exact_rows(store, "e2e") == (9, 9, 18, 18)
     assert con.execute("select count(distinct model) from generations").fetchone() == (models,)
     run = con.execute("select status, model_loads, generate_cells, judge_cells, config_hash from runs").fetchone()
     assert run[:4] == ("finished", models, models * prompts, models * (models - 1) * prompts)
@@ -107,6 +106,7 @@ def test_ranking_sql_matches_python_on_the_raw_rows(sweep_run) -> None:  # noqa:
             for r in raw(store, "judgments")]
     want = reference(gens, rows)
     got = con.execute("select model, rank, avg_score, wins, top3, evals, valid_judgments from rankings").fetchall()
+    assert sorted(m for m, *_ in got) == sorted(want) and len(got) == 3  # every model ranked, none missing
     for model, rank, avg, wins, top3, evals, valid in got:
         w = want[model]
         assert (rank, wins, top3, evals, valid) == (w["rank"], w["wins"], w["top3"], w["evals"], w["valid"])
@@ -125,6 +125,17 @@ def test_warehouse_report_prints_the_tables_again(sweep_run) -> None:  # noqa: A
     assert "Ranking, run e2e" in out.stdout and "SmolLM2-135M-expert" in out.stdout
 
 
+# 3 models, 3 prompts, 3 judges; eval_scores has a row per (model, prompt) with a valid score.
+GRAIN_ROWS = {"rankings": 3, "efficiency": 3, "judge_leniency": 3, "generations": 9, "judgments": 18}
+
+
+def grain_rows(store: Store, view: str) -> int:
+    if view == "eval_scores":  # counted from the Parquet files: valid = parsed and a score within the scale
+        return len({(r["respondent"], r["eval_id"]) for r in raw(store, "judgments")
+                    if r["status"] == "ok" and 0 < r["score"] <= r["scale_max"]})
+    return GRAIN_ROWS[view]
+
+
 @pytest.mark.parametrize(
     "view, grain",
     [("rankings", "run_id, model"), ("efficiency", "run_id, model"), ("eval_scores", "run_id, model, eval_id"),
@@ -135,7 +146,7 @@ def test_each_view_has_one_row_per_grain(sweep_run, view: str, grain: str) -> No
     _, store = sweep_run
     rows, distinct = connect(store).execute(
         f"select count(*), count(distinct ({grain})) from {view}").fetchone()
-    assert rows == distinct > 0
+    assert rows == distinct == grain_rows(store, view)
 
 
 def test_pairwise_verdicts_are_planned_rows_and_reported(sweep_run) -> None:  # noqa: ANN001
@@ -154,11 +165,16 @@ def test_pairwise_verdicts_are_planned_rows_and_reported(sweep_run) -> None:  # 
     assert set(got.values()) <= {"ok", "no_answer"} and "ok" in got.values(), got
     text = out.stdout + out.stderr
     assert "Pairwise ranking, run e2e" in text and "Position bias" in text
-    bias = con.execute("select judge, decided, first_wins, first_rate, consistency from position_bias").fetchall()
-    assert len(bias) == 3
-    print("position bias (judge, decided, first wins, P(first), order consistency):", bias)
-    print("pairwise ranking:",
-          con.execute("select rank, model, win_rate, comparisons from pairwise_ranking").fetchall())
+    bias = con.execute("select judge, total, verdicts, decided, first_wins, second_wins, ties from position_bias "
+                       "order by judge").fetchall()
+    # The same counts from the Parquet files with pyarrow: valid = parsed ('1', '2' or 'tie'), decided = not a tie.
+    want = []
+    for judge in sorted({r["judge"] for r in raw(store, "comparisons")}):
+        rows = [r for r in raw(store, "comparisons") if r["judge"] == judge]
+        valid = [r["verdict"] for r in rows if r["status"] == "ok" and r["verdict"] in ("1", "2", "tie")]
+        want.append((judge, len(rows), len(valid), len(valid) - valid.count("tie"), valid.count("1"), valid.count("2"),
+                     valid.count("tie")))
+    assert bias == want and [b[1] for b in bias] == [6, 6, 6]  # 1 pair x 2 orders x 3 prompts per judge
     page = (Path(store.root) / "reports" / "e2e.html").read_text()
     assert 'id="pairwise-section"' in page
 

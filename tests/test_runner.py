@@ -12,18 +12,10 @@ import pytest
 import ray
 
 from sweep.run import run
-from tests.conftest import fake_pool
+from tests.conftest import exact_rows, fake_pool
 from warehouse.db import connect
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-
-
-def counts(store, run_id: str) -> tuple[int, int, int, int]:  # noqa: ANN001
-    con = connect(store)
-    q = "select count(*), count(distinct cell_key) from {} where run_id = ?"
-    gens = con.execute(q.format("generations"), [run_id]).fetchone()
-    judged = con.execute(q.format("judgments"), [run_id]).fetchone()
-    return (*gens, *judged)
 
 
 def test_a_pool_that_fits_loads_each_model_once(tmp_path: Path) -> None:
@@ -31,7 +23,7 @@ def test_a_pool_that_fits_loads_each_model_once(tmp_path: Path) -> None:
     result = run(cfg)
     assert result.model_loads == 3
     n, prompts = 3, 3
-    assert counts(result.store, "fits") == (n * prompts * 2,) * 2 + (n * (n - 1) * prompts * 2,) * 2
+    assert exact_rows(result.store, "fits") == (n * prompts * 2,) * 2 + (n * (n - 1) * prompts * 2,) * 2
     files = result.store.files("generations", "fits")
     assert len(files) == n  # one file per batch: each model answers its 6 cells in one
     run_row = connect(result.store).execute("select status, model_loads, generate_cells from runs").fetchone()
@@ -45,7 +37,7 @@ def test_a_pool_too_big_to_hold_at_once_reloads_only_what_it_must(tmp_path: Path
     result = run(cfg)
     # 3 loads to answer; the last two stay loaded and judge first; the first reloads once.
     assert result.model_loads == 4
-    assert counts(result.store, "tight") == (9, 9, 18, 18)
+    assert exact_rows(result.store, "tight") == (9, 9, 18, 18)
 
 
 def test_judges_never_see_their_own_answers_and_answers_are_blind(tmp_path: Path) -> None:
@@ -62,6 +54,6 @@ def test_a_sweep_writes_to_s3_and_duckdb_reads_it_back(s3_root: tuple[str, dict]
     cfg.warehouse.storage_options = options
     result = run(cfg)
     assert result.store.files("generations", "s3run")[0].startswith(root.removeprefix("s3://"))
-    assert counts(result.store, "s3run") == (9, 9, 18, 18)
+    assert exact_rows(result.store, "s3run") == (9, 9, 18, 18)
     ranked = connect(result.store).execute("select count(*) from rankings where run_id = 's3run'").fetchone()
     assert ranked == (3,)

@@ -1,8 +1,8 @@
 """The vLLM engine's own wiring, on real CPU vLLM with a tiny local model (no weights fetched).
 
 A random-weight Qwen3 model with a tokenizer that knows <think> and </think> loads with
-the reasoning parser configured, and the parser splits reasoning from the answer the way
-the generation job relies on: no end-of-thinking marker means no answer.
+the reasoning parser configured, and the engine splits reasoning from the answer of its
+(forced) outputs the way the generation job relies on: no end-of-thinking marker means no answer.
 """
 
 from __future__ import annotations
@@ -53,13 +53,27 @@ card.name, card.path, card.gguf, card.reasoning_parser, card.mode = "tiny", path
 settings = EngineSettings(weights=path, dtype="float32", max_model_len=512, kv_cache_bytes=64 << 20,
                           enforce_eager=True, tensor_parallel_size=1, gpu_memory_utilization=0.9, on_gpu=False, seed=0)
 engine = VllmEngine(card, settings)
-parser = engine._reasoning
 sampling = SamplingParams(temperature=0.0, top_p=1.0, top_k=0, min_p=0.0, presence_penalty=0.0, max_tokens=8, seed=0)
-(done,) = engine.complete([Request((("user", "hi"),), sampling, thinking=True)])
+ask = lambda n: [Request((("user", f"hi {i}"),), sampling, thinking=True) for i in range(n)]
+(done,) = engine.complete(ask(1))
+
+# Random weights never write </think>: the engine's real outputs get forced text (and its tokens),
+# then go through the engine's own split, as a model's would.
+forced = [("<think>add 17 and 25</think>42", "stop"), ("<think>still thinking when the budget ran out", "length")]
+real_chat, tok = engine.llm.chat, engine.llm.get_tokenizer()
+def chat(*args, **kwargs):
+    outs = real_chat(*args, **kwargs)
+    for out, (text, finish) in zip(outs, forced, strict=True):
+        out.outputs[0].text, out.outputs[0].token_ids = text, tok.encode(text, add_special_tokens=False)
+        out.outputs[0].finish_reason = finish
+    return outs
+engine.llm.chat = chat
+split, cut = engine.complete(ask(2))
 print(json.dumps({
-    "split": parser.extract_reasoning("<think>add 17 and 25</think>42", request=None),
-    "cut": parser.extract_reasoning("<think>still thinking when the budget ran out", request=None),
-    "finish": done.finish_reason, "tokens": done.output_tokens, "latency": done.latency_s,
+    "split": [split.reasoning, split.text, answer_status(split), split.output_tokens],
+    "cut": [cut.reasoning, cut.text, answer_status(cut), cut.finish_reason],
+    "tokens": [len(tok.encode(t, add_special_tokens=False)) for t, _ in forced],
+    "finish": done.finish_reason, "real_tokens": done.output_tokens, "latency": done.latency_s,
     "status": answer_status(done),
 }))
 """
@@ -72,9 +86,9 @@ def test_reasoning_is_split_from_the_answer(tiny_qwen3: Path) -> None:
                          timeout=600, cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got["split"] == ["add 17 and 25", "42"]
-    reasoning, answer = got["cut"]
-    assert answer is None and "still thinking" in reasoning
+    assert got["split"] == ["add 17 and 25", "42", "ok", got["tokens"][0]]
+    # No end-of-thinking marker: the budget ran out mid-thought, no answer, recorded as empty.
+    assert got["cut"] == ["still thinking when the budget ran out", "", "empty", "length"]
     # A real batch through the engine: random weights, so only the shape of the result is checked.
-    assert got["finish"] in ("stop", "length") and 0 < got["tokens"] <= 8 and got["latency"] > 0
+    assert got["finish"] in ("stop", "length") and 0 < got["real_tokens"] <= 8 and got["latency"] > 0
     assert got["status"] in ("ok", "truncated", "empty")

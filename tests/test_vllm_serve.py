@@ -17,7 +17,7 @@ import pytest
 
 from bench.vllm_server import CPU_ENV, served
 from jobs.models import local_weights
-from tests.conftest import compose_config, free_port
+from tests.conftest import compose_config, exact_rows, free_port
 from warehouse.db import connect
 from warehouse.store import Store
 
@@ -74,8 +74,7 @@ def served_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
 
 def test_served_and_local_rows_share_one_schema(served_sweep: Store) -> None:
     con = connect(served_sweep)
-    assert con.execute("select count(*), count(distinct cell_key) from generations").fetchone() == (6, 6)
-    assert con.execute("select count(*), count(distinct cell_key) from judgments").fetchone() == (6, 6)
+    assert exact_rows(served_sweep, "served") == (6, 6, 6, 6)
     engines = dict(con.execute("select model, any_value(engine) from generations group by 1").fetchall())
     assert engines == {SERVED: "openai", LOCAL: "vllm"}
     for table in ("generations", "judgments"):
@@ -91,8 +90,9 @@ def test_served_answers_are_real_with_usage_timing_and_cost(served_sweep: Store)
         assert status in ("ok", "truncated") and answer.strip(), eval_id
         assert prompt > 0 and 0 < output <= 2 * 48 and 0 < ttft <= latency
         assert requests == attempts  # no transport retries against a healthy local server
-        if attempts == 1:
-            assert cost == pytest.approx((prompt * PRICES[0] + output * PRICES[1]) / 1e6)
+        # Every attempt is paid: each one before the last was cut off at its budget (48, then twice that).
+        paid_output = sum(48 * 2 ** k for k in range(attempts - 1)) + output
+        assert cost == pytest.approx((attempts * prompt * PRICES[0] + paid_output * PRICES[1]) / 1e6), eval_id
     answers = dict(con.execute("select model, answer from generations where eval_id = 'capital-france'").fetchall())
     assert "Paris" in answers[SERVED] and "Paris" in answers[LOCAL]  # the same float32 weights, both ways
     assert con.execute("select count(cost_usd) from generations where model = ?", [LOCAL]).fetchone() == (0,)

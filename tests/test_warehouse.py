@@ -16,6 +16,7 @@ import pytest
 
 from sweep.errors import SweepError
 from warehouse.db import MODELS, connect, script
+from warehouse.readonly import PROTOCOL, connect_read_only, refusal
 from warehouse.schema import SCHEMAS, GenerationRow, JudgmentRow
 from warehouse.store import Store
 
@@ -271,3 +272,59 @@ def test_latest_rows_breaks_ties_the_same_way_every_time(tmp_path: Path) -> None
         store.write("judgments", [judgment("same", "e1", score=score)], name, run_id="r1", judge="J", eval_id="e1")
     results = {rows_of(connect(store), "select score from judgments")[0] for _ in range(5)}
     assert results == {(5.0,)}
+
+
+# Every way to write a file (or undo the lock) that we know of; {f} is a warehouse file, {d} a scratch folder.
+WRITES = (
+    "copy (select 1 as x) to '{d}/x.csv'",
+    "copy generations to '{f}' (use_tmp_file false)",  # allowed_paths alone would let this truncate the file
+    "copy generations to '{ro}{f}' (use_tmp_file false)",
+    "copy (select 1 as x) to 's3://somewhere/x.csv'",
+    "export database '{d}/export'",
+    "explain analyze copy (select 1 as x) to '{d}/x.csv'",
+    "explain analyze copy generations to '{ro}{f}' (use_tmp_file false)",
+    "attach '{d}/x.db'",
+    "attach '{ro}{d}/y.db'",
+    "install httpfs",
+    "load httpfs",
+    "set enable_external_access = true",
+    "set lock_configuration = false",
+    "set allowed_directories = ['/']",  # would open every local file to the COPY that follows
+    "reset enable_external_access",
+    "call enable_logging(storage = 'file', storage_path = '{d}/logs')",
+    "create persistent secret s (type s3, key_id 'a', secret 'b')",
+    "select * from read_text('/etc/hostname')",
+)
+
+
+def snapshot(store: Store, scratch: Path) -> dict[str, bytes]:
+    files = {p: store.fs.cat_file(p) for p in store.fs.find(store.path)}
+    return files | {str(p): p.read_bytes() for p in scratch.rglob("*") if p.is_file()}
+
+
+def test_query_connections_cannot_write_anything(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fill(store)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.chdir(scratch)  # relative paths land here
+    before = snapshot(store, scratch)
+    con = connect_read_only(store)
+    for sql in WRITES:
+        with pytest.raises(duckdb.Error) as info:
+            con.sql(sql.format(f=store.files("generations")[0], d=scratch, ro=f"{PROTOCOL}://"))
+        assert refusal(info.value), (sql, info.value)  # refused as a write, not failed for another reason
+        assert snapshot(store, scratch) == before, sql
+    # The views still read the warehouse, local or S3, on the same connection.
+    assert rows_of(con, "select model, avg_score, valid_judgments from rankings") == [("A", 7.5, 1)]
+
+
+def test_the_query_command_refuses_writes_in_one_clear_error(tmp_path: Path) -> None:
+    fill(Store(str(tmp_path / "wh")))
+    # EXPLAIN ANALYZE runs its statement: a statement-type filter let this one write x.csv.
+    out = subprocess.run([sys.executable, "-m", "warehouse", "--root", str(tmp_path / "wh"), "query",
+                          "explain analyze copy (select 1 as x) to 'x.csv'"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith("error: the warehouse is opened read-only") and "\nfix: " in out.stderr
+    assert "Traceback" not in out.stderr and 'Cannot access file "x.csv"' in out.stderr, out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wh"]

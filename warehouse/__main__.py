@@ -7,18 +7,17 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 import duckdb
+from rich.console import Console
 from sweep.config import Warehouse
 from sweep.errors import SweepError
-from warehouse.db import compact, connect, script
+from warehouse.db import compact, connect, damaged, script
 from warehouse.html import compare_page, run_page
+from warehouse.readonly import connect_read_only, refusal
 from warehouse.report import console, coverage_table, deltas_table, latest_run, print_report
 from warehouse.store import TABLES, Store
-
-
-# SELECT covers WITH, FROM, DESCRIBE, SHOW and SUMMARIZE; COPY, CREATE, ATTACH, SET ... are refused.
-READ_ONLY = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,31 +64,53 @@ def command(args: argparse.Namespace, r: argparse.ArgumentParser, c: argparse.Ar
                          "create it first (mkdir -p), or write the page elsewhere")
 
     out = console()
-    try:
-        con = connect(store)
-    except OSError as e:
-        raise SweepError(f"can't read the warehouse at {args.root} ({type(e).__name__}: {e})", ROOT_FIX) from None
+    if args.command == "query":
+        warn_if_empty(store, args.root)
+        con = opened(lambda: connect_read_only(store), args.root)
+        for first in (True, False):
+            try:  # a relation runs lazily: errors can also come from show()
+                result = con.sql(args.sql)
+                if result is not None:
+                    result.show(max_width=200, max_rows=200)
+                return 0
+            except duckdb.Error as e:
+                reason = refusal(e)
+                if first and reason is None and (broken := damaged(store)):
+                    con = connect_read_only(store, broken)  # warns about each, and reads the rest
+                    continue
+                if reason is None:
+                    print(f"error: {e}", file=sys.stderr)
+                else:
+                    print(f"error: the warehouse is opened read-only, and this query would write or reconfigure: "
+                          f"{reason}\nfix: query with SELECT; to export, use the duckdb CLI: python -m warehouse views",
+                          file=sys.stderr)
+                return 2
+    con = opened(lambda: connect(store), args.root)
     if args.command == "compact":
         for run in args.runs or [r for (r,) in con.execute("select run_id from runs order by run_id").fetchall()]:
             for table, (files, rows) in compact(store, run).items():
                 out.print(f"{run}: {table} {files} files -> 1 ({rows} rows); the old files are in superseded/")
         return 0
-    if args.command == "query":
-        warn_if_empty(store, args.root)
-        try:  # a relation runs lazily: errors can also come from show()
-            writes = [st.type.name for st in con.extract_statements(args.sql) if st.type not in READ_ONLY]
-            if writes:
-                print(f"error: the warehouse is opened read-only; {', '.join(writes)} statements are refused\n"
-                      "fix: query with SELECT (or EXPLAIN); to export, use the duckdb CLI: "
-                      "python -m warehouse views", file=sys.stderr)
-                return 2
-            result = con.sql(args.sql)
-            if result is not None:
-                result.show(max_width=200, max_rows=200)
-        except duckdb.Error as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        return 0
+    try:
+        return tables(args, store, con, r, c, out)
+    except duckdb.Error:
+        # A file with a sound footer and corrupt pages fails the first query that reads it.
+        if not (broken := damaged(store)):
+            raise
+        return tables(args, store, connect(store, broken), r, c, out)
+
+
+def opened(open_: Callable[[], duckdb.DuckDBPyConnection], root: str) -> duckdb.DuckDBPyConnection:
+    """A connection to the warehouse, or one error naming the root when it can't be read."""
+    try:
+        return open_()
+    except OSError as e:
+        raise SweepError(f"can't read the warehouse at {root} ({type(e).__name__}: {e})", ROOT_FIX) from None
+
+
+def tables(args: argparse.Namespace, store: Store, con: duckdb.DuckDBPyConnection, r: argparse.ArgumentParser,
+           c: argparse.ArgumentParser, out: Console) -> int:
+    """report and coverage."""
     if len(args.runs) > 2 or len(set(args.runs)) < len(args.runs):
         r.error("report takes one run, or two different runs to compare")
     if args.command == "coverage" and len(args.runs) > 1:

@@ -6,9 +6,11 @@ import functools
 import sys
 import uuid
 from pathlib import Path
+from typing import Collection
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from warehouse.schema import SCHEMAS
 from warehouse.store import TABLES, Store
@@ -31,8 +33,9 @@ def sql(name: str) -> str:
     return (SQL_DIR / f"{name}.sql").read_text()
 
 
-def connect(store: Store) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB whose views read the warehouse's live Parquet files where they are."""
+def connect(store: Store, skip: Collection[str] = ()) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB whose views read the warehouse's live Parquet files where they are, but
+    those in ``skip`` (found by ``damaged``)."""
     con = duckdb.connect()
     if not store.local:
         con.register_filesystem(store.fs)
@@ -40,20 +43,22 @@ def connect(store: Store) -> duckdb.DuckDBPyConnection:
     # binds a view (reading footers) when it is created and again when queried, so binding each model over
     # the files would read them once per view at every open.
     for statement in (*(f"create view raw_{t} as {_empty_select(t)}" for t in TABLES), *model_views(),
-                      *raw_views(store)):
+                      *raw_views(store, skip)):
         con.execute(statement)
     return con
 
 
-def raw_views(store: Store) -> list[str]:
-    """raw_{table} over the files the catalog lists (store.live), with a warning naming each skipped file."""
+def raw_views(store: Store, skip: Collection[str] = ()) -> list[str]:
+    """raw_{table} over the files the catalog lists (store.live) but those in ``skip``, with a warning
+    naming each skipped file."""
     out = []
     for table in TABLES:
         live = store.live(table)
-        for path in live.bad:
+        files = {path: columns for path, columns in live.files.items() if path not in skip}
+        for path in (*live.bad, *(path for path in live.files if path in skip)):
             print(f"warning: skipping {store.url(path)}: not a readable {table} Parquet file "
                   "(truncated, corrupt, or another schema)", file=sys.stderr)
-        out.append(f"create or replace view raw_{table} as {_select(store, table, live.files, live.unique)}")
+        out.append(f"create or replace view raw_{table} as {_select(store, table, files, live.unique)}")
     return out
 
 
@@ -64,9 +69,10 @@ def _select(store: Store, table: str, files: dict[str, tuple[str, ...]], unique:
     back as values (hive_partitioning = false): each file holds its own columns, and a '/' in a name
     would otherwise split it. ``filename`` and ``file_row_number`` make latest_rows' order total, and
     ``_unique`` marks the files latest_rows need not look into (Live.unique)."""
+    scan = getattr(store, "scan_url", store.url)  # a ReadOnlyStore reads through its own filesystem
     groups: dict[tuple[tuple[str, ...], bool], list[str]] = {}
     for path, columns in files.items():
-        groups.setdefault((tuple(sorted(columns)), path in unique), []).append(store.url(path))
+        groups.setdefault((tuple(sorted(columns)), path in unique), []).append(scan(path))
     extra = ", filename = true, file_row_number = true" if table in LATEST else ""
     reads = [f"select *{f', {flag} as _unique' if table in LATEST else ''} from read_parquet("
              f"[{', '.join(map(_literal, urls))}], hive_partitioning = false{extra})"
@@ -103,6 +109,19 @@ def compact(store: Store, run_id: str) -> dict[str, tuple[int, int]]:
         store.fold(live.commits, stranded=live.stranded)
         done[table] = (len(live.files), data.num_rows)
     return done
+
+
+def damaged(store: Store) -> list[str]:
+    """Files whose footer reads but whose pages don't. ``connect`` checks footers only, as a full
+    read of every file costs as much as the query: call this after a query failed."""
+    out = []
+    for table in TABLES:
+        for path in store.live(table).files:
+            try:
+                pq.read_table(path, filesystem=store.fs)
+            except (pa.ArrowException, OSError):
+                out.append(path)
+    return out
 
 
 def model_views() -> list[str]:
