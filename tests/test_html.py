@@ -2,7 +2,8 @@
 
 Two runs of the smoke pool: "base", and "twice" (two samples per cell) with one answer turned
 into an engine error (a failed cell) and one answer file deleted (a missing cell). Every page is
-opened in Debian's chromium; screenshots land in artifacts/.
+opened in Debian's chromium; screenshots land in artifacts/. The last test opens the page of a
+real sweep (SmolLM2 on CPU vLLM, tests/test_real_engine.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import pytest
 from bench.chromium import BINARY, BOKEH_READY, Chromium, Page
 from sweep.run import run
 from tests.conftest import fake_pool
+from tests.test_real_engine import RUN as REAL_RUN
+from tests.test_real_engine import Resumed, resumed_sweep  # noqa: F401  (the session's real sweep)
 from warehouse.__main__ import main
 from warehouse.db import connect
 from warehouse.html import compare_page, run_page, save_run_page
@@ -212,3 +215,28 @@ def test_the_coverage_and_frontier_views_follow_their_definitions(store: Store) 
         for model, score, time_s, on in points:  # Pareto: nobody at least as good on both and better on one
             beaten = any(s >= score and t <= time_s and (s > score or t < time_s) for _, s, t, _ in points)
             assert on == (not beaten), model
+
+
+@pytest.mark.vllm
+def test_the_page_of_a_real_sweep_shows_the_rankings_view(resumed_sweep: Resumed,  # noqa: F811
+                                                          chromium: Chromium) -> None:
+    """The page a real sweep (SmolLM2 on CPU vLLM, see tests/test_real_engine.py) wrote for itself."""
+    store = resumed_sweep.store
+    path = Path(store.root) / "reports" / f"{REAL_RUN}.html"
+    assert f"Page: {path}" in resumed_sweep.rerun.stdout
+    page = chromium.load(path.as_uri(), ready=BOKEH_READY)
+    page.screenshot(ARTIFACTS / "report-real.png")
+    assert page.load.errors == []
+    con = connect(store)
+    ranked = con.execute("select rank, model, avg_score, wins, top3, evals, avg_sigma, valid_judgments, "
+                         "total_judgments from rankings where run_id = ? order by rank", [REAL_RUN]).fetchall()
+    models = {m for (m,) in con.execute("select distinct model from raw_generations").fetchall()}
+    assert len(ranked) == len(models) == 2 and all(avg is not None for _, _, avg, *_ in ranked), ranked
+    want = [[str(rank), model, f"{avg:.2f}", str(wins), f"{top3}/{evals}", f"{sigma:.2f}", f"{valid}/{total}"]
+            for rank, model, avg, wins, top3, evals, sigma, valid, total in ranked]
+    cells = page.evaluate("[...document.querySelectorAll('#ranking tbody tr')].map(r => [...r.cells].map(c => "
+                          "c.innerText))")
+    # Rank and scores carry their bootstrap range after a space; the calibrated column is stats.py's.
+    shown = [[c.split(" (")[0] for i, c in enumerate(row) if i != 3] for row in cells]
+    assert shown == want
+    page.close()
