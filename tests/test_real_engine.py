@@ -57,24 +57,26 @@ def sweep_cli(root: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def resumed_sweep(tmp_path_factory: pytest.TempPathFactory) -> Resumed:
     """Session-wide and imported by tests/test_html.py (it belongs in conftest.py)."""
-    return _resumed_sweep(tmp_path_factory)
+    return _resumed_sweep(tmp_path_factory.getbasetemp())
 
 
 @functools.cache  # one sweep for every module that imports the fixture (each gets its own fixture object)
-def _resumed_sweep(factory: pytest.TempPathFactory) -> Resumed:
-    root = factory.mktemp("resumed")
+def _resumed_sweep(base: Path) -> Resumed:
+    root = base / "resumed"
+    root.mkdir()
     answers = root / "generations"
-    driver = subprocess.Popen(sweep_cli(root), cwd=ROOT, env=WIDE, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(sweep_cli(root), cwd=ROOT, env=WIDE, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     until(lambda: list(answers.glob("**/*.parquet")), driver, "no answer landed")
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver, the local Ray it started and the vLLM actors
+    for pid in [driver.pid, *descendants(driver.pid)]:  # the driver, the local Ray it started, the vLLM actors
+        os.kill(pid, signal.SIGKILL)
     driver.wait()
     landed = {str(f): f.read_bytes() for f in answers.glob("**/*.parquet")}
     store = Store(str(root))
     (status,) = connect(store).execute("select status from runs").fetchone()
     with open(root / "rerun.err", "w+") as err:
-        rerun = subprocess.Popen(sweep_cli(root), cwd=ROOT, env=WIDE, start_new_session=True,
-                                 stdout=subprocess.PIPE, stderr=err, text=True)
+        rerun = subprocess.Popen(sweep_cli(root), cwd=ROOT, env=WIDE, stdout=subprocess.PIPE, stderr=err,
+                                 text=True)
         pid = until(lambda: engine_generating(rerun.pid), rerun, "no engine was seen generating")
         killed = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip()
         os.kill(pid, signal.SIGKILL)  # the actor's process: the engine dies mid-batch
@@ -94,14 +96,31 @@ def until(found, process: subprocess.Popen, what: str, timeout: float = 900):  #
     return value
 
 
-def engine_generating(group: int) -> int:
-    """The pid of a process of this process group that runs Instance.generate, or 0."""
+def descendants(root: int) -> list[int]:
+    """Every live process started, directly or not, by ``root`` (Ray's workers run in process groups of
+    their own, and other sweeps may run on this machine)."""
+    parents = {}
     for proc in Path("/proc").iterdir():
         try:
-            if (proc.name.isdigit() and os.getpgid(int(proc.name)) == group
-                    and (proc / "cmdline").read_bytes().startswith(GENERATING.encode())):
-                return int(proc.name)
-        except (OSError, ProcessLookupError):  # exited meanwhile
+            if proc.name.isdigit():  # the field after the parenthesised name is the state, then the ppid
+                parents[int(proc.name)] = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+        except OSError:  # exited meanwhile
+            continue
+    found, frontier = [], [root]
+    while frontier:
+        children = [pid for pid, ppid in parents.items() if ppid in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def engine_generating(root: int) -> int:
+    """The pid of a process under ``root`` that runs Instance.generate, or 0."""
+    for pid in descendants(root):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(GENERATING.encode()):
+                return pid
+        except OSError:
             continue
     return 0
 
