@@ -11,9 +11,9 @@ SIGKILLed too. tests/test_html.py opens the resulting page.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -57,13 +57,15 @@ def sweep_cli(root: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def resumed_sweep(tmp_path_factory: pytest.TempPathFactory) -> Resumed:
     """Session-wide and imported by tests/test_html.py (it belongs in conftest.py)."""
-    return _resumed_sweep(tmp_path_factory.getbasetemp())
+    # pytest imports this file as test_real_engine and test_html.py as tests.test_real_engine: two
+    # fixtures. The first one to run leaves its result on disk for the other.
+    saved = tmp_path_factory.getbasetemp() / "resumed.pickle"
+    if not saved.exists():
+        saved.write_bytes(pickle.dumps(_resumed_sweep(tmp_path_factory.mktemp("resumed"))))
+    return pickle.loads(saved.read_bytes())
 
 
-@functools.cache  # one sweep for every module that imports the fixture (each gets its own fixture object)
-def _resumed_sweep(base: Path) -> Resumed:
-    root = base / "resumed"
-    root.mkdir()
+def _resumed_sweep(root: Path) -> Resumed:
     answers = root / "generations"
     driver = subprocess.Popen(sweep_cli(root), cwd=ROOT, env=WIDE, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
