@@ -131,3 +131,12 @@ def ray_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
     ray.shutdown()
     for cluster in clusters:
         cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def resumed_sweep(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One real sweep killed mid-run and resumed (tests/real_sweep.py), for tests/test_real_engine.py and
+    the real page in tests/test_html.py."""
+    from tests.real_sweep import resumed_sweep as sweep
+
+    return sweep(tmp_path_factory.mktemp("resumed"))

@@ -2,7 +2,8 @@
 
 Two runs of the smoke pool: "base", and "twice" (two samples per cell) with one answer turned
 into an engine error (a failed cell) and one answer file deleted (a missing cell). Every page is
-opened in Debian's chromium; screenshots land in artifacts/.
+opened in Debian's chromium; screenshots land in artifacts/. The last test opens the page of a
+real sweep (SmolLM2 on CPU vLLM, tests/test_real_engine.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from sweep.run import run
 from tests.conftest import fake_pool
 import warehouse.html as html_module
 from warehouse import stats
+from tests.real_sweep import RUN as REAL_RUN
+from tests.real_sweep import Resumed
 from warehouse.__main__ import main
 from warehouse.db import connect
 from warehouse.html import compare_page, run_page, save_run_page
@@ -236,3 +239,28 @@ def test_a_page_of_many_evals_shows_the_troubled_ones_and_says_what_it_left_out(
     assert "2 of 3 evals shown here" in text and "select * from coverage where run_id = &#39;twice&#39;" in text
     monkeypatch.setattr(html_module, "PAGE_EVALS", 3)
     assert "evals shown here" not in run_page(connect(store), "twice")  # 3 evals: all shown
+
+
+@pytest.mark.vllm
+def test_the_page_of_a_real_sweep_shows_the_rankings_view(resumed_sweep: Resumed,
+                                                          chromium: Chromium) -> None:
+    """The page a real sweep (SmolLM2 on CPU vLLM, see tests/test_real_engine.py) wrote for itself."""
+    store = resumed_sweep.store
+    path = Path(store.root) / "reports" / f"{REAL_RUN}.html"
+    assert f"Page: {path}" in resumed_sweep.rerun.stdout
+    page = chromium.load(path.as_uri(), ready=BOKEH_READY)
+    page.screenshot(ARTIFACTS / "report-real.png")
+    assert page.load.errors == []
+    con = connect(store)
+    ranked = con.execute("select rank, model, avg_score, wins, top3, evals, avg_sigma, valid_judgments, "
+                         "total_judgments from rankings where run_id = ? order by rank", [REAL_RUN]).fetchall()
+    models = {m for (m,) in con.execute("select distinct model from raw_generations").fetchall()}
+    assert len(ranked) == len(models) == 2 and all(avg is not None for _, _, avg, *_ in ranked), ranked
+    want = [[str(rank), model, f"{avg:.2f}", str(wins), f"{top3}/{evals}", f"{sigma:.2f}", f"{valid}/{total}"]
+            for rank, model, avg, wins, top3, evals, sigma, valid, total in ranked]
+    cells = page.evaluate("[...document.querySelectorAll('#ranking tbody tr')].map(r => [...r.cells].map(c => "
+                          "c.innerText))")
+    # Rank and scores carry their bootstrap range after a space; the calibrated column is stats.py's.
+    shown = [[c.split(" (")[0] for i, c in enumerate(row) if i != 3] for row in cells]
+    assert shown == want
+    page.close()

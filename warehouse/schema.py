@@ -51,7 +51,7 @@ class GenerationRow:
     latency_s: float = doc("Arrival to last token, seconds")
     ttft_s: Optional[float] = doc("Arrival to first token, seconds")
     queue_s: Optional[float] = doc("Arrival to first scheduling, seconds")
-    sampling: str = doc("Resolved sampling parameters, JSON")
+    sampling: str = doc("Sampling the answer was last asked with (a re-ask's larger max_tokens), JSON")
     engine: str = doc("Engine that produced the answer")
     error: Optional[str] = doc("Error message when status = error")
     attempts: int = doc("Times the answer was asked for (re-asked when cut off at max_tokens)")
