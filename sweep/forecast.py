@@ -18,6 +18,7 @@ from typing import Iterable, Optional
 
 from rich.table import Table
 
+from sweep.bound import Bound, lower_bound
 from sweep.config import Mode, ModelCard, SweepConfig
 from sweep.plan import SweepPlan, plan
 from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order,
@@ -84,6 +85,8 @@ class Forecast:
     gpu_s: float = 0.0
     """GPU-seconds of work, one load per model included (on CPU: node-seconds of compute)."""
     gpus: int = 0
+    bound: Optional[Bound] = None
+    """The lower bound that counts the reloads peer judging forces (sweep/bound.py)."""
 
     @property
     def loads(self) -> int:
@@ -92,6 +95,8 @@ class Forecast:
 
     @property
     def lower_bound_s(self) -> float:
+        if self.bound is not None:
+            return self.bound.seconds
         return max(self.gpu_s / self.gpus if self.gpus else 0.0, max(self.model_s.values(), default=0.0))
 
 
@@ -175,14 +180,21 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
     demands = {c.name: demand(c, conf, inventory) for c in cards}
     batch = conf.engine.concurrency
     out = Forecast(gpus=inventory.gpus)
+    busy_s: dict[str, float] = {}
     for c in cards:
         d = demands[c.name]
-        busy = sum(seconds(c, d, w[c.name], inventory, batch) for w in (gen, judge) if c.name in w)
+        busy = busy_s[c.name] = sum(seconds(c, d, w[c.name], inventory, batch) for w in (gen, judge) if c.name in w)
         out.model_s[c.name] = load_seconds(c, d) + busy
         # A load holds its GPUs; CPU instances load while another one computes; API cards
         # compute elsewhere.
         out.gpu_s += out.model_s[c.name] * d.gpus if d.gpus else 0.0 if d.endpoint else busy
-    if not inventory.gpus:
+    if inventory.gpus:
+        judge_by = {j: {r: seconds(the_plan.card(j), demands[j], w, inventory, batch) for r, w in by.items()}
+                    for j, by in by_respondent.items()}
+        out.bound = lower_bound(demands, {c.name: load_seconds(c, demands[c.name]) for c in cards},
+                                {c.name: seconds(c, demands[c.name], gen[c.name], inventory, batch)
+                                 for c in cards if c.name in gen}, busy_s, judge_by, inventory)
+    else:
         out.gpus = len(inventory.nodes)  # CPU instances take turns per node: a node is one "GPU"
     capacity = Capacity(inventory)
     alive: dict[str, Span] = {}
@@ -301,7 +313,8 @@ def plan_table(the_plan: SweepPlan, conf: SweepConfig, f: Forecast, inventory: I
     table = Table(title=f"plan: {len(the_plan.cards)} models, {len(the_plan.generate)} answers, "
                         f"{len(the_plan.judge)} judgments on {inventory.describe()}",
                   caption=(f"makespan ~{_duration(f.makespan_s)} (lower bound {_duration(f.lower_bound_s)}: "
-                           f"GPU-work / GPUs or the longest model), {f.loads} model loads; "
+                           f"GPU-work with the reloads peer judging forces / GPUs, or the longest model, or the "
+                           f"last answers' judging; sweep/bound.py), {f.loads} model loads; "
                            "times are roofline estimates (sweep/forecast.py)"))
     for col in ("model", "GPUs", "TP x PP", "node", "weight GB", "KV GB", "est. time", "loads"):
         table.add_column(col, justify="left" if col in ("model", "node") else "right")
