@@ -144,8 +144,10 @@ def seconds(card: ModelCard, d: Demand, w: Work, inventory: Inventory, batch: in
     arch = card.architecture
     touched = 1.0
     if arch.num_experts:
-        # Experts a decode step's batch routes to, per layer: the rest of the weights stay unread.
-        touched = 1 - (1 - arch.experts_per_token / arch.num_experts) ** batch
+        # Experts a decode step's batch routes to, per layer: the rest of the weights stay unread. The
+        # batch is the sequences decoding together, at most ``batch`` (11 answers: 11, not 64).
+        running = min(batch, max(w.sequences, 1))
+        touched = 1 - (1 - arch.experts_per_token / arch.num_experts) ** running
     active = card.params_active_b * 1e9
     read = (active + (params_total(card) - active) * touched) * per_param
     step = read / (bandwidth * 1e9 * BANDWIDTH_EFFICIENCY * scale)

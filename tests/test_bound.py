@@ -41,10 +41,16 @@ def test_two_nodes_a_model_loads_beside_the_last_answers_or_after_them() -> None
     assert (b.timing_s, b.seconds) == (175.0, 175.0)
 
 
-@pytest.mark.parametrize("cluster, bound, work", [("h100_8", 710, 530), ("h100_2x8", 334, 276), ("h100_64", 276, 276)])
-def test_the_study_bound_against_the_work_bound(cluster: str, bound: int, work: int) -> None:
+@pytest.mark.parametrize("cluster, argument", [("h100_8", "reload_s"), ("h100_2x8", "timing_s"), ("h100_64", "work_s")])
+def test_the_study_bound_comes_from_the_argument_the_cluster_forces(cluster: str, argument: str) -> None:
+    # One 8-GPU node: the FP8 397B fills it, so it or the seven others reload (the seven are cheaper);
+    # 16: the last answers' judging; 64: everything fits at once, no reload is forced. BENCHMARKS.md has
+    # the figures (710 s / 334 s / 276 s under the cost model before the MoE batch fix, as issue 15 says).
     cfg = compose_config("model=all", "evals=hard", "model.cards.qwen3_5_397b_a17b.dtype=fp8", f"cluster={cluster}")
     inventory = sizing.described(cfg.cluster)
     _, f = best_policy(plan(cfg, "t", inventory), cfg, inventory)
-    assert f.bound is not None and (round(f.lower_bound_s), round(f.bound.work_s)) == (bound, work)
-    assert f.lower_bound_s <= f.makespan_s
+    assert f.bound is not None and f.lower_bound_s == getattr(f.bound, argument) <= f.makespan_s
+    if cluster == "h100_8":
+        assert f.bound.loaded_once == ("Qwen3.5-397B-A17B",)
+    if cluster != "h100_64":
+        assert f.lower_bound_s > 1.15 * f.bound.work_s

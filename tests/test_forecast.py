@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from sweep import sizing
-from sweep.forecast import ORDERS, Forecast, best_policy, forecast
+from sweep.forecast import ORDERS, Forecast, Work, best_policy, forecast, seconds
 from sweep.plan import plan
-from sweep.schedule import Policy
+from sweep.schedule import Policy, demand
 from tests.conftest import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,3 +185,19 @@ def test_replicas_and_early_judging_can_be_turned_off_from_the_config() -> None:
     assert f_off.makespan_s > f_on.makespan_s
     with pytest.raises(Exception, match="early_judging"):
         compose_config("run.early_judging=sometimes")
+
+
+def test_a_moe_decode_step_reads_the_experts_of_the_real_batch() -> None:
+    # 11 answers decode together: the step reads the experts 11 sequences route to, whatever
+    # engine.concurrency allows (64 would read 72% of the 397B's experts instead of ~20%).
+    cfg = compose_config("model=all", "evals=hard", "model.cards.qwen3_5_397b_a17b.dtype=fp8", "cluster=h100_8")
+    inventory = sizing.described(cfg.cluster)
+    card = cfg.model.cards["qwen3_5_397b_a17b"]
+    d = demand(card, cfg, inventory)
+    w = Work(prefill=1100, decode=11 * 1200, sequences=11)
+    assert seconds(card, d, w, inventory, 64) == seconds(card, d, w, inventory, 11)
+    arch = card.architecture
+    touched = 1 - (1 - arch.experts_per_token / arch.num_experts) ** 11
+    read = (17e9 + (397e9 - 17e9) * touched) * 1.0  # FP8: a byte per parameter
+    step = read / (3350e9 * 0.6 * 8 * 0.85 ** 3)
+    assert seconds(card, d, Work(0, 11 * 1200, 11), inventory, 64) == pytest.approx(1200 * step)
