@@ -18,6 +18,7 @@ from typing import Iterable, Optional
 
 from rich.table import Table
 
+from sweep import engine_args
 from sweep.bound import Bound, lower_bound
 from sweep.config import Mode, ModelCard, SweepConfig
 from sweep.plan import SweepPlan, plan
@@ -318,22 +319,30 @@ def plan_table(the_plan: SweepPlan, conf: SweepConfig, f: Forecast, inventory: I
                            f"GPU-work with the reloads peer judging forces / GPUs, or the longest model, or the "
                            f"last answers' judging; sweep/bound.py), {f.loads} model loads; "
                            "times are roofline estimates (sweep/forecast.py)"))
-    for col in ("model", "GPUs", "TP x PP", "node", "weight GB", "KV GB", "est. time", "loads"):
-        table.add_column(col, justify="left" if col in ("model", "node") else "right")
+    for col in ("model", "GPUs", "TP x PP", "node", "dtype", "weight GB", "KV GB", "max_model_len", "graphs",
+                "est. time", "loads"):
+        table.add_column(col, justify="left" if col in ("model", "node", "dtype", "graphs") else "right")
     for card in the_plan.cards:
         spans = [s for s in f.spans if s.model == card.name]
         d = spans[0].demand
         nodes = sorted({n for s in spans for n in s.where.nodes})
-        if d.endpoint:
-            table.add_row(card.name, "0", "api", d.endpoint, "-", "-", _duration(f.model_s[card.name]), "-")
+        ctx = the_plan.context(card.name)
+        if d.endpoint or ctx is None:
+            table.add_row(card.name, "0", "api", d.endpoint, "-", "-", "-", "-", "-", _duration(f.model_s[card.name]),
+                          "-")
             continue
-        if d.shape is None:
-            shape, weights = "cpu", weight_bytes(card, run_dtype(card, False))
-            kv = int(conf.engine.kv_cache_gib * GiB)
-        else:
-            shape, weights, kv = f"{d.shape.tp} x {d.shape.pp}", d.shape.weight_bytes, d.shape.kv_bytes
-        table.add_row(card.name, str(d.gpus), shape, ",".join(map(str, nodes)), f"{weights / 1e9:.1f}",
-                      f"{kv / 1e9:.1f}", _duration(f.model_s[card.name]), str(len(spans)))
+        settings = engine_args.settings(card, d.shape, spans[0].where, conf, ctx)
+        shape = f"{d.shape.tp} x {d.shape.pp}" if d.shape else "cpu"
+        weights = d.shape.weight_bytes if d.shape else weight_bytes(card, run_dtype(card, False))
+        # The KV cache the engine gets (on GPU estimated: what gpu_memory_utilization leaves), per instance.
+        kv = ctx.kv_bytes_per_gpu * max(d.gpus, 1)
+        table.add_row(card.name, str(d.gpus), shape, ",".join(map(str, nodes)), settings.dtype, f"{weights / 1e9:.1f}",
+                      f"{kv / 1e9:.1f}", f"{settings.max_model_len:,}" + ("*" if ctx.capped else ""),
+                      "no (eager)" if settings.enforce_eager else "yes", _duration(f.model_s[card.name]),
+                      str(len(spans)))
+    capped = [c.warning() for c in the_plan.contexts if c.capped]
+    if capped:
+        table.caption += "\n" + "\n".join(f"* warning: {w}" for w in capped)
     return table
 
 

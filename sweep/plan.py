@@ -10,13 +10,13 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Optional
 
 from jobs import compare as comparing
 from jobs import judge as judging
 from jobs.engines.base import PLAIN_STOP, SamplingParams
 from jobs.generate import build_messages
-from sweep import sizing
+from sweep import engine_args, sizing
 from sweep.config import Mode, ModelCard, Panel, PromptFormat, Sampling, Suite, SweepConfig
 from sweep.errors import SweepError
 
@@ -81,9 +81,15 @@ class SweepPlan:
     judge: tuple[JudgeCell, ...]
     compare: tuple[CompareCell, ...] = ()
     """Pairwise verdicts (judge.pairwise): each unordered pair in both orders."""
+    contexts: tuple[engine_args.Context, ...] = ()
+    """Each local card's context window (max_model_len) on the planned cluster."""
 
     def card(self, name: str) -> ModelCard:
         return next(c for c in self.cards if c.name == name)
+
+    def context(self, name: str) -> Optional[engine_args.Context]:
+        """None for API cards."""
+        return next((c for c in self.contexts if c.model == name), None)
 
 
 def content_key(*parts: Any) -> str:
@@ -116,9 +122,10 @@ def _identity(card: ModelCard) -> dict[str, Any]:
         endpoint = {"base_url": card.endpoint.base_url, "model": card.endpoint.model}
         return {"endpoint": endpoint, "format": card.prompt_format.value, "system": card.system_prompt,
                 "mode": card.mode.value}
+    repo, revision = engine_args.checkpoint(card, card.dtype.value)
     return {
-        "weights": card.path or (asdict(card.gguf) if card.gguf else None) or card.hf_repo,
-        "revision": card.revision,
+        "weights": card.path or (asdict(card.gguf) if card.gguf else None) or repo,
+        "revision": revision or card.revision,
         "dtype": card.dtype.value,
         "format": card.prompt_format.value,
         "stop": PLAIN_STOP if card.prompt_format is PromptFormat.plain else None,
@@ -131,7 +138,7 @@ def _identity(card: ModelCard) -> dict[str, Any]:
 def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPlan:
     """Expand a validated config into cells; refuse what can't run on ``inventory``."""
     validate(cfg)
-    cards = tuple(cfg.model.cards.values())
+    cards = tuple(engine_args.as_run(c, cfg.engine) for c in cfg.model.cards.values())
     check_fits(cards, cfg, inventory)
     suite = cfg.evals
     answers: list[GenerateCell] = []
@@ -165,7 +172,18 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
                           labels[answer.model], answer.key, sampling, scrub)
             )
     comparisons = pairs(cfg, cards, answers, scrub) if cfg.judge.pairwise else ()
-    return SweepPlan(run_id, cards, suite, tuple(answers), tuple(judgments), comparisons)
+    prompts = {c.model: (0, 0) for c in answers}
+    for c in answers:
+        prompt, budget = prompts[c.model]
+        prompts[c.model] = (max(prompt, engine_args.message_tokens(c.messages)), max(budget, c.sampling.max_tokens))
+    reads: dict[str, set[tuple[str, ...]]] = {}  # per judge: whose answers one of its prompts holds
+    for j in judgments:
+        reads.setdefault(j.judge, set()).add((j.respondent,))
+    for p in comparisons:
+        reads.setdefault(p.judge, set()).add((p.first, p.second))
+    verdicts = {j.judge: j.sampling.max_tokens for j in judgments}
+    windows = engine_args.contexts(cards, prompts, reads, suite, verdicts, cfg, inventory)
+    return SweepPlan(run_id, cards, suite, tuple(answers), tuple(judgments), comparisons, tuple(windows.values()))
 
 
 def pairs(cfg: SweepConfig, cards: tuple[ModelCard, ...], answers: list[GenerateCell],
@@ -322,6 +340,7 @@ def check_fits(cards: tuple[ModelCard, ...], cfg: SweepConfig, inventory: sizing
             f"{len(too_big)} of {len(cards)} models don't fit this cluster ({inventory.describe()}): the biggest "
             f"slot one model can span is {slot.describe()} (TP inside a node, PP across nodes) at "
             f"gpu_memory_utilization={budget.utilization:g}. They need:\n  {needs}",
-            "add GPU nodes, use the cards' FP8 weights (model.cards.<key>.dtype=fp8), or lower engine.max_model_len "
+            "add GPU nodes, use the cards' FP8 checkpoints (engine.prefer_fp8=true, or model.cards.<key>.dtype=fp8), "
+            "or lower engine.max_model_len "
             "or engine.concurrency",
         )

@@ -84,12 +84,17 @@ def test_plan_cli_prints_the_table_without_ray(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     text, flat = out.stdout, " ".join(out.stdout.split())  # the title and caption wrap at the table's width
     assert "8 models, 88 answers, 616 judgments on 2 node(s), 384 CPUs, 4096 GiB RAM, 16 H100 GPUs of 80 GiB" in flat
-    for col in ("model", "GPUs", "TP x PP", "node", "weight GB", "KV GB", "est. time", "loads"):
+    for col in ("model", "GPUs", "TP x PP", "node", "dtype", "weight GB", "KV GB", "max_model_len", "graphs",
+                "est. time", "loads"):
         assert col in text
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
             for line in text.splitlines() if line.startswith("│")}
-    assert rows["Qwen3.5-397B-A17B"][:5] == ["16", "8 x 2", "0,1", "794.0", "34.4"]
-    assert rows["Qwen3-8B"][:4] == ["1", "1 x 1", "1", "16.4"]
+    # KV GB: what gpu_memory_utilization leaves the engine, 16 x (0.9 x 80 GiB - 794 GB / 16 - 3 GiB) = 391.4 GB.
+    # max_model_len: judging Coder-Next's answers re-asked at 2 x 65,536 tokens, 1.1 x for the judge's tokenizer,
+    # plus the judge prompt and a verdict re-asked twice (4 x 512); Qwen3-8B stops at its 40,960 (capped: *).
+    assert rows["Qwen3.5-397B-A17B"][:8] == ["16", "8 x 2", "0,1", "bfloat16", "794.0", "391.4", "150,242", "yes"]
+    assert rows["Qwen3-8B"][:8] == ["1", "1 x 1", "1", "bfloat16", "16.4", "57.7", "40,960*", "yes"]
+    assert "warning: Qwen3-8B: max_model_len capped at 40,960 tokens (its context length)" in flat
     assert rows["Qwen3-8B"][-1] == "1" and rows["Qwen3.5-397B-A17B"][-1] == "2"
     assert "9 model loads" in flat
 
@@ -102,6 +107,10 @@ def test_plan_cli_refuses_a_model_no_slot_holds(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "Qwen3.5-397B-A17B: 794 GB of bfloat16 weights" in out.stderr
     assert "the biggest slot one model can span is 1 node(s) x 8 GPUs of 80 GiB" in out.stderr
+    # A shape vLLM can run (TP divides the 32 heads), not a memory count ("at least 11 GPUs"), and the FP8 way out.
+    flat = " ".join(out.stderr.split())
+    assert ("the smallest shape vLLM runs it in is TP 8 x PP 2 = 16 x 80 GiB GPUs (2 nodes of 8); in FP8 "
+            "(Qwen/Qwen3.5-397B-A17B-FP8, engine.prefer_fp8=true): 399 GB, TP 8 x PP 1 = 8 x 80 GiB GPUs") in flat
 
 
 @pytest.mark.parametrize("cluster", ["h100_8", "h100_2x8", "h100_64", "h200_8"])
