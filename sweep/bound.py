@@ -86,8 +86,16 @@ def lower_bound(demands: Mapping[str, Demand], load_s: Mapping[str, float], gen_
     work_s = max((work + sum(gpu[n] * load_s[n] for n in names)) / gpus_total, longest)
 
     on_gpu = [n for n in names if gpu[n]]
+    known: dict[frozenset[str], bool] = {}
+
+    def fits(group: Sequence[str]) -> bool:
+        key = frozenset(group)
+        if key not in known:
+            known[key] = fit_together(tuple(key), demands, inventory)
+        return known[key]
+
     best_s, best_set = float("inf"), ()
-    for s in largest_sets(on_gpu, lambda group: fit_together(group, demands, inventory)):
+    for s in largest_sets(on_gpu, fits):
         gpu_s = work + sum(gpu[n] * load_s[n] * (1 if n in s else 2) for n in on_gpu)
         if gpu_s / gpus_total < best_s:
             best_s, best_set = gpu_s / gpus_total, s
@@ -101,7 +109,7 @@ def lower_bound(demands: Mapping[str, Demand], load_s: Mapping[str, float], gen_
             continue
         earliest = min(
             max(answered + judge_s[y][x] + (0.0 if y in loaded else load_s[y]) for y in judges)
-            for loaded in largest_sets(judges, lambda group: fit_together((x, *group), demands, inventory))
+            for loaded in largest_sets(judges, lambda group: fits((x, *group)))
         )
         timing_s = max(timing_s, earliest)
     return Bound(max(work_s, reload_s, timing_s), work_s, reload_s, timing_s, tuple(best_set))
