@@ -24,7 +24,7 @@ from sweep.config import Mode, ModelCard, SweepConfig
 from sweep.plan import SweepPlan, plan
 from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order,
                             worth_another)
-from sweep.sizing import BYTES_PER_PARAM, GiB, Inventory, Node, described, params_total, run_dtype, weight_bytes
+from sweep.sizing import BYTES_PER_PARAM, Inventory, Node, described, params_total, run_dtype, weight_bytes
 
 # Per GPU: HBM bandwidth (GB/s) and dense BF16 tensor throughput (TFLOP/s), vendor datasheets.
 GPU_SPECS = {"H100": (3350, 989), "H200": (4800, 989), "B200": (8000, 2250), "A100": (2039, 312),

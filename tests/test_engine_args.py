@@ -7,6 +7,7 @@ and jobs.engines.vllm.VllmEngine turns them into the arguments, as in a run.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import types
 from typing import Any
@@ -51,7 +52,7 @@ def started(seen: dict[str, Any], key: str, *overrides: str, inventory: sizing.I
     assert where is not None
     settings = engine_args.settings(card, d.shape, where, cfg, the_plan.context(card.name))
     if not settings.weights:  # packaged weights: the actor converts them; their path is not the point here
-        settings = engine_args.replace(settings, weights="packaged")
+        settings = dataclasses.replace(settings, weights="packaged")
     with pytest.raises(Captured):
         VllmEngine(card, settings)
     return dict(seen)
