@@ -136,3 +136,20 @@ def test_a_budget_that_cant_fit_is_refused_naming_the_card_need_and_fix() -> Non
     # Its longest answer prompt (961 bytes + 16 of chat markup) + 9,000 tokens exceed its 8,192-token context.
     assert "SmolLM2-135M: its prompts and output budget need 9,977 tokens, its context length is 8,192" in msg
     assert "sampling.max_tokens" in e.value.fix
+
+
+def test_the_prefer_fp8_plan_on_one_h100_node_shows_what_each_engine_starts_with() -> None:
+    from rich.console import Console
+
+    from sweep.forecast import show_plan
+
+    console = Console(width=200, record=True)
+    console.print(show_plan(compose_config("model=all", "evals=hard", "plan=true", "cluster=h100_8",
+                                           "engine.prefer_fp8=true")))
+    text = console.export_text()
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in text.splitlines() if line.startswith("│")}
+    # The 397B fits one node in FP8: 8 x (0.9 x 80 GiB - 399 GB / 8 - 3 GiB) = 193.7 GB of KV cache.
+    assert rows["Qwen3.5-397B-A17B"][:8] == ["8", "8 x 1", "0", "fp8", "399.0", "193.7", "150,242", "yes"]
+    assert rows["Qwen3.5-9B"][3] == "bfloat16"  # no FP8 checkpoint
+    assert rows["Qwen3-8B"][3:8] == ["fp8", "9.4", "64.6", "40,960*", "yes"]
