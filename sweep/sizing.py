@@ -263,9 +263,9 @@ def smallest_shape(card: ModelCard, slot: Slot, budget: Budget) -> Optional[Shap
 def shape_text(card: ModelCard, slot: Slot, budget: Budget) -> str:
     s = smallest_shape(card, slot, budget)
     if s is None:
-        return f"no shape of {slot.gpus_per_node}-GPU nodes holds it"
+        return f"no shape of {slot.gpus_per_node}-GPU nodes"
     nodes = f" ({s.pp} nodes of {slot.gpus_per_node})" if s.pp > 1 else ""
-    return f"the smallest shape vLLM runs it in is TP {s.tp} x PP {s.pp} = {s.gpus} x {slot.gpu_memory_bytes / GiB:.0f} GiB GPUs{nodes}"
+    return f"TP {s.tp} x PP {s.pp} = {s.gpus} x {slot.gpu_memory_bytes / GiB:.0f} GiB GPUs{nodes}"
 
 
 def need_text(card: ModelCard, slot: Slot, budget: Budget) -> str:
@@ -273,11 +273,11 @@ def need_text(card: ModelCard, slot: Slot, budget: Budget) -> str:
     must divide the heads: a memory count alone may name no valid shape), and its FP8 checkpoint's."""
     s = shape_for(card, 1, 1, slot, budget)
     text = (f"{card.name}: {s.weight_bytes / 1e9:.0f} GB of {s.dtype} weights + {s.kv_bytes / 1e9:.1f} GB KV cache; "
-            + shape_text(card, slot, budget))
+            f"the smallest shape vLLM runs it in is {shape_text(card, slot, budget)}")
     if card.fp8_repo and s.dtype != "fp8":
         fp8 = replace(card, dtype=DType.fp8)
         text += (f"; in FP8 ({card.fp8_repo}, engine.prefer_fp8=true): {weight_bytes(fp8, 'fp8') / 1e9:.0f} GB, "
-                 + shape_text(fp8, slot, budget).replace("the smallest shape vLLM runs it in is ", ""))
+                 f"{shape_text(fp8, slot, budget)}")
     forced, arch = budget.tensor_parallel_size, card.architecture
     if forced and not (valid_tp(card, forced) and forced <= slot.gpus_per_node):
         text += (f"; engine.tensor_parallel_size={forced} can't run it (TP must divide its {arch.num_attention_heads} "
