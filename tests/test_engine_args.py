@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from jobs.engines.vllm import VllmEngine
 from sweep import engine_args, provenance, sizing
 from sweep.plan import plan
-from sweep.schedule import Capacity, demand
+from sweep.schedule import Capacity, Placement, demand
 from tests.conftest import compose_config
 
 GiB = sizing.GiB
@@ -153,3 +153,24 @@ def test_the_prefer_fp8_plan_on_one_h100_node_shows_what_each_engine_starts_with
     assert rows["Qwen3.5-397B-A17B"][:8] == ["8", "8 x 1", "0", "fp8", "399.0", "193.7", "150,242", "yes"]
     assert rows["Qwen3.5-9B"][3] == "bfloat16"  # no FP8 checkpoint
     assert rows["Qwen3-8B"][3:8] == ["fp8", "9.4", "64.6", "40,960*", "yes"]
+
+
+def test_the_load_log_line_names_the_figures_the_engine_starts_with() -> None:
+    cfg = compose_config("model=all", "evals=hard", "cluster=h100_2x8")
+    inventory = sizing.described(cfg.cluster)
+    the_plan = plan(cfg, "t", inventory)
+    card = the_plan.card("Qwen3.5-397B-A17B")
+    d = demand(card, cfg, inventory)
+    where = Capacity(inventory).take(d)
+    assert where is not None
+    ctx = the_plan.context(card.name)
+    line = engine_args.describe(engine_args.settings(card, d.shape, where, cfg, ctx), ctx)
+    # 0.9 x 80 GiB - 794 GB / 16 - 3 GiB = 24.5 GB per GPU left for the KV cache.
+    assert line == ("Qwen/Qwen3.5-397B-A17B@main bfloat16, TP 8 x PP 2 (ray), max_model_len 150,242, "
+                    "KV from gpu_memory_utilization=0.9 (~24.5 GB per GPU estimated), CUDA graphs")
+    cpu = compose_config("model=cpu", "evals=hard")
+    cpu_plan = plan(cpu, "t", LAPTOP)
+    smol = cpu_plan.card("SmolLM2-135M")
+    assert engine_args.describe(engine_args.settings(smol, None, Placement((0,)), cpu, cpu_plan.context(smol.name)),
+                                cpu_plan.context(smol.name)) == (
+        "local weights float32, TP 1 x PP 1 (uni), max_model_len 6,907, KV 1.0 GiB, eager")
