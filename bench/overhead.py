@@ -40,7 +40,9 @@ def baseline(overrides: list[str]) -> dict:
     from jobs.models import local_weights
     from sweep.config import PromptFormat, register
     from sweep.plan import plan
-    from sweep.sizing import GiB, Inventory, Node, run_dtype
+    from sweep import engine_args
+    from sweep.schedule import Placement
+    from sweep.sizing import GiB, Inventory, Node
 
     register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -60,10 +62,10 @@ def baseline(overrides: list[str]) -> dict:
 
     llms, answers, tokens = {}, {}, 0
     for card in p.cards:
-        dtype = run_dtype(card, False)
-        llms[card.name] = LLM(model=local_weights(card, dtype), dtype=dtype, enforce_eager=cfg.engine.enforce_eager,
-                              max_model_len=min(cfg.engine.max_model_len, card.context_length), seed=cfg.run.seed,
-                              kv_cache_memory_bytes=int(cfg.engine.kv_cache_gib * GiB),
+        # The figures the sweep's own engine starts with (sweep/engine_args.py), on CPU.
+        s = engine_args.settings(card, None, Placement((0,)), cfg, p.context(card.name))
+        llms[card.name] = LLM(model=local_weights(card, s.dtype), dtype=s.dtype, enforce_eager=s.enforce_eager,
+                              max_model_len=s.max_model_len, seed=s.seed, kv_cache_memory_bytes=s.kv_cache_bytes,
                               distributed_executor_backend="uni")
         cells = [c for c in p.generate if c.model == card.name]
         outs = ask(llms[card.name], card, [c.messages for c in cells], [params(c.sampling) for c in cells])

@@ -1,8 +1,9 @@
 """The scheduler against its lower bound: a discrete-event simulation (sweep.forecast) of the
 runner's policy for the study's 8 models on 8, 16 and 64 H100s.
 
-Lower bound = max(total GPU-work / GPUs, the longest single model), one load per model
-counted in both. Ratio = makespan / lower bound (1.0 is optimal). The runner's policy
+Lower bound: sweep/bound.py (the reloads peer judging forces, and when the last answers can be judged,
+besides GPU-work / GPUs and the longest model); "work bound" is the last two alone, one load per model,
+the bound printed before. Ratio = makespan / lower bound (1.0 is optimal). The runner's policy
 (largest first, answers and judging fused per model when room allows, data-parallel replicas on
 idle GPUs, idle judges judging the answers that exist) is compared with itself without replicas,
 without early judging, and with a naive one (pool order, every model reloaded to judge, neither)
@@ -69,13 +70,16 @@ def main(extra: list[str]) -> None:
             rows.append({
                 "gpus": gpus, "policy": name + (" (runner)" if policy == best else ""),
                 "makespan_s": round(f.makespan_s, 1), "lower_bound_s": round(f.lower_bound_s, 1),
+                "work_bound_s": round(f.bound.work_s, 1) if f.bound else None,
                 "ratio": round(f.makespan_s / f.lower_bound_s, 3), "model_loads": f.loads, "models": len(the_plan.cards),
                 "gpu_busy": round(gpu_utilisation(f) or 0.0, 3),
                 "sim_ms": round(1000 * (time.perf_counter() - started), 1),
             })
-    print(f"{'GPUs':>4} {'policy':<32} {'makespan':>9} {'bound':>8} {'ratio':>6} {'loads':>5} {'busy':>5}")
+    print(f"{'GPUs':>4} {'policy':<32} {'makespan':>9} {'work bound':>10} {'bound':>8} {'ratio':>6} {'loads':>5} "
+          f"{'busy':>5}")
     for r in rows:
-        print(f"{r['gpus']:>4} {r['policy']:<32} {r['makespan_s']:>8.0f}s {r['lower_bound_s']:>7.0f}s "
+        print(f"{r['gpus']:>4} {r['policy']:<32} {r['makespan_s']:>8.0f}s {r['work_bound_s']:>9.0f}s "
+              f"{r['lower_bound_s']:>7.0f}s "
               f"{r['ratio']:>6.2f} {r['model_loads']:>5} {r['gpu_busy']:>5.2f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"scheduler-sim-{time.strftime('%Y%m%d-%H%M%S')}.json"

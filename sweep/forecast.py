@@ -18,13 +18,14 @@ from typing import Iterable, Optional
 
 from rich.table import Table
 
-from sweep import suite_file
+from sweep import engine_args, suite_file
+from sweep.bound import Bound, lower_bound
 from sweep.config import Mode, ModelCard, SweepConfig
 from sweep.local_ray import schedulable_memory
 from sweep.plan import SweepPlan, plan
 from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order,
                             worth_another)
-from sweep.sizing import BYTES_PER_PARAM, GiB, Inventory, Node, described, params_total, run_dtype, weight_bytes
+from sweep.sizing import BYTES_PER_PARAM, Inventory, Node, described, params_total, run_dtype, weight_bytes
 
 # Per GPU: HBM bandwidth (GB/s) and dense BF16 tensor throughput (TFLOP/s), vendor datasheets.
 GPU_SPECS = {"H100": (3350, 989), "H200": (4800, 989), "B200": (8000, 2250), "A100": (2039, 312),
@@ -86,6 +87,8 @@ class Forecast:
     gpu_s: float = 0.0
     """GPU-seconds of work, one load per model included (on CPU: node-seconds of compute)."""
     gpus: int = 0
+    bound: Optional[Bound] = None
+    """The lower bound that counts the reloads peer judging forces (sweep/bound.py)."""
 
     @property
     def loads(self) -> int:
@@ -94,6 +97,8 @@ class Forecast:
 
     @property
     def lower_bound_s(self) -> float:
+        if self.bound is not None:
+            return self.bound.seconds
         return max(self.gpu_s / self.gpus if self.gpus else 0.0, max(self.model_s.values(), default=0.0))
 
 
@@ -141,8 +146,10 @@ def seconds(card: ModelCard, d: Demand, w: Work, inventory: Inventory, batch: in
     arch = card.architecture
     touched = 1.0
     if arch.num_experts:
-        # Experts a decode step's batch routes to, per layer: the rest of the weights stay unread.
-        touched = 1 - (1 - arch.experts_per_token / arch.num_experts) ** batch
+        # Experts a decode step's batch routes to, per layer: the rest of the weights stay unread. The
+        # batch is the sequences decoding together, at most ``batch`` (11 answers: 11, not 64).
+        running = min(batch, max(w.sequences, 1))
+        touched = 1 - (1 - arch.experts_per_token / arch.num_experts) ** running
     active = card.params_active_b * 1e9
     read = (active + (params_total(card) - active) * touched) * per_param
     step = read / (bandwidth * 1e9 * BANDWIDTH_EFFICIENCY * scale)
@@ -177,14 +184,21 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
     demands = {c.name: demand(c, conf, inventory) for c in cards}
     batch = conf.engine.concurrency
     out = Forecast(gpus=inventory.gpus)
+    busy_s: dict[str, float] = {}
     for c in cards:
         d = demands[c.name]
-        busy = sum(seconds(c, d, w[c.name], inventory, batch) for w in (gen, judge) if c.name in w)
+        busy = busy_s[c.name] = sum(seconds(c, d, w[c.name], inventory, batch) for w in (gen, judge) if c.name in w)
         out.model_s[c.name] = load_seconds(c, d) + busy
         # A load holds its GPUs; CPU instances load while another one computes; API cards
         # compute elsewhere.
         out.gpu_s += out.model_s[c.name] * d.gpus if d.gpus else 0.0 if d.endpoint else busy
-    if not inventory.gpus:
+    if inventory.gpus:
+        judge_by = {j: {r: seconds(the_plan.card(j), demands[j], w, inventory, batch) for r, w in by.items()}
+                    for j, by in by_respondent.items()}
+        out.bound = lower_bound(demands, {c.name: load_seconds(c, demands[c.name]) for c in cards},
+                                {c.name: seconds(c, demands[c.name], gen[c.name], inventory, batch)
+                                 for c in cards if c.name in gen}, busy_s, judge_by, inventory)
+    else:
         out.gpus = len(inventory.nodes)  # CPU instances take turns per node: a node is one "GPU"
     capacity = Capacity(inventory)
     alive: dict[str, Span] = {}
@@ -302,24 +316,33 @@ def plan_table(the_plan: SweepPlan, conf: SweepConfig, f: Forecast, inventory: I
     table = Table(title=f"plan: {len(the_plan.cards)} models, {len(the_plan.generate)} answers, "
                         f"{len(the_plan.judge)} judgments on {inventory.describe()}",
                   caption=(f"makespan ~{_duration(f.makespan_s)} (lower bound {_duration(f.lower_bound_s)}: "
-                           f"GPU-work / GPUs or the longest model), {f.loads} model loads; "
+                           f"GPU-work with the reloads peer judging forces / GPUs, or the longest model, or the "
+                           f"last answers' judging; sweep/bound.py), {f.loads} model loads; "
                            "times are roofline estimates (sweep/forecast.py)"))
-    for col in ("model", "GPUs", "TP x PP", "node", "weight GB", "KV GB", "est. time", "loads"):
-        table.add_column(col, justify="left" if col in ("model", "node") else "right")
+    for col in ("model", "GPUs", "TP x PP", "node", "dtype", "weight GB", "KV GB", "max_model_len", "graphs",
+                "est. time", "loads"):
+        table.add_column(col, justify="left" if col in ("model", "node", "dtype", "graphs") else "right")
     for card in the_plan.cards:
         spans = [s for s in f.spans if s.model == card.name]
         d = spans[0].demand
         nodes = sorted({n for s in spans for n in s.where.nodes})
-        if d.endpoint:
-            table.add_row(card.name, "0", "api", d.endpoint, "-", "-", _duration(f.model_s[card.name]), "-")
+        ctx = the_plan.context(card.name)
+        if d.endpoint or ctx is None:
+            table.add_row(card.name, "0", "api", d.endpoint, "-", "-", "-", "-", "-", _duration(f.model_s[card.name]),
+                          "-")
             continue
-        if d.shape is None:
-            shape, weights = "cpu", weight_bytes(card, run_dtype(card, False))
-            kv = int(conf.engine.kv_cache_gib * GiB)
-        else:
-            shape, weights, kv = f"{d.shape.tp} x {d.shape.pp}", d.shape.weight_bytes, d.shape.kv_bytes
-        table.add_row(card.name, str(d.gpus), shape, ",".join(map(str, nodes)), f"{weights / 1e9:.1f}",
-                      f"{kv / 1e9:.1f}", _duration(f.model_s[card.name]), str(len(spans)))
+        settings = engine_args.settings(card, d.shape, spans[0].where, conf, ctx)
+        shape = f"{d.shape.tp} x {d.shape.pp}" if d.shape else "cpu"
+        weights = d.shape.weight_bytes if d.shape else weight_bytes(card, run_dtype(card, False))
+        # The KV cache the engine gets (on GPU estimated: what gpu_memory_utilization leaves), per instance.
+        kv = ctx.kv_bytes_per_gpu * max(d.gpus, 1)
+        table.add_row(card.name, str(d.gpus), shape, ",".join(map(str, nodes)), settings.dtype, f"{weights / 1e9:.1f}",
+                      f"{kv / 1e9:.1f}", f"{settings.max_model_len:,}" + ("*" if ctx.capped else ""),
+                      "no (eager)" if settings.enforce_eager else "yes", _duration(f.model_s[card.name]),
+                      str(len(spans)))
+    capped = [c.warning() for c in the_plan.contexts if c.capped]
+    if capped:
+        table.caption += "\n" + "\n".join(f"* warning: {w}" for w in capped)
     return table
 
 

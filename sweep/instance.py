@@ -25,7 +25,7 @@ class Instance:
         started = time.monotonic()
         self.card = card
         self.max_model_len = settings.max_model_len
-        if not card.remote:
+        if not card.remote and not settings.weights:  # a Hub checkpoint is named already (engine_args)
             settings = replace(settings, weights=local_weights(card, settings.dtype))
         self.engine = engines.create(card, settings)
         self.load_s = time.monotonic() - started

@@ -10,14 +10,14 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from jobs import compare as comparing
 from jobs import judge as judging
 from jobs.engines.base import PLAIN_STOP, SamplingParams
 from jobs.generate import build_messages
-from sweep import panel, sizing
-from sweep.config import Engine, Mode, ModelCard, NodeGroup, Panel, PromptFormat, Sampling, Suite, SweepConfig
+from sweep import engine_args, panel, sizing
+from sweep.config import Mode, ModelCard, NodeGroup, Panel, PromptFormat, Sampling, Suite, SweepConfig
 from sweep.errors import SweepError
 
 
@@ -81,9 +81,15 @@ class SweepPlan:
     judge: tuple[JudgeCell, ...]
     compare: tuple[CompareCell, ...] = ()
     """Pairwise verdicts (judge.pairwise): each unordered pair in both orders."""
+    contexts: tuple[engine_args.Context, ...] = ()
+    """Each local card's context window (max_model_len) on the planned cluster."""
 
     def card(self, name: str) -> ModelCard:
         return next(c for c in self.cards if c.name == name)
+
+    def context(self, name: str) -> Optional[engine_args.Context]:
+        """None for API cards."""
+        return next((c for c in self.contexts if c.model == name), None)
 
 
 def content_key(*parts: Any) -> str:
@@ -109,30 +115,26 @@ def resolve_sampling(card: ModelCard, mode: Mode, override: Sampling, seed: int)
     return SamplingParams(**merged, seed=seed)
 
 
-def context_window(card: ModelCard, engine: Engine) -> int:
-    """The max_model_len a card's instances run with: the engine's, or the card's if smaller."""
-    return min(engine.max_model_len, card.context_length or engine.max_model_len)
-
-
-def _identity(card: ModelCard, engine: Engine) -> dict[str, Any]:
+def _identity(card: ModelCard) -> dict[str, Any]:
     """What makes two cards produce different text for the same request.
 
-    The context window is in it: it caps the budget of every re-ask (larger_budget). So is the
-    engine that runs local weights. Left out, as they change no text beyond float rounding, as
-    batch composition does: the KV cache size and concurrency (how many sequences run at once),
-    enforce_eager (the same ops, with or without CUDA graphs / torch.compile), the TP degree and
-    memory utilisation (placement), and timeouts."""
-    context = context_window(card, engine)
+    The engine that runs local weights is in it, and the checkpoint that loads (prefer_fp8 picks
+    another). Left out, as they change no text beyond float rounding, as batch composition does: the
+    KV cache size and concurrency (how many sequences run at once), enforce_eager (the same ops, with
+    or without CUDA graphs / torch.compile), the TP degree and memory utilisation (placement), and
+    timeouts. engine.max_model_len is out too: it sizes a GPU's KV reservation, and each instance's
+    window is fitted to its cards' budgets (engine_args.contexts); where a window must be capped, the
+    plan says so and re-asks grow only that far."""
     if card.remote:
         assert card.endpoint is not None
         endpoint = {"base_url": card.endpoint.base_url, "model": card.endpoint.model}
         return {"endpoint": endpoint, "format": card.prompt_format.value, "system": card.system_prompt,
-                "mode": card.mode.value, "max_model_len": context}
+                "mode": card.mode.value}
+    repo, revision = engine_args.checkpoint(card, card.dtype.value)
     return {
         "engine": card.engine,
-        "max_model_len": context,
-        "weights": card.path or (asdict(card.gguf) if card.gguf else None) or card.hf_repo,
-        "revision": card.revision,
+        "weights": card.path or (asdict(card.gguf) if card.gguf else None) or repo,
+        "revision": revision or card.revision,
         "dtype": card.dtype.value,
         "format": card.prompt_format.value,
         "stop": PLAIN_STOP if card.prompt_format is PromptFormat.plain else None,
@@ -145,7 +147,7 @@ def _identity(card: ModelCard, engine: Engine) -> dict[str, Any]:
 def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPlan:
     """Expand a validated config into cells; refuse what can't run on ``inventory``."""
     validate(cfg)
-    cards = tuple(cfg.model.cards.values())
+    cards = tuple(engine_args.as_run(c, cfg.engine) for c in cfg.model.cards.values())
     check_fits(cards, cfg, inventory)
     suite = cfg.evals
     answers: list[GenerateCell] = []
@@ -155,7 +157,7 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
                 sampling = resolve_sampling(card, card.mode, cfg.sampling, seed=cfg.run.seed + sample)
                 messages = build_messages(card.system_prompt, item.prompt)
                 # The eval id too: two suite items with the same text are two cells, each judged on its own rubric.
-                key = content_key("generate", _identity(card, cfg.engine), item.id, messages, sampling)
+                key = content_key("generate", _identity(card), item.id, messages, sampling)
                 answers.append(GenerateCell(key, card.name, item.id, sample, messages, sampling))
 
     labels = {c.name: f"Response {chr(ord('A') + i % 26)}{i // 26 or ''}" for i, c in enumerate(cards)}
@@ -171,7 +173,7 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
             if judge_card.name not in chosen[answer.model, (answer.eval_id, answer.sample)]:
                 continue
             key = content_key(
-                "judge", _identity(judge_card, cfg.engine), cfg.judge.mode.value, answer.key, judging.TEMPLATE,
+                "judge", _identity(judge_card), cfg.judge.mode.value, answer.key, judging.TEMPLATE,
                 suite.judge_brief, [asdict(c) for c in suite.criteria], rubric[answer.eval_id],
                 cfg.judge.justification_max_chars, sampling, scrub,
                 # Only when on, so the keys of runs without soft scores stay as they were.
@@ -182,7 +184,18 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
                           labels[answer.model], answer.key, sampling, scrub)
             )
     comparisons = pairs(cfg, cards, answers, scrub) if cfg.judge.pairwise else ()
-    return SweepPlan(run_id, cards, suite, tuple(answers), tuple(judgments), comparisons)
+    prompts = {c.model: (0, 0) for c in answers}
+    for c in answers:
+        prompt, budget = prompts[c.model]
+        prompts[c.model] = (max(prompt, engine_args.message_tokens(c.messages)), max(budget, c.sampling.max_tokens))
+    reads: dict[str, set[tuple[str, ...]]] = {}  # per judge: whose answers one of its prompts holds
+    for j in judgments:
+        reads.setdefault(j.judge, set()).add((j.respondent,))
+    for p in comparisons:
+        reads.setdefault(p.judge, set()).add((p.first, p.second))
+    verdicts = {j.judge: j.sampling.max_tokens for j in judgments}
+    windows = engine_args.contexts(cards, prompts, reads, suite, verdicts, cfg, inventory)
+    return SweepPlan(run_id, cards, suite, tuple(answers), tuple(judgments), comparisons, tuple(windows.values()))
 
 
 def pairs(cfg: SweepConfig, cards: tuple[ModelCard, ...], answers: list[GenerateCell],
@@ -203,7 +216,7 @@ def pairs(cfg: SweepConfig, cards: tuple[ModelCard, ...], answers: list[Generate
                         for first, second in ((a, b), (b, a)):
                             one, two = by_cell[first, item.id, sample], by_cell[second, item.id, sample]
                             key = content_key(
-                                "compare", _identity(judge_card, cfg.engine), cfg.judge.mode.value, one.key, two.key,
+                                "compare", _identity(judge_card), cfg.judge.mode.value, one.key, two.key,
                                 comparing.TEMPLATE, suite.judge_brief, [asdict(c) for c in suite.criteria],
                                 rubric[item.id], cfg.judge.justification_max_chars, sampling, scrub,
                             )
@@ -386,6 +399,7 @@ def check_fits(cards: tuple[ModelCard, ...], cfg: SweepConfig, inventory: sizing
             f"{len(too_big)} of {len(cards)} models don't fit this cluster ({inventory.describe()}): the biggest "
             f"slot one model can span is {slot.describe()} (TP inside a node, PP across nodes) at "
             f"gpu_memory_utilization={budget.utilization:g}. They need:\n  {needs}",
-            "add GPU nodes, use the cards' FP8 weights (model.cards.<key>.dtype=fp8), or lower engine.max_model_len "
+            "add GPU nodes, use the cards' FP8 checkpoints (engine.prefer_fp8=true, or model.cards.<key>.dtype=fp8), "
+            "or lower engine.max_model_len "
             "or engine.concurrency",
         )

@@ -25,9 +25,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
 
-from jobs.engines import EngineSettings
 from jobs.models import check_weights
-from sweep import local_ray, provenance, sizing, suite_file
+from sweep import engine_args, local_ray, provenance, sizing, suite_file
 from sweep.checks import typed
 from sweep.config import ModelCard, SweepConfig
 from sweep.endpoints import check_endpoints
@@ -40,7 +39,7 @@ from jobs.judge import failed as judge_failed
 from jobs.judge import rows as judge_rows
 from sweep.instance import Instance
 from sweep.resume import Reuse, reconcile
-from sweep.plan import CompareCell, JudgeCell, SweepPlan, content_key, context_window, plan, validate
+from sweep.plan import CompareCell, JudgeCell, SweepPlan, content_key, plan, validate
 from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order, share,
                             worth_another)
 from warehouse.schema import ComparisonRow, GenerationRow, JudgmentRow, RunRow
@@ -495,14 +494,9 @@ class Executor:
             return False
         shape = d.shape
         key_env = card.endpoint.api_key_env if card.endpoint else None
-        settings = EngineSettings(
-            weights="", dtype=sizing.run_dtype(card, shape is not None),
-            max_model_len=context_window(card, self.conf.engine),
-            kv_cache_bytes=int(self.conf.engine.kv_cache_gib * sizing.GiB), enforce_eager=self.conf.engine.enforce_eager,
-            tensor_parallel_size=shape.tp if shape else 1, pipeline_parallel_size=shape.pp if shape else 1,
-            executor=executor_backend(shape, where), gpu_memory_utilization=self.conf.engine.gpu_memory_utilization,
-            on_gpu=shape is not None, seed=self.conf.run.seed, api_key=os.environ.get(key_env) if key_env else None,
-        )
+        ctx = self.plan.context(card.name)
+        settings = engine_args.settings(card, shape, where, self.conf, ctx, os.environ.get(key_env) if key_env else None)
+        console.log(f"{key or card.name}: loading {engine_args.describe(settings, ctx)}")
         group = None
         if d.endpoint:  # an API client: waits on the network, holds nothing
             options: dict[str, Any] = {"num_cpus": 0}
@@ -606,13 +600,6 @@ def bundle_node_ids(shape: sizing.Shape, where: Placement, inventory: sizing.Inv
     if not where.spans_nodes:
         return (inventory.nodes[where.nodes[0]].node_id,)
     return tuple(inventory.nodes[n].node_id for n in where.nodes for _ in range(shape.tp))
-
-
-def executor_backend(shape: sizing.Shape | None, where: Placement) -> str:
-    """vLLM's executor for a shape: in-process on one device, mp on one node, Ray across nodes."""
-    if shape is None or shape.gpus == 1:
-        return "uni"
-    return "ray" if where.spans_nodes else "mp"
 
 
 def _take(cells: dict[str, list[Any]], name: str, taken: list[Any]) -> None:

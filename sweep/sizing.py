@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -254,18 +254,30 @@ def choose_shape(card: ModelCard, slot: Slot, budget: Budget) -> Optional[Shape]
     return None
 
 
-def gpus_needed(card: ModelCard, slot: Slot, budget: Budget) -> int:
-    """GPUs of the slot's size the card needs at least, counting memory alone."""
-    s = shape_for(card, 1, 1, slot, budget)
-    per_gpu = budget.utilization * slot.gpu_memory_bytes - GPU_RUNTIME_OVERHEAD
-    return math.ceil((s.weight_bytes + s.kv_bytes_per_gpu) / per_gpu) if per_gpu > 0 else 0
+def smallest_shape(card: ModelCard, slot: Slot, budget: Budget) -> Optional[Shape]:
+    """The shape ``choose_shape`` would pick with as many nodes of the slot's kind as it takes (PP at
+    most one stage per layer); None when even that can't hold the card."""
+    return choose_shape(card, replace(slot, nodes=max(slot.nodes, card.architecture.num_layers)), budget)
+
+
+def shape_text(card: ModelCard, slot: Slot, budget: Budget) -> str:
+    s = smallest_shape(card, slot, budget)
+    if s is None:
+        return f"no shape of {slot.gpus_per_node}-GPU nodes"
+    nodes = f" ({s.pp} nodes of {slot.gpus_per_node})" if s.pp > 1 else ""
+    return f"TP {s.tp} x PP {s.pp} = {s.gpus} x {slot.gpu_memory_bytes / GiB:.0f} GiB GPUs{nodes}"
 
 
 def need_text(card: ModelCard, slot: Slot, budget: Budget) -> str:
-    """What a card needs, for refusals: weights, KV budget, and the GPUs that would hold them."""
+    """What a card needs, for refusals: weights, KV budget, the smallest shape vLLM can run it in (TP
+    must divide the heads: a memory count alone may name no valid shape), and its FP8 checkpoint's."""
     s = shape_for(card, 1, 1, slot, budget)
-    text = (f"{card.name}: {s.weight_bytes / 1e9:.0f} GB of {s.dtype} weights + {s.kv_bytes / 1e9:.1f} GB KV cache, "
-            f"at least {gpus_needed(card, slot, budget)} x {slot.gpu_memory_bytes / GiB:.0f} GiB GPU(s)")
+    text = (f"{card.name}: {s.weight_bytes / 1e9:.0f} GB of {s.dtype} weights + {s.kv_bytes / 1e9:.1f} GB KV cache; "
+            f"the smallest shape vLLM runs it in is {shape_text(card, slot, budget)}")
+    if card.fp8_repo and s.dtype != "fp8":
+        fp8 = replace(card, dtype=DType.fp8)
+        text += (f"; in FP8 ({card.fp8_repo}, engine.prefer_fp8=true): {weight_bytes(fp8, 'fp8') / 1e9:.0f} GB, "
+                 f"{shape_text(fp8, slot, budget)}")
     forced, arch = budget.tensor_parallel_size, card.architecture
     if forced and not (valid_tp(card, forced) and forced <= slot.gpus_per_node):
         text += (f"; engine.tensor_parallel_size={forced} can't run it (TP must divide its {arch.num_attention_heads} "

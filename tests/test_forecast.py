@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from sweep import sizing
-from sweep.forecast import ORDERS, Forecast, best_policy, forecast
+from sweep.forecast import ORDERS, Forecast, Work, best_policy, forecast, seconds
 from sweep.plan import plan
-from sweep.schedule import Policy
+from sweep.schedule import Policy, demand
 from tests.conftest import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,12 +84,17 @@ def test_plan_cli_prints_the_table_without_ray(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     text, flat = out.stdout, " ".join(out.stdout.split())  # the title and caption wrap at the table's width
     assert "8 models, 88 answers, 616 judgments on 2 node(s), 384 CPUs, 4096 GiB RAM, 16 H100 GPUs of 80 GiB" in flat
-    for col in ("model", "GPUs", "TP x PP", "node", "weight GB", "KV GB", "est. time", "loads"):
+    for col in ("model", "GPUs", "TP x PP", "node", "dtype", "weight GB", "KV GB", "max_model_len", "graphs",
+                "est. time", "loads"):
         assert col in text
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
             for line in text.splitlines() if line.startswith("│")}
-    assert rows["Qwen3.5-397B-A17B"][:5] == ["16", "8 x 2", "0,1", "794.0", "34.4"]
-    assert rows["Qwen3-8B"][:4] == ["1", "1 x 1", "1", "16.4"]
+    # KV GB: what gpu_memory_utilization leaves the engine, 16 x (0.9 x 80 GiB - 794 GB / 16 - 3 GiB) = 391.4 GB.
+    # max_model_len: judging Coder-Next's answers re-asked at 2 x 65,536 tokens, 1.1 x for the judge's tokenizer,
+    # plus the judge prompt and a verdict re-asked twice (4 x 512); Qwen3-8B stops at its 40,960 (capped: *).
+    assert rows["Qwen3.5-397B-A17B"][:8] == ["16", "8 x 2", "0,1", "bfloat16", "794.0", "391.4", "150,242", "yes"]
+    assert rows["Qwen3-8B"][:8] == ["1", "1 x 1", "1", "bfloat16", "16.4", "57.7", "40,960*", "yes"]
+    assert "warning: Qwen3-8B: max_model_len capped at 40,960 tokens (its context length)" in flat
     assert rows["Qwen3-8B"][-1] == "1" and rows["Qwen3.5-397B-A17B"][-1] == "2"
     assert "9 model loads" in flat
 
@@ -102,6 +107,10 @@ def test_plan_cli_refuses_a_model_no_slot_holds(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "Qwen3.5-397B-A17B: 794 GB of bfloat16 weights" in out.stderr
     assert "the biggest slot one model can span is 1 node(s) x 8 GPUs of 80 GiB" in out.stderr
+    # A shape vLLM can run (TP divides the 32 heads), not a memory count ("at least 11 GPUs"), and the FP8 way out.
+    flat = " ".join(out.stderr.split())
+    assert ("the smallest shape vLLM runs it in is TP 8 x PP 2 = 16 x 80 GiB GPUs (2 nodes of 8); in FP8 "
+            "(Qwen/Qwen3.5-397B-A17B-FP8, engine.prefer_fp8=true): 399 GB, TP 8 x PP 1 = 8 x 80 GiB GPUs") in flat
 
 
 @pytest.mark.parametrize("cluster", ["h100_8", "h100_2x8", "h100_64", "h200_8"])
@@ -185,3 +194,19 @@ def test_replicas_and_early_judging_can_be_turned_off_from_the_config() -> None:
     assert f_off.makespan_s > f_on.makespan_s
     with pytest.raises(Exception, match="early_judging"):
         compose_config("run.early_judging=sometimes")
+
+
+def test_a_moe_decode_step_reads_the_experts_of_the_real_batch() -> None:
+    # 11 answers decode together: the step reads the experts 11 sequences route to, whatever
+    # engine.concurrency allows (64 would read 72% of the 397B's experts instead of ~20%).
+    cfg = compose_config("model=all", "evals=hard", "model.cards.qwen3_5_397b_a17b.dtype=fp8", "cluster=h100_8")
+    inventory = sizing.described(cfg.cluster)
+    card = cfg.model.cards["qwen3_5_397b_a17b"]
+    d = demand(card, cfg, inventory)
+    w = Work(prefill=1100, decode=11 * 1200, sequences=11)
+    assert seconds(card, d, w, inventory, 64) == seconds(card, d, w, inventory, 11)
+    arch = card.architecture
+    touched = 1 - (1 - arch.experts_per_token / arch.num_experts) ** 11
+    read = (17e9 + (397e9 - 17e9) * touched) * 1.0  # FP8: a byte per parameter
+    step = read / (3350e9 * 0.6 * 8 * 0.85 ** 3)
+    assert seconds(card, d, Work(0, 11 * 1200, 11), inventory, 64) == pytest.approx(1200 * step)

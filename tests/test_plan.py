@@ -55,7 +55,8 @@ def test_keys_are_stable_and_change_only_with_what_they_depend_on() -> None:
 # 9 answers, 18 verdicts on the smoke suite; one card's change moves its 3 answers and 12 verdicts
 # (the 2 x 3 on its answers, its own 2 x 3 on the others').
 @pytest.mark.parametrize("override, moved", [
-    ("engine.max_model_len=2048", (9, 18)),  # caps every re-ask's budget: a cut-off answer can end differently
+    # sizes a GPU's KV reservation only: each instance's window is fitted to its cards' budgets
+    ("engine.max_model_len=2048", (0, 0)),
     ("model.cards.smollm2.engine=fake", (3, 12)),  # another engine writes other text from the same weights
     ("engine.kv_cache_gib=2", (0, 0)),  # how many sequences run at once, not what each computes
     ("engine.concurrency=8", (0, 0)),
@@ -96,7 +97,8 @@ def test_study_pool_is_refused_on_a_cpu_machine_with_needs_and_inventory() -> No
     msg = str(e.value)
     assert "8 of 8 models need GPUs and this cluster has none (1 node(s), 2 CPUs, 16 GiB RAM, no GPUs)" in msg
     # 16.4 GB of weights + 64 sequences x 4096 tokens x 144 KiB of KV
-    assert "Qwen3-8B: 16 GB of bfloat16 weights + 38.7 GB KV cache, at least 1 x 80 GiB GPU(s)" in msg
+    assert ("Qwen3-8B: 16 GB of bfloat16 weights + 38.7 GB KV cache; the smallest shape vLLM runs it in is "
+            "TP 1 x PP 1 = 1 x 80 GiB GPUs; in FP8 (Qwen/Qwen3-8B-FP8, engine.prefer_fp8=true): 9 GB") in msg
     assert "fix:" in msg
 
 
@@ -110,7 +112,9 @@ def test_study_pool_fits_two_h100_nodes_but_not_one_gpu() -> None:
     # 397B (794 GB), 122B (244 GB), Coder-Next (160 GB) and 32B (66 GB + KV) need several GPUs.
     assert "4 of 8 models don't fit this cluster" in msg
     assert "the biggest slot one model can span is 1 node(s) x 1 GPUs of 80 GiB" in msg
-    assert "Qwen3.5-397B-A17B: 794 GB of bfloat16 weights + 1.0 GB KV cache, at least 11 x 80 GiB GPU(s)" in msg
+    # One GPU per node: TP 1, so as many pipeline stages (nodes) as the weights need.
+    assert ("Qwen3.5-397B-A17B: 794 GB of bfloat16 weights + 1.0 GB KV cache; the smallest shape vLLM runs it in is "
+            "TP 1 x PP 11 = 11 x 80 GiB GPUs (11 nodes of 1)") in msg
     assert "Qwen3.5-122B-A10B: 244 GB" in msg and "Qwen3-Coder-Next: 160 GB" in msg and "Qwen3-32B: 66 GB" in msg
     assert "Qwen3-8B" not in msg and "Qwen3.5-27B" not in msg
 

@@ -63,14 +63,18 @@ class EngineSettings:
 
     weights: str
     dtype: str
+    """sweep's run dtype (float32, bfloat16, fp8 ...): fp8 means an FP8 checkpoint."""
     max_model_len: int
-    kv_cache_bytes: int
+    kv_cache_bytes: Optional[int]
+    """vLLM's kv_cache_memory_bytes; None on GPU: gpu_memory_utilization sizes the KV cache."""
     enforce_eager: bool
     tensor_parallel_size: int
     gpu_memory_utilization: float
     on_gpu: bool
     seed: int
     pipeline_parallel_size: int = 1
+    revision: Optional[str] = None
+    """Of a Hub checkpoint (``weights`` a repo id); None for local weights."""
     executor: str = "uni"
     """vLLM's distributed_executor_backend: uni (one device), mp (GPUs this process holds on one
     node), ray (workers in the placement group the instance runs in, across nodes)."""

@@ -17,14 +17,18 @@ class VllmEngine:
         self.card = card
         kwargs: dict[str, Any] = dict(
             model=settings.weights,
-            dtype=settings.dtype,
+            # An FP8 checkpoint says so in its quantization config; activations in its own dtype.
+            dtype="auto" if settings.dtype == "fp8" else settings.dtype,
             max_model_len=settings.max_model_len,
             enforce_eager=settings.enforce_eager,
             seed=settings.seed,
-            # Sized explicitly: left unset, vLLM-CPU grabs 7.5 GiB per instance.
-            kv_cache_memory_bytes=settings.kv_cache_bytes,
             disable_log_stats=False,  # per-request timing metrics
         )
+        if settings.kv_cache_bytes is not None:
+            # Sized explicitly on CPU: left unset, vLLM-CPU grabs 7.5 GiB per instance.
+            kwargs["kv_cache_memory_bytes"] = settings.kv_cache_bytes
+        if settings.revision is not None:
+            kwargs["revision"] = settings.revision
         if settings.on_gpu:
             kwargs.update(
                 tensor_parallel_size=settings.tensor_parallel_size,
@@ -32,8 +36,6 @@ class VllmEngine:
                 distributed_executor_backend=settings.executor,
                 gpu_memory_utilization=settings.gpu_memory_utilization,
             )
-            if card.hf_repo and card.path is None and card.gguf is None:
-                kwargs["revision"] = card.revision
             if settings.executor == "ray":
                 # The actor holds no GPU (its placement group's workers do), so Ray set an empty
                 # CUDA_VISIBLE_DEVICES here; vLLM's Ray executor assigns devices per worker. Same

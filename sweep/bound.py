@@ -1,0 +1,115 @@
+"""A lower bound on any schedule's makespan that counts the reloads peer judging forces. Pure.
+
+Inputs are the cost model's own figures (sweep/forecast.py): per model its GPUs, its load ``L``,
+its answers ``G`` and its judging ``J[judge][respondent]``, each on one instance of its shape.
+
+Three arguments, the bound is the largest:
+
+1. Work (the old bound): GPU-seconds of one load, the answers and the judging of every model,
+   over the GPUs; and the longest single model, ``L + G + J``.
+2. Reloads. Every model judges every other (peer judging), so let S be the models loaded exactly
+   once and M the model whose answers land last. A model of S judges M's answers within its
+   only residency, so it is still loaded when they land, and M is loaded then too: S and M are
+   resident at one instant, so S (with M, when M is outside S) fits the cluster at once. Every
+   model outside S loads at least twice. Bound: the minimum over the sets S that fit together
+   of the GPU-seconds with one load per model of S and two per other model, over the GPUs.
+   (Adding a model to S only lowers the sum, so only the largest sets that fit are tried.)
+3. Timing. A model X's answers exist no earlier than ``L_X + G_X``. Every other model Y judges
+   them: either Y is loaded at that instant (the models loaded then, with X, fit at once), and
+   ends no earlier than ``L_X + G_X + J[Y][X]``, or it loads afterwards and ends no earlier than
+   ``L_X + G_X + L_Y + J[Y][X]``. Bound: the largest over X of the minimum, over the sets that
+   can be loaded beside X, of the latest such end.
+
+Like the longest-model term, arguments 1 and 3 take a model's batch as run by one instance:
+data-parallel replicas (started only when a batch outlasts a load, sweep.schedule.worth_another)
+could in principle beat it. Study, 1 sample: 710 s on 8 x H100 (argument 2: the FP8 397B fills
+the node, so either it loads twice or the seven others do), 334 s on 16 (argument 3: the 397B's
+answers exist at 265 s; besides it only 122B + Coder-Next fit node 1 then, so the 35B-A3B reloads
+after them) against 530 s and 276 s for argument 1 alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping, Sequence
+
+from sweep.schedule import Capacity, Demand
+from sweep.sizing import Inventory
+
+
+@dataclass(frozen=True)
+class Bound:
+    seconds: float
+    """The largest of the three arguments."""
+    work_s: float
+    """Argument 1 alone (the bound printed before reloads were counted)."""
+    reload_s: float
+    timing_s: float
+    loaded_once: tuple[str, ...]
+    """The set S that gives argument 2."""
+
+
+def fit_together(names: Sequence[str], demands: Mapping[str, Demand], inventory: Inventory) -> bool:
+    """Whether all of ``names`` can be loaded at once (largest first, as the runner places them)."""
+    capacity = Capacity(inventory)
+    return all(capacity.take(demands[n]) is not None for n in sorted(names, key=lambda n: -demands[n].gpus))
+
+
+def largest_sets(names: Sequence[str], fits: Callable[[Sequence[str]], bool]) -> Iterator[tuple[str, ...]]:
+    """Every set of ``names`` that fits and to which no other name can be added (depth first)."""
+    def grow(chosen: tuple[str, ...], rest: Sequence[str]) -> Iterator[tuple[str, ...]]:
+        if not rest:
+            if not any(n not in chosen and fits((*chosen, n)) for n in names):
+                yield chosen
+            return
+        head, tail = rest[0], rest[1:]
+        if fits((*chosen, head)):
+            yield from grow((*chosen, head), tail)
+        yield from grow(chosen, tail)
+
+    yield from grow((), list(names))
+
+
+
+def lower_bound(demands: Mapping[str, Demand], load_s: Mapping[str, float], gen_s: Mapping[str, float],
+                busy_s: Mapping[str, float], judge_s: Mapping[str, Mapping[str, float]], inventory: Inventory) -> Bound:
+    """The bound of the module docstring. ``busy_s``: a model's answers and all its judging in one batch
+    each; ``judge_s[j][r]``: judge j on r's answers alone. Models that hold no GPU (CPU, API) reload for free."""
+    names = list(demands)
+    gpus_total = inventory.gpus
+    busy = {n: busy_s.get(n, 0.0) for n in names}
+    longest = max((load_s[n] + busy[n] for n in names), default=0.0)
+    if not gpus_total:
+        return Bound(longest, longest, longest, longest, tuple(names))
+    gpu = {n: demands[n].gpus for n in names}
+    work = sum(gpu[n] * busy[n] for n in names)
+    work_s = max((work + sum(gpu[n] * load_s[n] for n in names)) / gpus_total, longest)
+
+    on_gpu = [n for n in names if gpu[n]]
+    known: dict[frozenset[str], bool] = {}
+
+    def fits(group: Sequence[str]) -> bool:
+        key = frozenset(group)
+        if key not in known:
+            known[key] = fit_together(tuple(key), demands, inventory)
+        return known[key]
+
+    best_s, best_set = float("inf"), ()
+    for s in largest_sets(on_gpu, fits):
+        gpu_s = work + sum(gpu[n] * load_s[n] * (1 if n in s else 2) for n in on_gpu)
+        if gpu_s / gpus_total < best_s:
+            best_s, best_set = gpu_s / gpus_total, s
+    reload_s = max(best_s, longest)
+
+    timing_s = 0.0
+    for x in on_gpu:
+        answered = load_s[x] + gen_s.get(x, 0.0)
+        judges = [y for y in on_gpu if y != x and x in judge_s.get(y, {})]
+        if not judges:
+            continue
+        earliest = min(
+            max(answered + judge_s[y][x] + (0.0 if y in loaded else load_s[y]) for y in judges)
+            for loaded in largest_sets(judges, lambda group: fits((x, *group)))
+        )
+        timing_s = max(timing_s, earliest)
+    return Bound(max(work_s, reload_s, timing_s), work_s, reload_s, timing_s, tuple(best_set))
