@@ -27,7 +27,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from sweep import sizing
-from sweep.config import SweepConfig, register
+from sweep.core.config import SweepConfig, register
 from sweep.forecast import best_policy, forecast, gpu_utilisation
 from sweep.plan import plan
 from sweep.schedule import Policy

@@ -5,19 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Optional, Sequence
 
 from jobs.engines.base import Completion, Engine, Request, complete_with_retries, larger_budget
-from sweep.config import Mode, ModelCard, Suite
-from warehouse.schema import GenerationRow
-
-if TYPE_CHECKING:
-    from sweep.plan import GenerateCell
-
-
-def build_messages(system_prompt: Optional[str], prompt: str) -> tuple[tuple[str, str], ...]:
-    system = (("system", system_prompt),) if system_prompt else ()
-    return (*system, ("user", prompt))
+from sweep.core.cells import GenerateCell
+from sweep.core.config import Mode, ModelCard, Suite
+from sweep.core.rows import GenerationRow
 
 
 def answer_status(c: Completion) -> str:

@@ -8,8 +8,8 @@ import traceback
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.config import register
-from sweep.errors import SweepError
+from sweep.core.config import register
+from sweep.core.errors import SweepError
 
 register()
 

@@ -18,7 +18,7 @@ from typing import Iterable, Optional
 
 from rich.table import Table
 
-from sweep.config import Mode, ModelCard, SweepConfig
+from sweep.core.config import Mode, ModelCard, SweepConfig
 from sweep.plan import SweepPlan, plan
 from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order,
                             worth_another)

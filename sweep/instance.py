@@ -15,9 +15,9 @@ from jobs.compare import compare
 from jobs.generate import generate
 from jobs.judge import judge
 from jobs.models import local_weights
-from sweep.config import ModelCard, Panel, Suite
-from sweep.plan import CompareCell, GenerateCell, JudgeCell
-from warehouse.schema import ComparisonRow, GenerationRow, JudgmentRow
+from sweep.core.config import ModelCard, Panel, Suite
+from sweep.core.cells import CompareCell, GenerateCell, JudgeCell
+from sweep.core.rows import ComparisonRow, GenerationRow, JudgmentRow
 
 
 class Instance:

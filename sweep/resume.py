@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from sweep.plan import SweepPlan
-from warehouse.schema import ComparisonRow, GenerationRow, JudgmentRow
+from sweep.core.cells import SweepPlan
+from sweep.core.rows import ComparisonRow, GenerationRow, JudgmentRow
 
 
 @dataclass(frozen=True)

@@ -30,20 +30,21 @@ from rich.text import Text
 from jobs.engines import EngineSettings
 from jobs.models import check_weights
 from sweep import provenance, sizing
-from sweep.config import ModelCard, SweepConfig
-from sweep.errors import SweepError
+from sweep.core.config import ModelCard, SweepConfig
+from sweep.core.errors import SweepError
 from sweep.forecast import best_policy, load_seconds, plan_table, work_seconds
 from jobs.generate import failed as generate_failed
 from jobs import compare as comparing
-from jobs.judge import answerable
 from jobs.judge import failed as judge_failed
 from jobs.judge import rows as judge_rows
 from sweep.instance import Instance
 from sweep.resume import Reuse, reconcile
-from sweep.plan import CompareCell, JudgeCell, SweepPlan, content_key, plan, validate
+from sweep.core.cells import CompareCell, JudgeCell, SweepPlan, content_key
+from sweep.core.prompts import answerable
+from sweep.plan import plan, validate
 from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order, share,
                             worth_another)
-from warehouse.schema import ComparisonRow, GenerationRow, JudgmentRow, RunRow
+from sweep.core.rows import ComparisonRow, GenerationRow, JudgmentRow, RunRow
 from warehouse.store import Store
 
 console = Console(stderr=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Collection, Optional, Sequence, TypeVar
 
-from sweep.config import ModelCard, SweepConfig
+from sweep.core.config import ModelCard, SweepConfig
 from sweep.sizing import GiB, Inventory, Shape, budget, choose_shape, cpu_instance_bytes, run_dtype, weight_bytes
 
 

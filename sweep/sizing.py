@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from sweep.config import Cluster, DType, Engine, ModelCard
+from sweep.core.config import Cluster, DType, Engine, ModelCard
 
 GiB = 1 << 30
 

@@ -12,8 +12,8 @@ from omegaconf.errors import ValidationError
 
 from hydra import compose, initialize_config_dir
 
-from sweep.config import Endpoint, Mode, PromptFormat, SweepConfig
-from sweep.errors import SweepError
+from sweep.core.config import Endpoint, Mode, PromptFormat, SweepConfig
+from sweep.core.errors import SweepError
 from sweep.plan import plan, validate
 from sweep.run import Live, to_config
 from sweep.schedule import Demand, Placement, demand

@@ -16,7 +16,7 @@ from ray.util.placement_group import placement_group_table
 from ray.util.state import list_actors
 
 from sweep import sizing
-from sweep.errors import SweepError
+from sweep.core.errors import SweepError
 from sweep.forecast import forecast
 from sweep.plan import plan
 from sweep.run import run

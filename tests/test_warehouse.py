@@ -14,9 +14,9 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from sweep.errors import SweepError
+from sweep.core.errors import SweepError
 from warehouse.db import MODELS, connect, script
-from warehouse.schema import SCHEMAS, GenerationRow, JudgmentRow
+from sweep.core.rows import SCHEMAS, GenerationRow, JudgmentRow
 from warehouse.store import Store
 
 REPO = Path(__file__).resolve().parents[1]

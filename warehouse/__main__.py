@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import duckdb
-from sweep.config import Warehouse
+from sweep.core.config import Warehouse
 from warehouse.db import connect, script
 from warehouse.html import compare_page, run_page
 from warehouse.report import console, coverage_table, deltas_table, latest_run, print_report

@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from warehouse.schema import SCHEMAS
+from sweep.core.rows import SCHEMAS
 from warehouse.store import TABLES, Store
 
 SQL_DIR = Path(__file__).parent / "sql"

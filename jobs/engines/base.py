@@ -6,21 +6,9 @@ import importlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional, Protocol, Sequence, TypeVar
 
-from sweep.config import ModelCard
-from sweep.errors import SweepError
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Sampling after inheritance is resolved: what the engine is asked for."""
-
-    temperature: float
-    top_p: float
-    top_k: int
-    min_p: float
-    presence_penalty: float
-    max_tokens: int
-    seed: int
+from sweep.core.cells import SamplingParams
+from sweep.core.config import ModelCard
+from sweep.core.errors import SweepError
 
 
 @dataclass(frozen=True)
@@ -106,18 +94,6 @@ def create(card: ModelCard, settings: EngineSettings) -> Engine:
         raise SweepError(f"card {card.name}: unknown engine '{card.engine}'", f"use one of {sorted(_REGISTRY)}")
     importlib.import_module(_REGISTRY[card.engine])
     return _FACTORIES[card.engine](card, settings)
-
-
-PLAIN_STOP = ("\nQuestion:",)
-"""Where a plain-format answer ends: a base model has no end-of-turn token and goes on to write
-the next "Question:" of the pattern (Gemma-3-270M base ran to max_tokens on every prompt)."""
-
-
-def render_plain(messages: Sequence[tuple[str, str]]) -> str:
-    """A prompt for base models without a chat template; the answer stops at PLAIN_STOP."""
-    parts = [content for role, content in messages if role == "system"]
-    parts += [f"Question: {content}\n\nAnswer:" for role, content in messages if role == "user"]
-    return "\n\n".join(parts)
 
 
 Retry = Callable[[Request, Completion, int], Optional[Request]]
