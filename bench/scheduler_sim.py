@@ -7,7 +7,7 @@ counted in both. Ratio = makespan / lower bound (1.0 is optimal). The runner's p
 idle GPUs, idle judges judging the answers that exist) is compared with itself without replicas,
 without early judging, and with a naive one (pool order, every model reloaded to judge, neither)
 on the same simulated cluster.
-Throughputs are roofline estimates from active parameters and HBM bandwidth (sweep/forecast.py);
+Throughputs are roofline estimates from active parameters and HBM bandwidth (sweep/cost.py);
 nothing here runs a model.
 
     python -m bench.scheduler_sim [hydra overrides...]     # default: model=all evals=hard

@@ -32,7 +32,8 @@ from jobs.models import check_weights
 from sweep import provenance, sizing
 from sweep.core.config import ModelCard, SweepConfig
 from sweep.core.errors import SweepError
-from sweep.forecast import best_policy, load_seconds, plan_table, work_seconds
+from sweep.cost import load_seconds, work_seconds
+from sweep.forecast import best_policy, plan_table
 from jobs.generate import failed as generate_failed
 from jobs import compare as comparing
 from jobs.judge import failed as judge_failed
@@ -337,7 +338,8 @@ class Executor:
 
             demands = {c.name: demand(c, self.conf, self.inventory) for c in p.cards}
             gen_s, judge_s = work_seconds(p, self.conf, self.inventory)
-            gen_order = load_order([c for c in p.cards if c.name in gen_cells], demands, gen_s, self.policy)
+            loads = {c.name: load_seconds(c, demands[c.name]) for c in p.cards}
+            gen_order = load_order([c for c in p.cards if c.name in gen_cells], demands, gen_s, loads, self.policy)
             self._phase(gen_order, gen_s, answer, saved_answers, failed_answers, keep,
                         early if self.policy.early_judging else None, saved_judgments)
 
@@ -372,7 +374,7 @@ class Executor:
             self.progress.start_task(judge_task)
             self.task = judge_task
             judges = [c for c in p.cards if c.name in judge_cells or c.name in pair_cells]
-            judge_order = load_order(judges, demands, judge_s, self.policy)
+            judge_order = load_order(judges, demands, judge_s, loads, self.policy)
             judge_order.sort(key=lambda c: c.name not in self.alive)
             self._phase(judge_order, judge_s, judgment, saved_judgments, failed_judgments, keep=set())
             for name in list(self.alive):  # loaded for answers, nothing left to judge
