@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Optional, Sequence
 
 from jobs.engines.base import Completion, Engine, Request, complete_with_retries, larger_budget
@@ -36,8 +36,11 @@ def generate(
     def cut_off(request: Request, last: Completion, attempt: int) -> Optional[Request]:
         return larger_budget(request, last, max_model_len) if last.finish_reason == "length" else None
 
-    completions, attempts = complete_with_retries(engine, requests, cut_off, retry_truncated)
-    return rows(card, pool_index, suite, cells, run_id, completions, attempts)
+    sent: list[Request] = []
+    completions, attempts = complete_with_retries(engine, requests, cut_off, retry_truncated, sent)
+    # The sampling a re-asked answer was last asked with (a larger budget), not the planned one.
+    asked = [replace(c, sampling=r.sampling) for c, r in zip(cells, sent, strict=True)]
+    return rows(card, pool_index, suite, asked, run_id, completions, attempts)
 
 
 def failed(card: ModelCard, pool_index: int, suite: Suite, cells: Sequence[GenerateCell], run_id: str,

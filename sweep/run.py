@@ -114,7 +114,7 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
         )
         policy, expected = best_policy(the_plan, conf, inventory)
         console.print(plan_table(the_plan, conf, expected, inventory))
-        reuse = reusable(store, the_plan, conf.run.resume)
+        reuse = reusable(store, the_plan, conf.run.resume, conf.judge.retries)
         run_row = RunRow(
             run_id=run_id, started_at=dt.datetime.now(dt.timezone.utc), finished_at=None, status="running",
             config_yaml=config_yaml, config_hash=provenance.config_hash(config_yaml),
@@ -139,13 +139,13 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
     return RunResult(run_id, store, executor.loads, wall, tuple(executor.landings))
 
 
-def reusable(store: Store, the_plan: SweepPlan, resume: bool) -> Reuse:
+def reusable(store: Store, the_plan: SweepPlan, resume: bool, judge_retries: int) -> Reuse:
     """Cells of this run already in the warehouse; stale and unreadable files are set aside."""
     generations, bad = store.read("generations", the_plan.run_id)
     judgments, bad_judgments = store.read("judgments", the_plan.run_id)
     comparisons, bad_comparisons = store.read("comparisons", the_plan.run_id)
     bad += bad_judgments + bad_comparisons
-    found = reconcile(the_plan, generations, judgments, comparisons)
+    found = reconcile(the_plan, generations, judgments, comparisons, judge_retries)
     for path in bad:
         console.print(f"[yellow]warning:[/] {store.url(path)} is not readable warehouse Parquet (corrupt, truncated or another "
                       "schema); moved to superseded/, its cells are recomputed")

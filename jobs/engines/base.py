@@ -102,9 +102,10 @@ send again, or None when that completion stands."""
 
 
 def complete_with_retries(engine: Engine, requests: Sequence[Request], retry: Retry, times: int,
-                          ) -> tuple[list[Completion], list[int]]:
+                          sent: Optional[list[Request]] = None) -> tuple[list[Completion], list[int]]:
     """Complete every request, then re-ask the ones ``retry`` picks, up to ``times`` more
-    rounds, each round one batch. Returns the final completions and attempts per request."""
+    rounds, each round one batch. Returns the final completions and attempts per request;
+    ``sent``, if given, is filled with the request each final completion answered."""
     current = list(requests)
     completions = engine.complete(current) if current else []
     attempts = [1] * len(current)
@@ -115,6 +116,8 @@ def complete_with_retries(engine: Engine, requests: Sequence[Request], retry: Re
             break
         for i, c in zip(again, engine.complete(list(again.values())), strict=True):
             current[i], completions[i], attempts[i] = again[i], spent(completions[i], c), attempt
+    if sent is not None:
+        sent[:] = current
     return completions, attempts
 
 
