@@ -17,7 +17,7 @@ from jobs.engines.base import Completion, Engine, Request, complete_with_retries
 from jobs.judge import Verdict, json_object, reask
 from sweep.core.cells import CompareCell
 from sweep.core.config import Mode, ModelCard, Panel, Suite
-from sweep.core.prompts import WINNERS, answerable, compare_messages, compare_schema, scrub
+from sweep.core.prompts import WINNERS, compare_messages, compare_schema, scrub, shown
 from sweep.core.rows import ComparisonRow, GenerationRow
 
 def parse(completion: Completion) -> Verdict:
@@ -32,11 +32,6 @@ def parse(completion: Completion) -> Verdict:
     return Verdict("ok", justification=justification if isinstance(justification, str) else None, winner=winner)
 
 
-def seen(cell: CompareCell, answers: Mapping[str, GenerationRow], panel: Panel) -> bool:
-    """A pair is shown only when both its answers would be judged on their own."""
-    return answerable(answers[cell.first_key], panel) and answerable(answers[cell.second_key], panel)
-
-
 def compare(
     engine: Engine, card: ModelCard, suite: Suite, panel: Panel, cells: Sequence[CompareCell],
     answers: Mapping[str, GenerationRow], run_id: str, max_model_len: int = 1 << 30,
@@ -45,7 +40,7 @@ def compare(
 
     Invalid and truncated verdicts are asked again, ``panel.retries`` times, as pointwise ones are."""
     schema = compare_schema(panel.justification_max_chars)
-    todo = [c for c in cells if seen(c, answers, panel)]
+    todo = [c for c in cells if shown(c, answers, panel)]
     requests = [
         Request(
             compare_messages(suite, c.eval_id, scrub(answers[c.first_key].answer, c.scrub)[0],

@@ -154,7 +154,7 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
                 replica.end = clock
                 capacity.give_back(replica.where, replica.demand)
             elif not any(r[1].name == card.name and r[2] is None for r in running) and not keep_loaded(
-                    card.name, keep if phase == "answers" else set(), pending, alive, policy):
+                    phase == "answers" and card.name in keep, pending, alive, policy):
                 stop(card.name)
     for name in list(alive):
         stop(name)

@@ -41,8 +41,8 @@ from jobs.judge import rows as judge_rows
 from sweep.instance import Instance
 from sweep.resume import Reuse, reconcile
 from sweep.core.cells import CompareCell, JudgeCell, SweepPlan, content_key
-from sweep.core.prompts import answerable
 from sweep.plan import plan, validate
+from sweep.queue import CellQueue, group
 from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order, share,
                             worth_another)
 from sweep.core.rows import ComparisonRow, GenerationRow, JudgmentRow, RunRow
@@ -256,7 +256,7 @@ class Executor:
         """Instances that loaded weights (API clients load none)."""
         self.failures = 0
         self.landings: list[Landing] = []
-        self.answers: dict[str, GenerationRow] = dict(reuse.answers)
+        self.queue = CellQueue(the_plan, conf.judge, reuse.answers, reuse.judged, reuse.compared)
         self.task: Any = None  # the progress bar of the current phase
         self.progress = Progress(
             TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -265,10 +265,7 @@ class Executor:
         )
 
     def execute(self) -> None:
-        p, retry = self.plan, self.conf.run.retry_truncated
-        gen_cells = _group([c for c in p.generate if c.key not in self.reuse.answers], lambda c: c.model)
-        judge_cells = _group([c for c in p.judge if c.key not in self.reuse.judged], lambda c: c.judge)
-        pair_cells = _group([c for c in p.compare if c.key not in self.reuse.compared], lambda c: c.judge)
+        p, retry, q = self.plan, self.conf.run.retry_truncated, self.queue
         pool_index = {c.name: i for i, c in enumerate(p.cards)}
         with self.progress:
             gen_task = self.progress.add_task("answers", total=len(p.generate), note="", tokens=0,
@@ -277,56 +274,56 @@ class Executor:
                                                 start=False, completed=len(self.reuse.judged) + len(self.reuse.compared))
             self.task = gen_task
 
-            def answer(live: Live, card: ModelCard, part: Part) -> Any:
-                cells = share(gen_cells[card.name], part)
-                return live.actor.generate.remote(pool_index[card.name], p.suite, cells, p.run_id, retry)
-
-            def saved_answers(card: ModelCard, rows: list[GenerationRow]) -> None:
-                self._write("generations", rows, model=card.name)
-                self.answers.update((r.cell_key, r) for r in rows)
-                self._advance(gen_task, rows)
-                self._log(card, "answers", rows)
-
-            def failed_answers(card: ModelCard, part: Part, error: str) -> list[GenerationRow]:
-                return generate_failed(card, pool_index[card.name], p.suite, share(gen_cells[card.name], part),
-                                       p.run_id, error, self.conf.run.retries + 1)
-
             def saved_judgments(card: ModelCard, rows: list[JudgmentRow | ComparisonRow]) -> None:
                 self._write("judgments", [r for r in rows if isinstance(r, JudgmentRow)], judge=card.name)
                 self._write("comparisons", [r for r in rows if isinstance(r, ComparisonRow)], judge=card.name)
                 self._advance(judge_task, rows)
                 self._log(card, "judgments", rows)
 
+            def write_unseen() -> None:
+                """Verdicts on answers judges don't see (empty, failed, or cut off) need no model."""
+                for name, (cells, pairs) in q.unseen().items():
+                    card = p.card(name)
+                    rows: list[JudgmentRow | ComparisonRow] = []
+                    if cells:
+                        rows += judge_rows(card, p.suite, cells, q.answers_for(cells), p.run_id, {})
+                    if pairs:
+                        rows += comparing.rows(card, pairs, q.answers, p.run_id, {})
+                    saved_judgments(card, rows)
+
+            def answer(live: Live, card: ModelCard, part: Part) -> Any:
+                cells = share(q.generate[card.name], part)
+                return live.actor.generate.remote(pool_index[card.name], p.suite, cells, p.run_id, retry)
+
+            def saved_answers(card: ModelCard, rows: list[GenerationRow]) -> None:
+                self._write("generations", rows, model=card.name)
+                q.land(rows)
+                self._advance(gen_task, rows)
+                self._log(card, "answers", rows)
+                write_unseen()
+
+            def failed_answers(card: ModelCard, part: Part, error: str) -> list[GenerationRow]:
+                return generate_failed(card, pool_index[card.name], p.suite, share(q.generate[card.name], part),
+                                       p.run_id, error, self.conf.run.retries + 1)
+
             def judge_batch(live: Live, cells: list[JudgeCell], pairs: list[CompareCell]) -> Any:
-                return live.actor.judge.remote(p.suite, self.conf.judge, cells, self._answers_for(cells, pairs),
+                return live.actor.judge.remote(p.suite, self.conf.judge, cells, q.answers_for(cells, pairs),
                                                p.run_id, pairs)
 
-            keep = set(judge_cells) | set(pair_cells)
-
             def early(running: list[Batch], busy: set[Optional[str]]) -> list[Batch]:
-                """Loaded judges with nothing to do judge the answers that exist while others answer."""
+                """Loaded judges with nothing to do judge the ready cells while others answer."""
                 out = []
                 for name, live in list(self.alive.items()):
                     idle = not any(b.instance == name for b in running)
-                    if name not in keep or not idle or (live.lane and live.lane in busy):
+                    if not idle or (live.lane and live.lane in busy):
                         continue
-                    seen = self.answers.keys()
-                    cells = [c for c in judge_cells.get(name, [])
-                             if c.answer_key in seen and answerable(self.answers[c.answer_key], self.conf.judge)]
-                    pairs = [c for c in pair_cells.get(name, []) if {c.first_key, c.second_key} <= seen
-                             and comparing.seen(c, self.answers, self.conf.judge)]
+                    cells, pairs = q.ready(name)
                     if not cells and not pairs:
                         continue
-                    _take(judge_cells, name, cells)
-                    _take(pair_cells, name, pairs)
-                    # Answers that exist and aren't judged need no model: keep the judge only for answers to come.
-                    if not any(c.answer_key not in seen for c in judge_cells.get(name, [])) and not any(
-                            not {c.first_key, c.second_key} <= seen for c in pair_cells.get(name, [])):
-                        keep.discard(name)
+                    q.take(name, cells, pairs)
 
                     def put_back(name: str = name, cells: list = cells, pairs: list = pairs) -> None:
-                        judge_cells.setdefault(name, []).extend(cells)
-                        pair_cells.setdefault(name, []).extend(pairs)
+                        q.put_back(name, cells, pairs)
 
                     if live.lane:
                         busy.add(live.lane)
@@ -336,58 +333,44 @@ class Executor:
                                      put_back))
                 return out
 
+            write_unseen()  # verdicts on reused answers judges don't see
             demands = {c.name: demand(c, self.conf, self.inventory) for c in p.cards}
             gen_s, judge_s = work_seconds(p, self.conf, self.inventory)
             loads = {c.name: load_seconds(c, demands[c.name]) for c in p.cards}
-            gen_order = load_order([c for c in p.cards if c.name in gen_cells], demands, gen_s, loads, self.policy)
-            self._phase(gen_order, gen_s, answer, saved_answers, failed_answers, keep,
+            gen_order = load_order([c for c in p.cards if c.name in q.generate], demands, gen_s, loads, self.policy)
+            self._phase(gen_order, gen_s, answer, saved_answers, failed_answers, q.needs_model,
                         early if self.policy.early_judging else None, saved_judgments)
 
-            # Verdicts on answers judges don't see (empty, failed, or cut off) need no model.
-            for card in p.cards:
-                cells = judge_cells.pop(card.name, [])
-                unseen = [c for c in cells if not answerable(self.answers[c.answer_key], self.conf.judge)]
-                if unseen:
-                    saved_judgments(card, judge_rows(card, p.suite, unseen, self._answers_for(unseen), p.run_id, {}))
-                if len(unseen) < len(cells):
-                    judge_cells[card.name] = [c for c in cells if c not in unseen]
-                pairs = pair_cells.pop(card.name, [])
-                shown = [c for c in pairs if comparing.seen(c, self.answers, self.conf.judge)]
-                if len(shown) < len(pairs):
-                    saved_judgments(card, comparing.rows(card, [c for c in pairs if c not in shown], self.answers,
-                                                         p.run_id, {}))
-                if shown:
-                    pair_cells[card.name] = shown
-
             def judgment(live: Live, card: ModelCard, part: Part) -> Any:
-                return judge_batch(live, share(judge_cells.get(card.name, []), part),
-                                   share(pair_cells.get(card.name, []), part))
+                cells, pairs = q.left(card.name)
+                return judge_batch(live, share(cells, part), share(pairs, part))
 
             def failed_judgments(card: ModelCard, part: Part, error: str) -> list[JudgmentRow | ComparisonRow]:
-                cells, pairs = share(judge_cells.get(card.name, []), part), share(pair_cells.get(card.name, []), part)
+                cells, pairs = (share(left, part) for left in q.left(card.name))
                 attempts = self.conf.run.retries + 1
-                return [*judge_failed(card, p.suite, cells, self._answers_for(cells), p.run_id, error, attempts),
-                        *comparing.failed(card, pairs, self._answers_for((), pairs), p.run_id, error, attempts)]
+                return [*judge_failed(card, p.suite, cells, q.answers_for(cells), p.run_id, error, attempts),
+                        *comparing.failed(card, pairs, q.answers_for((), pairs), p.run_id, error, attempts)]
 
             # Judges already loaded go first; the rest load as room frees up.
             self.progress.update(gen_task, note="")
             self.progress.start_task(judge_task)
             self.task = judge_task
-            judges = [c for c in p.cards if c.name in judge_cells or c.name in pair_cells]
+            judges = [c for c in p.cards if c.name in q.judges()]
             judge_order = load_order(judges, demands, judge_s, loads, self.policy)
             judge_order.sort(key=lambda c: c.name not in self.alive)
-            self._phase(judge_order, judge_s, judgment, saved_judgments, failed_judgments, keep=set())
+            self._phase(judge_order, judge_s, judgment, saved_judgments, failed_judgments, keep=lambda _: False)
             for name in list(self.alive):  # loaded for answers, nothing left to judge
                 self._stop(name)
 
     def _phase(
         self, cards: list[ModelCard], work_s: dict[str, float], submit: Callable[[Live, ModelCard, Part], Any],
-        collect: Callable[[ModelCard, Any], None], failed: Callable[[ModelCard, Part, str], list[Any]], keep: set[str],
+        collect: Callable[[ModelCard, Any], None], failed: Callable[[ModelCard, Part, str], list[Any]],
+        keep: Callable[[str], bool],
         early: Optional[Callable[[list[Batch], set[Optional[str]]], list[Batch]]] = None,
         collect_early: Optional[Callable[[ModelCard, Any], None]] = None,
     ) -> None:
         """Run one batch per card (split over replicas where they pay off, see ``_replicas``);
-        ``keep`` names the cards that stay loaded for the next phase. While batches of this phase
+        ``keep`` says which cards stay loaded for the next phase (sweep.queue: cells a model must compute). While batches of this phase
         are pending or running, ``early`` may add batches of the next one on idle instances
         (written by ``collect_early``)."""
         pending: list[tuple[ModelCard, Part]] = [(c, (0, 1)) for c in cards]
@@ -429,7 +412,7 @@ class Executor:
             card = batch.card
             if error is None:
                 (collect_early if batch.early else collect)(card, rows)
-                if batch.instance != card.name or not keep_loaded(card.name, keep, [c for c, _ in pending], self.alive,
+                if batch.instance != card.name or not keep_loaded(keep(card.name), [c for c, _ in pending], self.alive,
                                                                    self.policy):
                     if not any(b.instance == batch.instance for b in running):
                         self._stop(batch.instance)
@@ -537,11 +520,6 @@ class Executor:
         tokens = self.progress.tasks[task].fields["tokens"] + sum(r.output_tokens for r in rows)
         self.progress.update(task, advance=len(rows), tokens=tokens)
 
-    def _answers_for(self, cells: Sequence[JudgeCell], pairs: Sequence[CompareCell] = ()) -> dict[str, GenerationRow]:
-        """The answers a judge batch reads: only those, so each actor call ships little."""
-        keys = [c.answer_key for c in cells] + [k for c in pairs for k in (c.first_key, c.second_key)]
-        return {k: self.answers[k] for k in keys}
-
     def _recount(self) -> None:
         """Rebuild the room accounting from the nodes Ray sees now."""
         self.inventory = inventory_from_ray(self.conf)
@@ -563,9 +541,9 @@ class Executor:
 
     def _write(self, table: str, rows: Sequence[Any], **parts: str) -> None:
         """One file per (model or judge, eval): the unit a rerun can skip or redo."""
-        for eval_id, group in _group(rows, lambda r: r.eval_id).items():
-            name = f"part-{content_key(sorted(r.cell_key for r in group))}.parquet"
-            self.store.write(table, group, name, run_id=self.plan.run_id, **parts, eval_id=eval_id)
+        for eval_id, part in group(rows, lambda r: r.eval_id).items():
+            name = f"part-{content_key(sorted(r.cell_key for r in part))}.parquet"
+            self.store.write(table, part, name, run_id=self.plan.run_id, **parts, eval_id=eval_id)
 
     def _log(self, card: ModelCard, what: str, rows: Sequence[Any]) -> None:
         statuses: dict[str, int] = defaultdict(int)
@@ -588,20 +566,3 @@ def executor_backend(shape: sizing.Shape | None, where: Placement) -> str:
     if shape is None or shape.gpus == 1:
         return "uni"
     return "ray" if where.spans_nodes else "mp"
-
-
-def _take(cells: dict[str, list[Any]], name: str, taken: list[Any]) -> None:
-    """Remove ``taken`` from ``cells[name]``, and the key once nothing is left."""
-    keys = {c.key for c in taken}
-    rest = [c for c in cells.get(name, []) if c.key not in keys]
-    if rest:
-        cells[name] = rest
-    else:
-        cells.pop(name, None)
-
-
-def _group(items: Sequence[Any], key: Callable[[Any], str]) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = defaultdict(list)
-    for item in items:
-        out[key(item)].append(item)
-    return dict(out)

@@ -174,9 +174,8 @@ def admit(pending: Sequence[ModelCard], loaded: Collection[str], start: Callable
             return
 
 
-def keep_loaded(name: str, keep: Collection[str], pending: Sequence[ModelCard], loaded: Collection[str],
-                policy: Policy = Policy()) -> bool:
+def keep_loaded(needed: bool, pending: Sequence[ModelCard], loaded: Collection[str], policy: Policy = Policy()) -> bool:
     """Whether an instance that finished its batch stays loaded for the next phase (fusing
-    answers and judging into one load): only if it is needed there and no model of this
+    answers and judging into one load): only if it is ``needed`` there and no model of this
     phase is still waiting for room."""
-    return policy.fuse and name in keep and all(c.name in loaded for c in pending)
+    return policy.fuse and needed and all(c.name in loaded for c in pending)

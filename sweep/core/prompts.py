@@ -10,8 +10,9 @@ import functools
 import json
 import re
 from collections import Counter
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
+from sweep.core.cells import CompareCell
 from sweep.core.config import ModelCard, Panel, Suite
 from sweep.core.rows import GenerationRow
 
@@ -90,6 +91,11 @@ def answerable(answer: GenerationRow, panel: Panel) -> bool:
     """Whether judges see this answer: complete ones always, cut-off ones only if the panel
     says so, empty and failed ones never (the study's judges scored empty answers as answers)."""
     return answer.status == "ok" or (answer.status == "truncated" and panel.judge_truncated)
+
+
+def shown(cell: CompareCell, answers: Mapping[str, GenerationRow], panel: Panel) -> bool:
+    """A pair is shown only when both its answers would be judged on their own."""
+    return answerable(answers[cell.first_key], panel) and answerable(answers[cell.second_key], panel)
 
 
 def judge_messages(suite: Suite, eval_id: str, answer: str, label: str, max_chars: int) -> tuple[tuple[str, str], ...]:
