@@ -79,6 +79,9 @@ class RunResult:
     model_loads: int
     wall_s: float
     landings: tuple[Landing, ...] = ()
+    starts: tuple[str, ...] = ()
+    """Instances in the order they started (a replica as "<card> #<n>"): the load decisions the plan's
+    forecast makes too."""
 
 
 def to_config(cfg: DictConfig | SweepConfig) -> tuple[SweepConfig, str]:
@@ -136,7 +139,7 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
                               instance_failures=executor.failures, wall_s=wall)
             store.write("runs", [run_row], "run.parquet", run_id=run_id)
     console.print(f"sweep {run_id}: {executor.loads} model loads for {len(the_plan.cards)} models")
-    return RunResult(run_id, store, executor.loads, wall, tuple(executor.landings))
+    return RunResult(run_id, store, executor.loads, wall, tuple(executor.landings), tuple(executor.starts))
 
 
 def reusable(store: Store, the_plan: SweepPlan, resume: bool, judge_retries: int) -> Reuse:
@@ -256,6 +259,7 @@ class Executor:
         """Instances that loaded weights (API clients load none)."""
         self.failures = 0
         self.landings: list[Landing] = []
+        self.starts: list[str] = []
         self.queue = CellQueue(the_plan, conf.judge, reuse.answers, reuse.judged, reuse.compared)
         self.task: Any = None  # the progress bar of the current phase
         self.progress = Progress(
@@ -487,6 +491,7 @@ class Executor:
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node.node_id, soft=False)
         self.progress.update(self.task, note=f"loading {card.name}")
         self.started += 1
+        self.starts.append(key or card.name)
         self.loads += not d.endpoint
         name = f"sweep/{self.plan.run_id}/{card.name}/{self.started}"
         self.alive[key or card.name] = Live(self.remote.options(name=name, **options).remote(card, settings), where, d,
