@@ -21,9 +21,9 @@ from pathlib import Path
 from bench.vllm_server import vllm_serve
 from jobs.engines.base import EngineSettings, Request, SamplingParams
 from jobs.engines.openai import OpenAIEngine
-from jobs.generate import build_messages
+from sweep.core.prompts import answer_messages as build_messages
 from jobs.models import local_weights
-from sweep.config import Endpoint, ModelCard, register
+from sweep.core.config import Endpoint, ModelCard, register
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -34,7 +34,7 @@ def sweep_page(overrides: list[str], warehouse: Path) -> Path:
     """Run the sweep with every card on the fake engine; returns the page it wrote."""
     from hydra import compose, initialize_config_dir
 
-    from sweep.config import register
+    from sweep.core.config import register
 
     register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

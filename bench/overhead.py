@@ -35,10 +35,9 @@ def baseline(overrides: list[str]) -> dict:
     from vllm import LLM, SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
-    from jobs.engines.base import render_plain
-    from jobs.judge import build_messages, verdict_schema
+    from sweep.core.prompts import judge_messages as build_messages, judge_schema as verdict_schema, render_plain
     from jobs.models import local_weights
-    from sweep.config import PromptFormat, register
+    from sweep.core.config import PromptFormat, register
     from sweep.plan import plan
     from sweep import engine_args
     from sweep.schedule import Placement

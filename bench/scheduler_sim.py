@@ -8,7 +8,7 @@ the bound printed before. Ratio = makespan / lower bound (1.0 is optimal). The r
 idle GPUs, idle judges judging the answers that exist) is compared with itself without replicas,
 without early judging, and with a naive one (pool order, every model reloaded to judge, neither)
 on the same simulated cluster.
-Throughputs are roofline estimates from active parameters and HBM bandwidth (sweep/forecast.py);
+Throughputs are roofline estimates from active parameters and HBM bandwidth (sweep/cost.py);
 nothing here runs a model.
 
     python -m bench.scheduler_sim [hydra overrides...]     # default: model=all evals=hard
@@ -28,7 +28,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from sweep import sizing
-from sweep.config import SweepConfig, register
+from sweep.core.config import SweepConfig, register
 from sweep.forecast import best_policy, forecast, gpu_utilisation
 from sweep.plan import plan
 from sweep.schedule import Policy

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from warehouse.schema import SCHEMAS, RunRow
+from sweep.core.rows import SCHEMAS, RunRow
 from warehouse.store import Store
 
 BATCH = 10_000

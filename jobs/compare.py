@@ -11,50 +11,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from jobs.engines.base import Completion, Engine, Request, complete_with_retries
-from jobs.judge import Verdict, answerable, json_object, reask, scrub, task_fields
-from sweep.config import Mode, ModelCard, Panel, Suite
-from warehouse.schema import ComparisonRow, GenerationRow
-
-if TYPE_CHECKING:
-    from sweep.plan import CompareCell
-
-TEMPLATE = """## Question
-{question}
-
-## Grading rubric (for you only)
-{rubric}
-
-## Response 1
-{first}
-
-## Response 2
-{second}
-
-## Your task
-{brief}
-Criteria:
-{criteria}
-
-Decide which response is better overall on these criteria. Reply with JSON only: a "winner" that is \
-"1", "2" or "tie", and a "justification" of 2-3 sentences (at most {max_chars} characters)."""
-
-WINNERS = ("1", "2", "tie")
-
-
-def verdict_schema(max_chars: int) -> dict[str, Any]:
-    """The pick first, then a length-bounded justification the grammar closes in time."""
-    props = {"winner": {"type": "string", "enum": list(WINNERS)},
-             "justification": {"type": "string", "maxLength": max_chars}}
-    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
-
-
-def build_messages(suite: Suite, eval_id: str, first: str, second: str, max_chars: int) -> tuple[tuple[str, str], ...]:
-    text = TEMPLATE.format(**task_fields(suite, eval_id, max_chars), first=first.strip(), second=second.strip())
-    return (("user", text),)
-
+from jobs.judge import Verdict, json_object, reask
+from sweep.core.cells import CompareCell
+from sweep.core.config import Mode, ModelCard, Panel, Suite
+from sweep.core.prompts import WINNERS, compare_messages, compare_schema, scrub, shown
+from sweep.core.rows import ComparisonRow, GenerationRow
 
 def parse(completion: Completion) -> Verdict:
     """Strict: the winner is exactly "1", "2" or "tie", or the verdict is invalid."""
@@ -68,11 +32,6 @@ def parse(completion: Completion) -> Verdict:
     return Verdict("ok", justification=justification if isinstance(justification, str) else None, winner=winner)
 
 
-def seen(cell: CompareCell, answers: Mapping[str, GenerationRow], panel: Panel) -> bool:
-    """A pair is shown only when both its answers would be judged on their own."""
-    return answerable(answers[cell.first_key], panel) and answerable(answers[cell.second_key], panel)
-
-
 def compare(
     engine: Engine, card: ModelCard, suite: Suite, panel: Panel, cells: Sequence[CompareCell],
     answers: Mapping[str, GenerationRow], run_id: str, max_model_len: int = 1 << 30,
@@ -80,11 +39,11 @@ def compare(
     """One ComparisonRow per cell; pairs with an answer judges don't see get status no_answer.
 
     Invalid and truncated verdicts are asked again, ``panel.retries`` times, as pointwise ones are."""
-    schema = verdict_schema(panel.justification_max_chars)
-    todo = [c for c in cells if seen(c, answers, panel)]
+    schema = compare_schema(panel.justification_max_chars)
+    todo = [c for c in cells if shown(c, answers, panel)]
     requests = [
         Request(
-            build_messages(suite, c.eval_id, scrub(answers[c.first_key].answer, c.scrub)[0],
+            compare_messages(suite, c.eval_id, scrub(answers[c.first_key].answer, c.scrub)[0],
                            scrub(answers[c.second_key].answer, c.scrub)[0], panel.justification_max_chars),
             c.sampling, json_schema=schema, thinking=panel.mode is Mode.thinking,
         )

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict
-from typing import TYPE_CHECKING, Optional, Sequence
+from dataclasses import asdict, replace
+from typing import Optional, Sequence
 
-from jobs.engines.base import Completion, Engine, Request, SamplingParams, complete_with_retries, larger_budget
-from sweep.config import Mode, ModelCard, Suite
-from warehouse.schema import GenerationRow
-
-if TYPE_CHECKING:
-    from sweep.plan import GenerateCell
-
-
-def build_messages(system_prompt: Optional[str], prompt: str) -> tuple[tuple[str, str], ...]:
-    system = (("system", system_prompt),) if system_prompt else ()
-    return (*system, ("user", prompt))
+from jobs.engines.base import Completion, Engine, Request, complete_with_retries, larger_budget
+from sweep.core.cells import GenerateCell
+from sweep.core.config import Mode, ModelCard, Suite
+from sweep.core.rows import GenerationRow
 
 
 def answer_status(c: Completion) -> str:
@@ -43,17 +36,11 @@ def generate(
     def cut_off(request: Request, last: Completion, attempt: int) -> Optional[Request]:
         return larger_budget(request, last, max_model_len) if last.finish_reason == "length" else None
 
-    completions, attempts = complete_with_retries(engine, requests, cut_off, retry_truncated)
-    asked = [final_sampling(r, c, n, max_model_len) for r, c, n in zip(requests, completions, attempts)]
-    return rows(card, pool_index, suite, cells, run_id, completions, attempts, asked)
-
-
-def final_sampling(request: Request, last: Completion, attempts: int, max_model_len: int) -> SamplingParams:
-    """What the last attempt was asked with: every re-ask of a cut-off answer doubled its budget
-    (``larger_budget``), so a row says which budget its answer had, not only the first one."""
-    for _ in range(attempts - 1):
-        request = larger_budget(request, last, max_model_len) or request
-    return request.sampling
+    sent: list[Request] = []
+    completions, attempts = complete_with_retries(engine, requests, cut_off, retry_truncated, sent)
+    # The sampling a re-asked answer was last asked with (a larger budget), not the planned one.
+    asked = [replace(c, sampling=r.sampling) for c, r in zip(cells, sent, strict=True)]
+    return rows(card, pool_index, suite, asked, run_id, completions, attempts)
 
 
 def failed(card: ModelCard, pool_index: int, suite: Suite, cells: Sequence[GenerateCell], run_id: str,
@@ -64,11 +51,8 @@ def failed(card: ModelCard, pool_index: int, suite: Suite, cells: Sequence[Gener
 
 
 def rows(card: ModelCard, pool_index: int, suite: Suite, cells: Sequence[GenerateCell], run_id: str,
-         completions: Sequence[Completion], attempts: Sequence[int],
-         asked: Optional[Sequence[SamplingParams]] = None) -> list[GenerationRow]:
-    """``asked``: the sampling each answer was finally asked with (default: the cell's own)."""
+         completions: Sequence[Completion], attempts: Sequence[int]) -> list[GenerationRow]:
     items = {i.id: i for i in suite.prompts}
-    asked = asked or [cell.sampling for cell in cells]
     now = dt.datetime.now(dt.timezone.utc)
     return [
         GenerationRow(
@@ -77,8 +61,8 @@ def rows(card: ModelCard, pool_index: int, suite: Suite, cells: Sequence[Generat
             prompt=items[cell.eval_id].prompt, system_prompt=card.system_prompt, answer=c.text,
             reasoning=c.reasoning, status=answer_status(c), finish_reason=c.finish_reason,
             prompt_tokens=c.prompt_tokens, output_tokens=c.output_tokens, latency_s=c.latency_s, ttft_s=c.ttft_s,
-            queue_s=c.queue_s, sampling=json.dumps(asdict(s), sort_keys=True), engine=card.engine,
+            queue_s=c.queue_s, sampling=json.dumps(asdict(cell.sampling), sort_keys=True), engine=card.engine,
             error=c.error, attempts=n, created_at=now, cost_usd=c.cost_usd, requests=c.requests,
         )
-        for cell, c, n, s in zip(cells, completions, attempts, asked, strict=True)
+        for cell, c, n in zip(cells, completions, attempts, strict=True)
     ]

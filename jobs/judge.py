@@ -9,102 +9,19 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-import functools
 import json
 import math
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from decimal import Decimal
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from jobs.engines.base import Completion, Engine, Request, Retry, complete_with_retries, larger_budget
-from sweep.config import Mode, ModelCard, Panel, Suite
-from warehouse.schema import GenerationRow, JudgmentRow
-
-if TYPE_CHECKING:
-    from sweep.plan import JudgeCell
-
-TEMPLATE = """## Question
-{question}
-
-## Grading rubric (for you only)
-{rubric}
-
-## {label}
-{answer}
-
-## Your task
-{brief}
-Criteria:
-{criteria}
-
-Reply with JSON only: an integer from {lo} to {hi} for each criterion, and a "justification" of \
-2-3 sentences (at most {max_chars} characters)."""
-
-REDACTED = "[redacted]"
-VENDOR_TERMS = (
-    "Qwen", "Tongyi", "Alibaba", "Alibaba Cloud", "SmolLM", "Hugging Face", "HuggingFace", "Gemma",
-    "Google DeepMind", "DeepMind",
-)
-"""How the pool's models name themselves and their makers ("I am Qwen, created by Alibaba Cloud").
-Bare "Google" is left alone: answers cite it for other reasons."""
-
-
-def identity_terms(cards: Sequence[ModelCard]) -> tuple[str, ...]:
-    """What an answer must not show a judge: every card's name and family, and VENDOR_TERMS."""
-    terms = {t.lower(): t for t in (*VENDOR_TERMS, *(c.name for c in cards), *(c.family for c in cards))}
-    return tuple(sorted(terms.values(), key=lambda t: (-len(t), t)))  # longest first: "Alibaba Cloud" whole
-
-
-@functools.lru_cache(maxsize=8)
-def _identity_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
-    # A term and any version tail glued to it ("Qwen" in "Qwen3.5-9B"), in any case, not inside a word.
-    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, terms)) + r")(?:[\w.-]*\w)?", re.IGNORECASE)
-
-
-def scrub(answer: str, terms: tuple[str, ...]) -> tuple[str, Optional[str]]:
-    """The answer with each identity term replaced by REDACTED, and what was replaced as JSON
-    {text: times} (None when nothing was), so a judge can't recognise a model by its self-description."""
-    if not terms:
-        return answer, None
-    found: Counter[str] = Counter()
-
-    def redact(match: re.Match[str]) -> str:
-        found[match.group(0)] += 1
-        return REDACTED
-
-    text = _identity_pattern(terms).sub(redact, answer)
-    return text, json.dumps(dict(sorted(found.items())), ensure_ascii=False) if found else None
-
-
-def answerable(answer: GenerationRow, panel: Panel) -> bool:
-    """Whether judges see this answer: complete ones always, cut-off ones only if the panel
-    says so, empty and failed ones never (the study's judges scored empty answers as answers)."""
-    return answer.status == "ok" or (answer.status == "truncated" and panel.judge_truncated)
-
-
-def build_messages(suite: Suite, eval_id: str, answer: str, label: str, max_chars: int) -> tuple[tuple[str, str], ...]:
-    text = TEMPLATE.format(**task_fields(suite, eval_id, max_chars), label=label, answer=answer.strip())
-    return (("user", text),)
-
-
-def task_fields(suite: Suite, eval_id: str, max_chars: int) -> dict[str, Any]:
-    """What every judge prompt of an eval says besides the answers: question, rubric, brief, criteria."""
-    item = next(p for p in suite.prompts if p.id == eval_id)
-    criteria = "\n".join(f"- {c.name} ({c.weight:.0%}): {c.description}" for c in suite.criteria)
-    return dict(question=item.prompt.strip(), rubric=item.rubric.strip(), brief=suite.judge_brief.strip(),
-                criteria=criteria, lo=suite.scale_min, hi=suite.scale_max, max_chars=max_chars)
-
-
-def verdict_schema(suite: Suite, max_chars: int) -> dict[str, Any]:
-    """Scores first, then a length-bounded justification the grammar closes in time."""
-    props: dict[str, Any] = {
-        c.name: {"type": "integer", "minimum": suite.scale_min, "maximum": suite.scale_max} for c in suite.criteria
-    }
-    props["justification"] = {"type": "string", "maxLength": max_chars}
-    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
-
+from sweep.core.cells import JudgeCell
+from sweep.core.config import Mode, ModelCard, Panel, Suite
+from sweep.core.prompts import SOFT_TOP_K, answerable, judge_messages, judge_schema, scrub
+from sweep.core.rows import GenerationRow, JudgmentRow
 
 @dataclass(frozen=True)
 class Verdict:
@@ -146,8 +63,6 @@ def parse(completion: Completion, suite: Suite) -> Verdict:
     return Verdict("ok", scores, justification if isinstance(justification, str) else None)
 
 
-SOFT_TOP_K = 20
-"""Alternatives per token asked for when judge.soft_scores is on (vLLM's default max_logprobs)."""
 _DIGITS = re.compile(r"\s*([0-9]+)\s*")
 
 
@@ -221,11 +136,11 @@ def judge(
     """One JudgmentRow per cell; answers that can't be judged get status no_answer.
 
     Invalid and truncated verdicts are asked again, ``panel.retries`` times."""
-    schema = verdict_schema(suite, panel.justification_max_chars)
+    schema = judge_schema(suite, panel.justification_max_chars)
     todo = [c for c in cells if answerable(answers[c.answer_key], panel)]
     requests = [
         Request(
-            build_messages(suite, c.eval_id, scrub(answers[c.answer_key].answer, c.scrub)[0], c.label,
+            judge_messages(suite, c.eval_id, scrub(answers[c.answer_key].answer, c.scrub)[0], c.label,
                            panel.justification_max_chars),
             c.sampling, json_schema=schema, thinking=panel.mode is Mode.thinking,
             logprobs=SOFT_TOP_K if panel.soft_scores else 0,

@@ -15,8 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sweep.config import GgufSource, ModelCard
-from sweep.errors import SweepError
+from sweep.core.config import GgufSource, ModelCard
+from sweep.core.errors import SweepError
 
 CACHE = Path(os.environ.get("SWEEP_MODEL_CACHE", Path.home() / ".cache" / "sweep" / "models"))
 

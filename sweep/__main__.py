@@ -9,8 +9,8 @@ import hydra
 from omegaconf import DictConfig
 
 from sweep.checks import typed
-from sweep.config import register
-from sweep.errors import SweepError
+from sweep.core.config import register
+from sweep.core.errors import SweepError
 
 register()
 

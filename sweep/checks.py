@@ -13,8 +13,8 @@ import difflib
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from sweep.config import SweepConfig
-from sweep.errors import SweepError
+from sweep.core.config import SweepConfig
+from sweep.core.errors import SweepError
 
 
 def typed(cfg: DictConfig) -> SweepConfig:

@@ -11,8 +11,8 @@ import os
 import urllib.error
 import urllib.request
 
-from sweep.config import SweepConfig
-from sweep.errors import SweepError
+from sweep.core.config import SweepConfig
+from sweep.core.errors import SweepError
 
 TIMEOUT_S = 10.0
 

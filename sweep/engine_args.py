@@ -20,15 +20,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Collection, Mapping, Optional, Sequence
 
-from jobs import compare as comparing
-from jobs import judge as judging
-from jobs.engines.base import EngineSettings
 from sweep import sizing
-from sweep.config import DType, Engine, ModelCard, Suite, SweepConfig
-from sweep.errors import SweepError
+from sweep.core.cells import Context, EngineSettings
+from sweep.core.config import DType, Engine, ModelCard, Suite, SweepConfig
+from sweep.core.errors import SweepError
+from sweep.core.prompts import compare_messages, judge_messages
 from sweep.schedule import Placement
 
 CHAT_TOKENS = 16
@@ -63,38 +62,6 @@ def tokens(text: str) -> int:
 
 def message_tokens(messages: Sequence[tuple[str, str]]) -> int:
     return sum(tokens(text) + CHAT_TOKENS for _, text in messages)
-
-
-@dataclass(frozen=True)
-class Context:
-    """One card's context window: what its requests need, what its instance can hold."""
-
-    model: str
-    need: int
-    """What must fit: its longest answer prompt plus its answer budget, and a judge prompt plus the
-    verdict budget."""
-    want: int
-    """What fits every request: with the re-ask budgets (run.retry_truncated, judge.retries: each
-    doubles), and judge prompts holding the longest answers it reads."""
-    limit: int
-    """The model's context length, or the tokens its KV cache holds if fewer."""
-    limited_by: str
-    kv_bytes_per_gpu: int
-    """KV cache the engine gets: CPU engine.kv_cache_gib; GPU estimated, what gpu_memory_utilization
-    leaves after the weights and runtime overhead."""
-
-    @property
-    def max_model_len(self) -> int:
-        return min(self.want, self.limit)
-
-    @property
-    def capped(self) -> bool:
-        return self.want > self.limit
-
-    def warning(self) -> str:
-        return (f"{self.model}: max_model_len capped at {self.limit:,} tokens ({self.limited_by}); its longest "
-                f"requests (re-asks, judging the longest answers it reads) would need {self.want:,}: re-asks grow only "
-                "that far, and it can't judge an answer that doesn't fit")
 
 
 def kv_bytes_per_gpu(card: ModelCard, shape: Optional[sizing.Shape], slot: Optional[sizing.Slot],
@@ -136,8 +103,8 @@ def contexts(cards: Sequence[ModelCard], answer_prompts: Mapping[str, tuple[int,
     budget = sizing.budget(cfg.engine)
     max_chars = cfg.judge.justification_max_chars
     judge_prompt = max(
-        max(message_tokens(judging.build_messages(suite, p.id, "", "Response A", max_chars)),
-            message_tokens(comparing.build_messages(suite, p.id, "", "", max_chars)))
+        max(message_tokens(judge_messages(suite, p.id, "", "Response A", max_chars)),
+            message_tokens(compare_messages(suite, p.id, "", "", max_chars)))
         for p in suite.prompts)
     out = {}
     for card in cards:

@@ -1,68 +1,27 @@
 """How long a sweep will take on a cluster, and how often it loads each model: a discrete-event
 simulation of the runner's own policy (sweep.schedule: load order, admission, placement, keeping
-instances loaded for judging). Pure: ``plan=true`` prints it, bench/scheduler_sim.py measures
-the policy with it.
-
-Times are estimates from a roofline, not measurements: decoding reads the weights a batch
-touches once per step from HBM (memory-bound); prefill is compute-bound. Token counts per
-cell are assumptions (below), since answer lengths are only known after the run.
+instances loaded for judging) on the cost model's clock (sweep.cost). Pure: ``plan=true`` prints
+it, bench/scheduler_sim.py measures the policy with it.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Optional
 
 from rich.table import Table
 
 from sweep import engine_args, suite_file
 from sweep.bound import Bound, lower_bound
-from sweep.config import Mode, ModelCard, SweepConfig
-from sweep.local_ray import schedulable_memory
-from sweep.plan import SweepPlan, plan
+from sweep.core.cells import SweepPlan
+from sweep.core.config import ModelCard, SweepConfig
+from sweep.cost import load_seconds, seconds, total, work_by_respondent, work_seconds
+from sweep.plan import plan
 from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order,
                             worth_another)
-from sweep.sizing import BYTES_PER_PARAM, Inventory, Node, described, params_total, run_dtype, weight_bytes
-
-# Per GPU: HBM bandwidth (GB/s) and dense BF16 tensor throughput (TFLOP/s), vendor datasheets.
-GPU_SPECS = {"H100": (3350, 989), "H200": (4800, 989), "B200": (8000, 2250), "A100": (2039, 312),
-             "A100-80G": (2039, 312), "A100-40G": (1555, 312), "L40S": (864, 362), "L4": (300, 121)}
-DEFAULT_GPU = "H100"
-BANDWIDTH_EFFICIENCY = 0.6  # share of peak HBM bandwidth a decode step achieves
-COMPUTE_EFFICIENCY = 0.4  # share of peak FLOPs prefill achieves
-TP_EFFICIENCY = 0.85  # per doubling of TP: all-reduce costs (PP adds bubbles; same factor per stage)
-# A CPU instance (vLLM-CPU, float32, 2 cores): ~23 output tokens/s for SmolLM2-135M, measured here
-# (BENCHMARKS.md: 13,842 tokens in 611 s, 3 models in turn); scaled by active parameters.
-CPU_TOKENS_PER_S_AT_135M = 23.0
-# An API request streams at about this rate (typical of hosted providers); the endpoint serves
-# max_concurrency requests at once.
-API_TOKENS_PER_S_PER_REQUEST = 50.0
-# Loading: weights from local NVMe or page cache at this rate per node, plus engine start-up.
-LOAD_GB_PER_S = 2.0
-LOAD_FIXED_S = 30.0
-# Assumed tokens per cell (answers are as long as they turn out; these are typical, capped by max_tokens).
-ANSWER_TOKENS = {Mode.non_thinking: 1200, Mode.thinking: 6000}
-VERDICT_TOKENS = 150  # a JSON verdict with a <=300-character justification
-JUDGE_PROMPT_TOKENS = 600  # brief, rubric, criteria, around the answer
-
-
-@dataclass(frozen=True)
-class Work:
-    """Tokens one model computes in one phase."""
-
-    prefill: int
-    decode: int
-    sequences: int
-
-    def __add__(self, other: Work) -> Work:
-        return Work(self.prefill + other.prefill, self.decode + other.decode, self.sequences + other.sequences)
-
-
-def total(works: Iterable[Work]) -> Work:
-    return sum(works, Work(0, 0, 0))
+from sweep.sizing import Inventory, Node, described, run_dtype, schedulable_memory, weight_bytes
 
 
 @dataclass
@@ -102,79 +61,6 @@ class Forecast:
         return max(self.gpu_s / self.gpus if self.gpus else 0.0, max(self.model_s.values(), default=0.0))
 
 
-def work(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, Work]]:
-    """Answers and judging per model, in tokens, from the plan's cells."""
-    gen, judging = work_by_respondent(the_plan)
-    return gen, {j: total(by.values()) for j, by in judging.items()}
-
-
-def work_by_respondent(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, dict[str, Work]]]:
-    """Answers per model, and judging per judge and respondent, in tokens, from the plan's cells."""
-    answer_len = {c.key: min(c.sampling.max_tokens, ANSWER_TOKENS[the_plan.card(c.model).mode])
-                  for c in the_plan.generate}
-    gen: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for c in the_plan.generate:
-        w = gen[c.model]
-        w[0] += sum(len(text.split()) for _, text in c.messages) * 4 // 3  # ~4 tokens per 3 words
-        w[1] += answer_len[c.key]
-        w[2] += 1
-    judge: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
-    for j in the_plan.judge:
-        w = judge[j.judge, j.respondent]
-        w[0] += JUDGE_PROMPT_TOKENS + answer_len[j.answer_key]
-        w[1] += min(j.sampling.max_tokens, VERDICT_TOKENS)
-        w[2] += 1
-    judging: dict[str, dict[str, Work]] = defaultdict(dict)
-    for (name, respondent), v in judge.items():
-        judging[name][respondent] = Work(*v)
-    return {k: Work(*v) for k, v in gen.items()}, dict(judging)
-
-
-def seconds(card: ModelCard, d: Demand, w: Work, inventory: Inventory, batch: int) -> float:
-    """Time one instance of ``card`` needs for ``w``."""
-    if d.endpoint:
-        assert card.endpoint is not None
-        waves = math.ceil(w.sequences / card.endpoint.max_concurrency)
-        return waves * (w.decode / max(w.sequences, 1)) / API_TOKENS_PER_S_PER_REQUEST
-    if d.shape is None:
-        rate = CPU_TOKENS_PER_S_AT_135M * 0.135 / card.params_active_b
-        return (w.decode + w.prefill / 20) / rate  # prefill ~20x faster than decode on CPU
-    kind = next((n.gpu_type for n in inventory.gpu_nodes if n.gpu_type in GPU_SPECS), DEFAULT_GPU)
-    bandwidth, flops = GPU_SPECS[kind]
-    scale = d.shape.gpus * TP_EFFICIENCY ** math.log2(d.shape.gpus)
-    per_param = BYTES_PER_PARAM[run_dtype(card, True)]
-    arch = card.architecture
-    touched = 1.0
-    if arch.num_experts:
-        # Experts a decode step's batch routes to, per layer: the rest of the weights stay unread. The
-        # batch is the sequences decoding together, at most ``batch`` (11 answers: 11, not 64).
-        running = min(batch, max(w.sequences, 1))
-        touched = 1 - (1 - arch.experts_per_token / arch.num_experts) ** running
-    active = card.params_active_b * 1e9
-    read = (active + (params_total(card) - active) * touched) * per_param
-    step = read / (bandwidth * 1e9 * BANDWIDTH_EFFICIENCY * scale)
-    steps = math.ceil(w.sequences / batch) * (w.decode / max(w.sequences, 1))
-    prefill = 2 * active * w.prefill / (flops * 1e12 * COMPUTE_EFFICIENCY * scale)
-    return steps * step + prefill
-
-
-def load_seconds(card: ModelCard, d: Demand) -> float:
-    """Start-up plus reading the weights; pipeline stages sit on separate nodes and read in parallel."""
-    if d.endpoint:
-        return 0.0
-    nodes = d.shape.pp if d.shape else 1
-    gb = weight_bytes(card, run_dtype(card, d.shape is not None)) / 1e9
-    return LOAD_FIXED_S + gb / (LOAD_GB_PER_S * nodes)
-
-
-def work_seconds(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory) -> tuple[dict[str, float], ...]:
-    """Estimated seconds of answers and of judging per model, at each model's shape: what the
-    load order sorts on, in the runner as in the simulation."""
-    demands = {c.name: demand(c, conf, inventory) for c in the_plan.cards}
-    return tuple({n: seconds(the_plan.card(n), demands[n], w, inventory, conf.engine.concurrency)
-                  for n, w in phase.items()} for phase in work(the_plan))
-
-
 def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, policy: Policy = Policy()) -> Forecast:
     """Simulate the runner on ``inventory``: answers (every model), then judging, with the same
     order, admission, placement, keep and early-judging rules as sweep.run.Executor."""
@@ -200,6 +86,7 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
                                  for c in cards if c.name in gen}, busy_s, judge_by, inventory)
     else:
         out.gpus = len(inventory.nodes)  # CPU instances take turns per node: a node is one "GPU"
+    loads = {c.name: load_seconds(c, demands[c.name]) for c in cards}
     capacity = Capacity(inventory)
     alive: dict[str, Span] = {}
     clock = 0.0
@@ -208,7 +95,7 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
         where = capacity.take(demands[card.name])
         if where is None:
             return False
-        span = Span(card.name, demands[card.name], where, clock, clock + load_seconds(card, demands[card.name]))
+        span = Span(card.name, demands[card.name], where, clock, clock + loads[card.name])
         alive[card.name] = span
         out.spans.append(span)
         return True
@@ -225,7 +112,7 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
                                              work_seconds(the_plan, conf, inventory)):
         if phase == "judgments":
             phase_work = {j: total(by.values()) for j, by in left.items() if by}
-        pending = load_order([c for c in cards if c.name in phase_work], demands, order_by, policy)
+        pending = load_order([c for c in cards if c.name in phase_work], demands, order_by, loads, policy)
         pending.sort(key=lambda c: c.name not in alive)  # loaded ones first (stable), as the runner
         running: list[list] = []  # [end, card, the replica's span or None, whether it answers]
         while pending or running:
@@ -242,7 +129,7 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
                     busy.add(turn)
                 pending.remove(card)
                 took = seconds(card, span.demand, phase_work[card.name], inventory, batch)
-                load = load_seconds(card, span.demand)
+                load = loads[card.name]
                 instances: list[Optional[Span]] = [None]  # None: the model's own instance
                 while (policy.replicas and span.demand.shape is not None and all(c.name in alive for c in pending)
                        and worth_another(took, load, len(instances))):
@@ -280,7 +167,7 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
                 replica.end = clock
                 capacity.give_back(replica.where, replica.demand)
             elif not any(r[1].name == card.name and r[2] is None for r in running) and not keep_loaded(
-                    card.name, keep if phase == "answers" else set(), pending, alive, policy):
+                    phase == "answers" and card.name in keep, pending, alive, policy):
                 stop(card.name)
     for name in list(alive):
         stop(name)
@@ -318,7 +205,7 @@ def plan_table(the_plan: SweepPlan, conf: SweepConfig, f: Forecast, inventory: I
                   caption=(f"makespan ~{_duration(f.makespan_s)} (lower bound {_duration(f.lower_bound_s)}: "
                            f"GPU-work with the reloads peer judging forces / GPUs, or the longest model, or the "
                            f"last answers' judging; sweep/bound.py), {f.loads} model loads; "
-                           "times are roofline estimates (sweep/forecast.py)"))
+                           "times are roofline estimates (sweep/cost.py)"))
     for col in ("model", "GPUs", "TP x PP", "node", "dtype", "weight GB", "KV GB", "max_model_len", "graphs",
                 "est. time", "loads"):
         table.add_column(col, justify="left" if col in ("model", "node", "dtype", "graphs") else "right")

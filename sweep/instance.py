@@ -6,7 +6,6 @@ loaded once per sweep when the cluster has room for the whole pool.
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from typing import Mapping, Sequence
 
@@ -15,24 +14,18 @@ from jobs.compare import compare
 from jobs.generate import generate
 from jobs.judge import judge
 from jobs.models import local_weights
-from sweep.config import ModelCard, Panel, Suite
-from sweep.plan import CompareCell, GenerateCell, JudgeCell
-from warehouse.schema import ComparisonRow, GenerationRow, JudgmentRow
+from sweep.core.config import ModelCard, Panel, Suite
+from sweep.core.cells import CompareCell, GenerateCell, JudgeCell
+from sweep.core.rows import ComparisonRow, GenerationRow, JudgmentRow
 
 
 class Instance:
     def __init__(self, card: ModelCard, settings: engines.EngineSettings) -> None:
-        started = time.monotonic()
         self.card = card
         self.max_model_len = settings.max_model_len
         if not card.remote and not settings.weights:  # a Hub checkpoint is named already (engine_args)
             settings = replace(settings, weights=local_weights(card, settings.dtype))
         self.engine = engines.create(card, settings)
-        self.load_s = time.monotonic() - started
-
-    def ready(self) -> float:
-        """Seconds the load took; awaiting it surfaces load errors."""
-        return self.load_s
 
     def generate(
         self, pool_index: int, suite: Suite, cells: Sequence[GenerateCell], run_id: str, retry_truncated: int,

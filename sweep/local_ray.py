@@ -59,19 +59,6 @@ def start(address: Optional[str]) -> Optional[Watchdog]:
     return Watchdog(proc)
 
 
-def schedulable_memory() -> int:
-    """The ``memory`` resource a local Ray started now would report, by Ray's rule (resource_and_label_spec.py):
-    available memory (total - used) minus the object store's default share of it (30%, capped by /dev/shm
-    and 200 GB). ``plan=true`` describes this machine with it, so plan and live run show the same RAM."""
-    vm = psutil.virtual_memory()
-    available = vm.total - vm.used
-    cap = 200 * 10**9
-    if os.path.isdir("/dev/shm"):
-        shm = os.statvfs("/dev/shm")
-        cap = min(cap, max(10**10, int(shm.f_bsize * shm.f_bavail * 0.95)))
-    return available - min(int(available * 0.3), cap)
-
-
 def session_processes(session: str, skip: set[int]) -> list[psutil.Process]:
     """Processes with a file open under ``session`` (a Ray session directory)."""
     prefix = session.rstrip("/") + "/"

@@ -25,7 +25,7 @@ import random
 from collections import defaultdict
 from typing import Hashable, Mapping, Sequence
 
-from sweep.errors import SweepError
+from sweep.core.errors import SweepError
 
 Slot = Hashable
 """What a respondent answered: (eval_id, sample) in the planner."""

@@ -6,102 +6,15 @@ and the runner only has to execute it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Optional, Sequence
+from dataclasses import asdict, fields
+from typing import Any, Sequence
 
-from jobs import compare as comparing
-from jobs import judge as judging
-from jobs.engines.base import PLAIN_STOP, SamplingParams
-from jobs.generate import build_messages
 from sweep import engine_args, panel, sizing
-from sweep.config import Mode, ModelCard, NodeGroup, Panel, PromptFormat, Sampling, Suite, SweepConfig
-from sweep.errors import SweepError
-
-
-@dataclass(frozen=True)
-class GenerateCell:
-    """One answer: a model, a prompt, a sample index."""
-
-    key: str
-    model: str
-    eval_id: str
-    sample: int
-    messages: tuple[tuple[str, str], ...]
-    """(role, content) pairs; plain-format cards get their prompt rendered by the engine."""
-    sampling: SamplingParams
-
-
-@dataclass(frozen=True)
-class JudgeCell:
-    """One judgment: a judge reading one answer, blind."""
-
-    key: str
-    judge: str
-    respondent: str
-    eval_id: str
-    sample: int
-    label: str
-    """Neutral name the judge sees instead of the respondent's."""
-    answer_key: str
-    """Key of the GenerateCell whose answer is judged."""
-    sampling: SamplingParams
-    scrub: tuple[str, ...] = ()
-    """Names replaced in the answer before the judge reads it (jobs.judge.identity_terms)."""
-
-
-@dataclass(frozen=True)
-class CompareCell:
-    """One pairwise verdict: a judge reading two answers to the same prompt, blind, in one order."""
-
-    key: str
-    judge: str
-    eval_id: str
-    sample: int
-    first: str
-    """Respondent whose answer is shown first, as "Response 1"."""
-    second: str
-    """Respondent shown second, as "Response 2"."""
-    first_key: str
-    """Key of the GenerateCell shown first."""
-    second_key: str
-    sampling: SamplingParams
-    scrub: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class SweepPlan:
-    run_id: str
-    cards: tuple[ModelCard, ...]
-    """The pool, in answer order (ties in a ranking go to the earlier card)."""
-    suite: Suite
-    generate: tuple[GenerateCell, ...]
-    judge: tuple[JudgeCell, ...]
-    compare: tuple[CompareCell, ...] = ()
-    """Pairwise verdicts (judge.pairwise): each unordered pair in both orders."""
-    contexts: tuple[engine_args.Context, ...] = ()
-    """Each local card's context window (max_model_len) on the planned cluster."""
-
-    def card(self, name: str) -> ModelCard:
-        return next(c for c in self.cards if c.name == name)
-
-    def context(self, name: str) -> Optional[engine_args.Context]:
-        """None for API cards."""
-        return next((c for c in self.contexts if c.model == name), None)
-
-
-def content_key(*parts: Any) -> str:
-    """Stable hash of everything that determines a cell's output."""
-    blob = json.dumps(parts, sort_keys=True, default=_jsonable)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "value"):  # Enum
-        return obj.value
-    return asdict(obj)
+from sweep.core.cells import CompareCell, GenerateCell, JudgeCell, SamplingParams, SweepPlan, content_key
+from sweep.core.config import Mode, ModelCard, NodeGroup, Panel, PromptFormat, Sampling, SweepConfig
+from sweep.core.errors import SweepError
+from sweep.core.prompts import COMPARE_TEMPLATE, JUDGE_TEMPLATE, PLAIN_STOP, SOFT_TOP_K, answer_messages, identity_terms
 
 
 def resolve_sampling(card: ModelCard, mode: Mode, override: Sampling, seed: int) -> SamplingParams:
@@ -155,14 +68,14 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
         for item in suite.prompts:
             for sample in range(cfg.run.samples):
                 sampling = resolve_sampling(card, card.mode, cfg.sampling, seed=cfg.run.seed + sample)
-                messages = build_messages(card.system_prompt, item.prompt)
+                messages = answer_messages(card.system_prompt, item.prompt)
                 # The eval id too: two suite items with the same text are two cells, each judged on its own rubric.
                 key = content_key("generate", _identity(card), item.id, messages, sampling)
                 answers.append(GenerateCell(key, card.name, item.id, sample, messages, sampling))
 
     labels = {c.name: f"Response {chr(ord('A') + i % 26)}{i // 26 or ''}" for i, c in enumerate(cards)}
     rubric = {item.id: item.rubric for item in suite.prompts}
-    scrub = judging.identity_terms(cards)
+    scrub = identity_terms(cards)
     judgments: list[JudgeCell] = []
     chosen = panel.assign([(a.model, (a.eval_id, a.sample)) for a in answers], eligible_judges(cfg.judge, cards),
                           {c.name: c.family for c in cards}, cfg.judge.judges_per_answer,
@@ -173,11 +86,11 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
             if judge_card.name not in chosen[answer.model, (answer.eval_id, answer.sample)]:
                 continue
             key = content_key(
-                "judge", _identity(judge_card), cfg.judge.mode.value, answer.key, judging.TEMPLATE,
+                "judge", _identity(judge_card), cfg.judge.mode.value, answer.key, JUDGE_TEMPLATE,
                 suite.judge_brief, [asdict(c) for c in suite.criteria], rubric[answer.eval_id],
                 cfg.judge.justification_max_chars, sampling, scrub,
                 # Only when on, so the keys of runs without soft scores stay as they were.
-                *((("soft_scores", judging.SOFT_TOP_K),) if cfg.judge.soft_scores else ()),
+                *((("soft_scores", SOFT_TOP_K),) if cfg.judge.soft_scores else ()),
             )
             judgments.append(
                 JudgeCell(key, judge_card.name, answer.model, answer.eval_id, answer.sample,
@@ -217,7 +130,7 @@ def pairs(cfg: SweepConfig, cards: tuple[ModelCard, ...], answers: list[Generate
                             one, two = by_cell[first, item.id, sample], by_cell[second, item.id, sample]
                             key = content_key(
                                 "compare", _identity(judge_card), cfg.judge.mode.value, one.key, two.key,
-                                comparing.TEMPLATE, suite.judge_brief, [asdict(c) for c in suite.criteria],
+                                COMPARE_TEMPLATE, suite.judge_brief, [asdict(c) for c in suite.criteria],
                                 rubric[item.id], cfg.judge.justification_max_chars, sampling, scrub,
                             )
                             out.append(CompareCell(key, judge_card.name, item.id, sample, first, second,

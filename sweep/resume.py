@@ -1,7 +1,10 @@
 """What a run already has: reconcile a plan with the rows its warehouse holds. Pure.
 
 A cell is done when a row with its content key exists and did not end in ``error``
-(errors are infrastructure failures, worth another try). A file holding any row that
+(errors are infrastructure failures, worth another try), and, for a verdict left invalid or
+truncated, when it had every re-ask ``judge.retries`` allows now: raising judge.retries and
+resuming re-asks exactly those (the setting is not in the content key, since a valid verdict
+never depends on it). A file holding any row that
 can't be reused (the plan no longer asks for it because a prompt, card or setting
 changed; it is an error; or it judged an answer being asked again) is stale: its reusable
 rows are written again in a file of their own, it is moved aside (never deleted), and only
@@ -13,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence, Union
 
-from sweep.plan import SweepPlan
-from warehouse.schema import ComparisonRow, GenerationRow, JudgmentRow
+from sweep.core.cells import SweepPlan
+from sweep.core.rows import ComparisonRow, GenerationRow, JudgmentRow
 
 Row = Union[GenerationRow, JudgmentRow, ComparisonRow]
 
@@ -43,6 +46,7 @@ def reconcile(
     generations: Mapping[str, Sequence[GenerationRow]],
     judgments: Mapping[str, Sequence[JudgmentRow]],
     comparisons: Mapping[str, Sequence[ComparisonRow]] | None = None,
+    judge_retries: int = 0,
 ) -> Reuse:
     """``generations``, ``judgments`` and ``comparisons`` map each existing file of the run to its rows.
 
@@ -58,11 +62,14 @@ def reconcile(
     answers = {r.cell_key: r for rows in generations.values() for r in rows if usable(r)}
 
     # A verdict on an answer that is being asked again judged other text: redo it too.
+    def settled(row: JudgmentRow | ComparisonRow) -> bool:
+        return usable(row) and (row.status not in ("invalid", "truncated") or row.attempts > judge_retries)
+
     def judged_ok(r: JudgmentRow) -> bool:
-        return usable(r) and r.answer_key in answers
+        return settled(r) and r.answer_key in answers
 
     def compared_ok(r: ComparisonRow) -> bool:
-        return usable(r) and r.first_key in answers and r.second_key in answers
+        return settled(r) and r.first_key in answers and r.second_key in answers
 
     stale: list[str] = []
     keep: list[tuple[str, str, tuple[Row, ...]]] = []

@@ -28,21 +28,23 @@ from rich.text import Text
 from jobs.models import check_weights
 from sweep import engine_args, local_ray, provenance, sizing, suite_file
 from sweep.checks import typed
-from sweep.config import ModelCard, SweepConfig
+from sweep.core.config import ModelCard, SweepConfig
+from sweep.core.errors import SweepError
+from sweep.cost import load_seconds, work_seconds
 from sweep.endpoints import check_endpoints
-from sweep.errors import SweepError
-from sweep.forecast import best_policy, load_seconds, plan_table, work_seconds
+from sweep.forecast import best_policy, plan_table
 from jobs.generate import failed as generate_failed
 from jobs import compare as comparing
-from jobs.judge import answerable
 from jobs.judge import failed as judge_failed
 from jobs.judge import rows as judge_rows
 from sweep.instance import Instance
 from sweep.resume import Reuse, reconcile
-from sweep.plan import CompareCell, JudgeCell, SweepPlan, content_key, plan, validate
+from sweep.core.cells import CompareCell, JudgeCell, SweepPlan, content_key
+from sweep.plan import plan, validate
+from sweep.queue import CellQueue
 from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order, share,
                             worth_another)
-from warehouse.schema import ComparisonRow, GenerationRow, JudgmentRow, RunRow
+from sweep.core.rows import ComparisonRow, GenerationRow, JudgmentRow, RunRow
 from warehouse.report import console as wide_console
 from warehouse.store import Store
 
@@ -77,6 +79,9 @@ class RunResult:
     model_loads: int
     wall_s: float
     landings: tuple[Landing, ...] = ()
+    starts: tuple[str, ...] = ()
+    """Instances in the order they started (a replica as "<card> #<n>"): the load decisions the plan's
+    forecast makes too."""
 
 
 def to_config(cfg: DictConfig | SweepConfig) -> tuple[SweepConfig, str]:
@@ -111,7 +116,7 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
             + f" on {inventory.describe()}"
         )
         policy, expected = best_policy(the_plan, conf, inventory)
-        reuse = reusable(store, the_plan, conf.run.resume)
+        reuse = reusable(store, the_plan, conf.run.resume, conf.judge.retries)
         if reuse.cells < len(the_plan.generate) + len(the_plan.judge) + len(the_plan.compare):
             # The forecast counts every cell of the config: after a partial resume it is an upper bound.
             console.print(plan_table(the_plan, conf, expected, inventory))
@@ -138,17 +143,17 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
                               instance_failures=executor.failures, wall_s=wall)
             store.write("runs", [run_row], "run.parquet", run_id=run_id)
     console.print(f"sweep {run_id}: {executor.loads} model loads for {len(the_plan.cards)} models")
-    return RunResult(run_id, store, executor.loads, wall, tuple(executor.landings))
+    return RunResult(run_id, store, executor.loads, wall, tuple(executor.landings), tuple(executor.starts))
 
 
-def reusable(store: Store, the_plan: SweepPlan, resume: bool) -> Reuse:
+def reusable(store: Store, the_plan: SweepPlan, resume: bool, judge_retries: int) -> Reuse:
     """Cells of this run already in the warehouse; stale and unreadable files are set aside."""
     generations, bad = store.read("generations", the_plan.run_id)
     judgments, bad_judgments = store.read("judgments", the_plan.run_id)
     comparisons, bad_comparisons = store.read("comparisons", the_plan.run_id)
     bad += bad_judgments + bad_comparisons
     # run.resume=false computes every cell again: the old files go to superseded/ like any replaced file.
-    found = (reconcile(the_plan, generations, judgments, comparisons) if resume
+    found = (reconcile(the_plan, generations, judgments, comparisons, judge_retries) if resume
              else Reuse(stale=tuple(sorted((*generations, *judgments, *comparisons)))))
     for path in bad:
         console.print(f"[yellow]warning:[/] {store.url(path)} is not readable warehouse Parquet (corrupt, truncated or another "
@@ -264,7 +269,8 @@ class Executor:
         """Instances that loaded weights (API clients load none)."""
         self.failures = 0
         self.landings: list[Landing] = []
-        self.answers: dict[str, GenerationRow] = dict(reuse.answers)
+        self.starts: list[str] = []
+        self.queue = CellQueue(the_plan, conf.judge, reuse.answers, reuse.judged, reuse.compared)
         self.task: Any = None  # the progress bar of the current phase
         self.progress = Progress(
             TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -273,10 +279,7 @@ class Executor:
         )
 
     def execute(self) -> None:
-        p, retry = self.plan, self.conf.run.retry_truncated
-        gen_cells = _group([c for c in p.generate if c.key not in self.reuse.answers], lambda c: c.model)
-        judge_cells = _group([c for c in p.judge if c.key not in self.reuse.judged], lambda c: c.judge)
-        pair_cells = _group([c for c in p.compare if c.key not in self.reuse.compared], lambda c: c.judge)
+        p, retry, q = self.plan, self.conf.run.retry_truncated, self.queue
         pool_index = {c.name: i for i, c in enumerate(p.cards)}
         with self.progress:
             gen_task = self.progress.add_task("answers", total=len(p.generate), note="", tokens=0,
@@ -288,20 +291,6 @@ class Executor:
                                                completed=len(self.reuse.compared), visible=bool(p.compare))
             self.task = gen_task
 
-            def answer(live: Live, card: ModelCard, part: Part) -> Any:
-                cells = share(gen_cells[card.name], part)
-                return live.actor.generate.remote(pool_index[card.name], p.suite, cells, p.run_id, retry)
-
-            def saved_answers(card: ModelCard, rows: list[GenerationRow]) -> None:
-                self._write("generations", rows, model=card.name)
-                self.answers.update((r.cell_key, r) for r in rows)
-                self._advance(gen_task, rows)
-                self._log(card, "answers", rows)
-
-            def failed_answers(card: ModelCard, part: Part, error: str) -> list[GenerationRow]:
-                return generate_failed(card, pool_index[card.name], p.suite, share(gen_cells[card.name], part),
-                                       p.run_id, error, self.conf.run.retries + 1)
-
             def saved_judgments(card: ModelCard, rows: list[JudgmentRow | ComparisonRow]) -> None:
                 self._write("judgments", [r for r in rows if isinstance(r, JudgmentRow)], judge=card.name)
                 self._write("comparisons", [r for r in rows if isinstance(r, ComparisonRow)], judge=card.name)
@@ -309,36 +298,50 @@ class Executor:
                 self._advance(pair_task, [r for r in rows if isinstance(r, ComparisonRow)])
                 self._log(card, "judgments", rows)
 
+            def write_unseen() -> None:
+                """Verdicts on answers judges don't see (empty, failed, or cut off) need no model."""
+                for name, (cells, pairs) in q.unseen().items():
+                    card = p.card(name)
+                    rows: list[JudgmentRow | ComparisonRow] = []
+                    if cells:
+                        rows += judge_rows(card, p.suite, cells, q.answers_for(cells), p.run_id, {})
+                    if pairs:
+                        rows += comparing.rows(card, pairs, q.answers, p.run_id, {})
+                    saved_judgments(card, rows)
+
+            def answer(live: Live, card: ModelCard, part: Part) -> Any:
+                cells = share(q.generate[card.name], part)
+                return live.actor.generate.remote(pool_index[card.name], p.suite, cells, p.run_id, retry)
+
+            def saved_answers(card: ModelCard, rows: list[GenerationRow]) -> None:
+                self._write("generations", rows, model=card.name)
+                q.land(rows)
+                self._advance(gen_task, rows)
+                self._log(card, "answers", rows)
+                write_unseen()
+
+            def failed_answers(card: ModelCard, part: Part, error: str) -> list[GenerationRow]:
+                return generate_failed(card, pool_index[card.name], p.suite, share(q.generate[card.name], part),
+                                       p.run_id, error, self.conf.run.retries + 1)
+
             def judge_batch(live: Live, cells: list[JudgeCell], pairs: list[CompareCell]) -> Any:
-                return live.actor.judge.remote(p.suite, self.conf.judge, cells, self._answers_for(cells, pairs),
+                return live.actor.judge.remote(p.suite, self.conf.judge, cells, q.answers_for(cells, pairs),
                                                p.run_id, pairs)
 
-            keep = set(judge_cells) | set(pair_cells)
-
             def early(running: list[Batch], busy: set[Optional[str]]) -> list[Batch]:
-                """Loaded judges with nothing to do judge the answers that exist while others answer."""
+                """Loaded judges with nothing to do judge the ready cells while others answer."""
                 out = []
                 for name, live in list(self.alive.items()):
                     idle = not any(b.instance == name for b in running)
-                    if name not in keep or not idle or (live.lane and live.lane in busy):
+                    if not idle or (live.lane and live.lane in busy):
                         continue
-                    seen = self.answers.keys()
-                    cells = [c for c in judge_cells.get(name, [])
-                             if c.answer_key in seen and answerable(self.answers[c.answer_key], self.conf.judge)]
-                    pairs = [c for c in pair_cells.get(name, []) if {c.first_key, c.second_key} <= seen
-                             and comparing.seen(c, self.answers, self.conf.judge)]
+                    cells, pairs = q.ready(name)
                     if not cells and not pairs:
                         continue
-                    _take(judge_cells, name, cells)
-                    _take(pair_cells, name, pairs)
-                    # Answers that exist and aren't judged need no model: keep the judge only for answers to come.
-                    if not any(c.answer_key not in seen for c in judge_cells.get(name, [])) and not any(
-                            not {c.first_key, c.second_key} <= seen for c in pair_cells.get(name, [])):
-                        keep.discard(name)
+                    q.take(name, cells, pairs)
 
                     def put_back(name: str = name, cells: list = cells, pairs: list = pairs) -> None:
-                        judge_cells.setdefault(name, []).extend(cells)
-                        pair_cells.setdefault(name, []).extend(pairs)
+                        q.put_back(name, cells, pairs)
 
                     if live.lane:
                         busy.add(live.lane)
@@ -349,58 +352,45 @@ class Executor:
                                      put_back))
                 return out
 
+            write_unseen()  # verdicts on reused answers judges don't see
             demands = {c.name: demand(c, self.conf, self.inventory) for c in p.cards}
             gen_s, judge_s = work_seconds(p, self.conf, self.inventory)
-            gen_order = load_order([c for c in p.cards if c.name in gen_cells], demands, gen_s, self.policy)
-            self._phase(gen_order, gen_s, answer, saved_answers, failed_answers, keep,
+            loads = {c.name: load_seconds(c, demands[c.name]) for c in p.cards}
+            gen_order = load_order([c for c in p.cards if c.name in q.generate], demands, gen_s, loads, self.policy)
+            self._phase(gen_order, gen_s, answer, saved_answers, failed_answers, q.needs_model,
                         early if self.policy.early_judging else None, saved_judgments)
 
-            # Verdicts on answers judges don't see (empty, failed, or cut off) need no model.
-            for card in p.cards:
-                cells = judge_cells.pop(card.name, [])
-                unseen = [c for c in cells if not answerable(self.answers[c.answer_key], self.conf.judge)]
-                if unseen:
-                    saved_judgments(card, judge_rows(card, p.suite, unseen, self._answers_for(unseen), p.run_id, {}))
-                if len(unseen) < len(cells):
-                    judge_cells[card.name] = [c for c in cells if c not in unseen]
-                pairs = pair_cells.pop(card.name, [])
-                shown = [c for c in pairs if comparing.seen(c, self.answers, self.conf.judge)]
-                if len(shown) < len(pairs):
-                    saved_judgments(card, comparing.rows(card, [c for c in pairs if c not in shown], self.answers,
-                                                         p.run_id, {}))
-                if shown:
-                    pair_cells[card.name] = shown
-
             def judgment(live: Live, card: ModelCard, part: Part) -> Any:
-                return judge_batch(live, share(judge_cells.get(card.name, []), part),
-                                   share(pair_cells.get(card.name, []), part))
+                cells, pairs = q.left(card.name)
+                return judge_batch(live, share(cells, part), share(pairs, part))
 
             def failed_judgments(card: ModelCard, part: Part, error: str) -> list[JudgmentRow | ComparisonRow]:
-                cells, pairs = share(judge_cells.get(card.name, []), part), share(pair_cells.get(card.name, []), part)
+                cells, pairs = (share(left, part) for left in q.left(card.name))
                 attempts = self.conf.run.retries + 1
-                return [*judge_failed(card, p.suite, cells, self._answers_for(cells), p.run_id, error, attempts),
-                        *comparing.failed(card, pairs, self._answers_for((), pairs), p.run_id, error, attempts)]
+                return [*judge_failed(card, p.suite, cells, q.answers_for(cells), p.run_id, error, attempts),
+                        *comparing.failed(card, pairs, q.answers_for((), pairs), p.run_id, error, attempts)]
 
             # Judges already loaded go first; the rest load as room frees up.
             self.progress.update(gen_task, note="")
             self.progress.start_task(judge_task)
             self.progress.start_task(pair_task)
             self.task = judge_task
-            judges = [c for c in p.cards if c.name in judge_cells or c.name in pair_cells]
-            judge_order = load_order(judges, demands, judge_s, self.policy)
+            judges = [c for c in p.cards if c.name in q.judges()]
+            judge_order = load_order(judges, demands, judge_s, loads, self.policy)
             judge_order.sort(key=lambda c: c.name not in self.alive)
-            self._phase(judge_order, judge_s, judgment, saved_judgments, failed_judgments, keep=set())
+            self._phase(judge_order, judge_s, judgment, saved_judgments, failed_judgments, keep=lambda _: False)
             for name in list(self.alive):  # loaded for answers, nothing left to judge
                 self._stop(name)
 
     def _phase(
         self, cards: list[ModelCard], work_s: dict[str, float], submit: Callable[[Live, ModelCard, Part], Any],
-        collect: Callable[[ModelCard, Any], None], failed: Callable[[ModelCard, Part, str], list[Any]], keep: set[str],
+        collect: Callable[[ModelCard, Any], None], failed: Callable[[ModelCard, Part, str], list[Any]],
+        keep: Callable[[str], bool],
         early: Optional[Callable[[list[Batch], set[Optional[str]]], list[Batch]]] = None,
         collect_early: Optional[Callable[[ModelCard, Any], None]] = None,
     ) -> None:
         """Run one batch per card (split over replicas where they pay off, see ``_replicas``);
-        ``keep`` names the cards that stay loaded for the next phase. While batches of this phase
+        ``keep`` says which cards stay loaded for the next phase (sweep.queue: cells a model must compute). While batches of this phase
         are pending or running, ``early`` may add batches of the next one on idle instances
         (written by ``collect_early``)."""
         pending: list[tuple[ModelCard, Part]] = [(c, (0, 1)) for c in cards]
@@ -442,7 +432,7 @@ class Executor:
             card = batch.card
             if error is None:
                 (collect_early if batch.early else collect)(card, rows)
-                if batch.instance != card.name or not keep_loaded(card.name, keep, [c for c, _ in pending], self.alive,
+                if batch.instance != card.name or not keep_loaded(keep(card.name), [c for c, _ in pending], self.alive,
                                                                    self.policy):
                     if not any(b.instance == batch.instance for b in running):
                         self._stop(batch.instance)
@@ -512,6 +502,7 @@ class Executor:
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node.node_id, soft=False)
         self.progress.update(self.task, note=f"loading {card.name}")
         self.started += 1
+        self.starts.append(key or card.name)
         self.loads += not d.endpoint
         name = f"sweep/{self.plan.run_id}/{card.name}/{self.started}"
         self.alive[key or card.name] = Live(self.remote.options(name=name, **options).remote(card, settings), where, d,
@@ -544,11 +535,6 @@ class Executor:
     def _advance(self, task: Any, rows: Sequence[Any]) -> None:
         tokens = self.progress.tasks[task].fields["tokens"] + sum(r.output_tokens for r in rows)
         self.progress.update(task, advance=len(rows), tokens=tokens)
-
-    def _answers_for(self, cells: Sequence[JudgeCell], pairs: Sequence[CompareCell] = ()) -> dict[str, GenerationRow]:
-        """The answers a judge batch reads: only those, so each actor call ships little."""
-        keys = [c.answer_key for c in cells] + [k for c in pairs for k in (c.first_key, c.second_key)]
-        return {k: self.answers[k] for k in keys}
 
     def _recount(self) -> None:
         """Rebuild the room accounting from the nodes Ray sees now."""
@@ -602,18 +588,3 @@ def bundle_node_ids(shape: sizing.Shape, where: Placement, inventory: sizing.Inv
     return tuple(inventory.nodes[n].node_id for n in where.nodes for _ in range(shape.tp))
 
 
-def _take(cells: dict[str, list[Any]], name: str, taken: list[Any]) -> None:
-    """Remove ``taken`` from ``cells[name]``, and the key once nothing is left."""
-    keys = {c.key for c in taken}
-    rest = [c for c in cells.get(name, []) if c.key not in keys]
-    if rest:
-        cells[name] = rest
-    else:
-        cells.pop(name, None)
-
-
-def _group(items: Sequence[Any], key: Callable[[Any], str]) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = defaultdict(list)
-    for item in items:
-        out[key(item)].append(item)
-    return dict(out)

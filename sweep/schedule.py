@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Collection, Optional, Sequence, TypeVar
 
-from sweep.config import ModelCard, SweepConfig
-from sweep.sizing import GiB, Inventory, Shape, budget, choose_shape, cpu_instance_bytes, run_dtype, weight_bytes
+from sweep.core.config import ModelCard, SweepConfig
+from sweep.sizing import GiB, Inventory, Shape, budget, choose_shape, cpu_instance_bytes
 
 
 @dataclass(frozen=True)
@@ -151,10 +151,10 @@ def share(items: Sequence[T], part: tuple[int, int]) -> list[T]:
 
 
 def load_order(cards: Sequence[ModelCard], demands: dict[str, Demand], work: dict[str, float],
-               policy: Policy = Policy()) -> list[ModelCard]:
+               load: dict[str, float], policy: Policy = Policy()) -> list[ModelCard]:
     """Largest first, so the models that need whole nodes get them before small ones
     fragment the cluster and the long jobs start early; small models fill the gaps. Ties
-    keep the pool's order."""
+    keep the pool's order. ``work`` and ``load``: seconds per model from the cost model (sweep.cost)."""
     if policy.order == "pool":
         return list(cards)
     largest = sorted(cards, key=lambda c: (-demands[c.name].gpus, -work.get(c.name, 0.0)))
@@ -163,8 +163,7 @@ def load_order(cards: Sequence[ModelCard], demands: dict[str, Demand], work: dic
     widest = demands[largest[0].name].gpus
     head = [c for c in largest if demands[c.name].gpus == widest]
     rest = (c for c in cards if demands[c.name].gpus != widest)
-    return head + sorted(rest, key=lambda c: 0 if demands[c.name].endpoint
-                         else weight_bytes(c, run_dtype(c, demands[c.name].gpus > 0)))
+    return head + sorted(rest, key=lambda c: load[c.name])
 
 
 def admit(pending: Sequence[ModelCard], loaded: Collection[str], start: Callable[[ModelCard], bool]) -> None:
@@ -175,9 +174,8 @@ def admit(pending: Sequence[ModelCard], loaded: Collection[str], start: Callable
             return
 
 
-def keep_loaded(name: str, keep: Collection[str], pending: Sequence[ModelCard], loaded: Collection[str],
-                policy: Policy = Policy()) -> bool:
+def keep_loaded(needed: bool, pending: Sequence[ModelCard], loaded: Collection[str], policy: Policy = Policy()) -> bool:
     """Whether an instance that finished its batch stays loaded for the next phase (fusing
-    answers and judging into one load): only if it is needed there and no model of this
+    answers and judging into one load): only if it is ``needed`` there and no model of this
     phase is still waiting for room."""
-    return policy.fuse and name in keep and all(c.name in loaded for c in pending)
+    return policy.fuse and needed and all(c.name in loaded for c in pending)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
-from sweep.config import Cluster, DType, Engine, ModelCard
+import psutil
+
+from sweep.core.config import Cluster, DType, Engine, ModelCard
 
 GiB = 1 << 30
 
@@ -289,3 +292,16 @@ def need_text(card: ModelCard, slot: Slot, budget: Budget) -> str:
 def cpu_instance_bytes(card: ModelCard, kv_cache_gib: float) -> int:
     """Host memory one CPU instance of the card holds."""
     return weight_bytes(card, run_dtype(card, False)) + int(kv_cache_gib * GiB) + int(CPU_RUNTIME_OVERHEAD)
+
+
+def schedulable_memory() -> int:
+    """The ``memory`` resource a local Ray started now would report, by Ray's rule (resource_and_label_spec.py):
+    available memory (total - used) minus the object store's default share of it (30%, capped by /dev/shm
+    and 200 GB). ``plan=true`` describes this machine with it, so plan and live run show the same RAM."""
+    vm = psutil.virtual_memory()
+    available = vm.total - vm.used
+    cap = 200 * 10**9
+    if os.path.isdir("/dev/shm"):
+        shm = os.statvfs("/dev/shm")
+        cap = min(cap, max(10**10, int(shm.f_bsize * shm.f_bavail * 0.95)))
+    return available - min(int(available * 0.3), cap)

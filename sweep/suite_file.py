@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from sweep.config import EvalPrompt, Suite, SuiteFields, SweepConfig
-from sweep.errors import SweepError
+from sweep.core.config import EvalPrompt, Suite, SuiteFields, SweepConfig
+from sweep.core.errors import SweepError
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 NO_RUBRIC = "No rubric was given: judge the answer on the question alone."

@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from sweep.config import SweepConfig, register
+from sweep.core.config import SweepConfig, register
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 register()

@@ -14,8 +14,8 @@ from omegaconf.errors import ValidationError
 from hydra import compose, initialize_config_dir
 
 from sweep import suite_file
-from sweep.config import Endpoint, Mode, PromptFormat, SweepConfig
-from sweep.errors import SweepError
+from sweep.core.config import Endpoint, Mode, PromptFormat, SweepConfig
+from sweep.core.errors import SweepError
 from sweep.plan import plan, validate
 from sweep.run import Live, to_config
 from sweep.schedule import Demand, Placement, demand
@@ -53,7 +53,7 @@ def test_every_suite_composes_and_validates(option: str, tmp_path: Path) -> None
 
 NOT_INSTALLED = """
 import json, sys
-from sweep.errors import SweepError
+from sweep.core.errors import SweepError
 from sweep.run import run
 from tests.conftest import compose_config
 import ray

@@ -19,7 +19,7 @@ from tests.conftest import compose_config, exact_rows
 from tests.test_plan import LAPTOP
 from tests.test_rankings import reference
 from warehouse.db import connect
-from warehouse.schema import GenerationRow, JudgmentRow
+from sweep.core.rows import GenerationRow, JudgmentRow
 from warehouse.store import Store
 
 pytestmark = pytest.mark.vllm

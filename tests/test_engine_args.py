@@ -127,7 +127,7 @@ def test_prefer_fp8_changes_the_model_under_test_so_the_cells_keys_and_provenanc
 
 
 def test_a_budget_that_cant_fit_is_refused_naming_the_card_need_and_fix() -> None:
-    from sweep.errors import SweepError
+    from sweep.core.errors import SweepError
 
     cfg = compose_config("model=cpu", "evals=hard", "model.cards.smollm2.sampling.non_thinking.max_tokens=9000")
     with pytest.raises(SweepError) as e:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from sweep import sizing
-from sweep.forecast import ORDERS, Forecast, Work, best_policy, forecast, seconds
+from sweep.cost import Work, seconds
+from sweep.forecast import ORDERS, Forecast, best_policy, forecast
 from sweep.plan import plan
 from sweep.schedule import Policy, demand
 from tests.conftest import compose_config

@@ -27,7 +27,7 @@ from tests.real_sweep import Resumed
 from warehouse.__main__ import main
 from warehouse.db import connect
 from warehouse.html import compare_page, run_page, save_run_page
-from warehouse.schema import GenerationRow
+from sweep.core.rows import GenerationRow
 from warehouse.store import Store
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from jobs.engines.base import Completion
-from jobs.judge import parse, verdict_schema, weighted_score
+from jobs.judge import parse, weighted_score
+from sweep.core.prompts import judge_schema as verdict_schema
 from tests.conftest import compose_config
 
 SUITE = compose_config("evals=smoke").evals

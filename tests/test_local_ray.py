@@ -60,7 +60,7 @@ def test_the_plan_counts_this_machine_s_memory_by_ray_s_rule() -> None:
     two differ by what the container's page cache counts, well under a GiB here (measured 0.45)."""
     import ray._private.utils as ray_utils
 
-    from sweep.local_ray import schedulable_memory
+    from sweep.sizing import schedulable_memory
 
     available = ray_utils.estimate_available_memory()
     ray_memory = available - ray_utils.resolve_object_store_memory(available)

@@ -16,8 +16,9 @@ from jobs.engines.base import Completion, EngineSettings, Request, SamplingParam
 from jobs.engines.openai import OpenAIEngine, cost_usd
 from jobs.generate import answer_status
 from jobs.generate import rows as generation_rows
-from jobs.judge import judge, verdict_schema
-from sweep.config import Endpoint, ModelCard, Panel
+from jobs.judge import judge
+from sweep.core.prompts import judge_schema as verdict_schema
+from sweep.core.config import Endpoint, ModelCard, Panel
 from sweep.plan import plan
 from sweep.sizing import Inventory, Node
 from sweep.run import run

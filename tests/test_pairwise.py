@@ -25,6 +25,7 @@ import pytest
 from rich.console import Console
 
 from jobs import compare as comparing
+from sweep.core import prompts
 from jobs.engines.base import Completion, Request
 from sweep.plan import plan
 from tests.conftest import compose_config, fake_pool
@@ -33,7 +34,7 @@ from tests.test_rankings import gen
 from warehouse.db import connect
 from warehouse.html import run_page
 from warehouse.report import print_pairwise
-from warehouse.schema import ComparisonRow
+from sweep.core.rows import ComparisonRow
 from warehouse.stats import bradley_terry, pairwise_strengths, position_bias, sign_test
 from warehouse.store import Store
 
@@ -70,7 +71,7 @@ def test_the_pairwise_prompt_is_blind_and_scrubbed() -> None:
     cfg = compose_config("evals=smoke", "judge.pairwise=true")
     p = plan(cfg, "r", LAPTOP)
     cell = p.compare[0]
-    messages = comparing.build_messages(cfg.evals, cell.eval_id, "I am SmolLM2. Four.", "Four.", 300)
+    messages = prompts.compare_messages(cfg.evals, cell.eval_id, "I am SmolLM2. Four.", "Four.", 300)
     text = messages[0][1]
     assert "## Response 1\nI am SmolLM2. Four." in text and "## Response 2\nFour." in text
     for card in cfg.model.cards.values():

@@ -10,8 +10,9 @@ from typing import Sequence
 import pytest
 
 from jobs import judge as judging
+from sweep.core import prompts
 from jobs.engines.base import Completion, Request
-from sweep.errors import SweepError
+from sweep.core.errors import SweepError
 from sweep.plan import plan
 from tests.conftest import compose_config
 from tests.test_plan import LAPTOP
@@ -56,7 +57,7 @@ def test_a_model_left_without_judges_is_refused() -> None:
 )
 def test_answers_are_scrubbed_of_self_identification(answer: str, shown: str, record: dict | None) -> None:
     cards = [*compose_config().model.cards.values(), *compose_config("model=all").model.cards.values()]
-    text, scrubbed = judging.scrub(answer, judging.identity_terms(cards))
+    text, scrubbed = prompts.scrub(answer, prompts.identity_terms(cards))
     assert text == shown
     assert (json.loads(scrubbed) if scrubbed else None) == record
 

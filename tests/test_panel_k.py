@@ -13,9 +13,9 @@ import pytest
 
 from bench.panel_k import trial
 from sweep import panel
-from sweep.config import SweepConfig
-from sweep.errors import SweepError
-from sweep.forecast import work
+from sweep.core.config import SweepConfig
+from sweep.core.errors import SweepError
+from sweep.cost import work
 from sweep.plan import SweepPlan, plan
 from tests.conftest import compose_config
 from tests.test_plan import LAPTOP

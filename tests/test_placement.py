@@ -18,7 +18,7 @@ from ray.util.placement_group import placement_group_table
 from ray.util.state import list_actors
 
 from sweep import sizing
-from sweep.errors import SweepError
+from sweep.core.errors import SweepError
 from sweep.forecast import forecast
 from sweep.plan import plan
 from sweep.run import run
@@ -124,6 +124,9 @@ def test_idle_gpus_get_data_parallel_replicas_that_split_a_batch(ray_nodes, tmp_
     expected = forecast(plan(cfg, "dp", sizing.described(compose_config("cluster=h100_8").cluster)), cfg,
                         sizing.described(compose_config("cluster=h100_8").cluster))
     assert result.model_loads == expected.loads == 4  # one instance and one replica per model
+    # The same load decisions in the same order: both models (the one with more work first), then a replica of each.
+    assert [key.split(" #")[0] for key in result.starts] == [s.model for s in expected.spans] == [
+        "Qwen3.5-9B", "Qwen3-8B", "Qwen3.5-9B", "Qwen3-8B"]
     replicas = [landing for landing in result.landings if "#" in landing.model]
     assert sorted(r.model for r in replicas) == ["Qwen3-8B #2", "Qwen3.5-9B #2"]
     assert all(r.landed == r.planned for r in replicas)

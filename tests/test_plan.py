@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from jobs import judge as judging
+from sweep.core import prompts
 from sweep import sizing
-from sweep.errors import SweepError
+from sweep.core.errors import SweepError
 from sweep.plan import plan
 from tests.conftest import compose_config
 
@@ -83,7 +83,7 @@ def test_judge_prompt_is_blind() -> None:
     cfg = compose_config()
     p = plan(cfg, "r", LAPTOP)
     for cell in p.judge[:40]:
-        messages = judging.build_messages(cfg.evals, cell.eval_id, "An answer.", cell.label, 300)
+        messages = prompts.judge_messages(cfg.evals, cell.eval_id, "An answer.", cell.label, 300)
         text = " ".join(content for _, content in messages).lower()
         for card in cfg.model.cards.values():
             for name in {card.name, card.family, card.name.split("-")[0]}:

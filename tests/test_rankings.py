@@ -19,7 +19,7 @@ import pytest
 from jobs.judge import weighted_score
 from tests.conftest import compose_config
 from warehouse.db import connect
-from warehouse.schema import GenerationRow, JudgmentRow
+from sweep.core.rows import GenerationRow, JudgmentRow
 from warehouse.store import Store
 
 SUITE = compose_config("evals=smoke").evals

@@ -21,6 +21,10 @@ def test_cut_off_answers_are_asked_again_with_a_larger_budget(ray_nodes, tmp_pat
     answers = dict(con.execute("select run_id, list(distinct (status, attempts)) from generations group by 1").fetchall())
     assert answers["retried"] == [("ok", 2)]
     assert answers["kept"] == [("truncated", 1)]
+    # The stored sampling is what the last ask used: the re-ask's doubled budget.
+    budgets = dict(con.execute("select run_id, list(distinct json_extract(sampling, '$.max_tokens')::int) "
+                               "from generations group by 1").fetchall())
+    assert budgets == {"retried": [128], "kept": [64]}
     # A cut-off answer is not judged as if complete: its judgment rows say so and count as invalid.
     verdicts = dict(con.execute("select run_id, list(distinct status) from judgments group by 1").fetchall())
     assert verdicts == {"retried": ["ok"], "kept": ["no_answer"]}
@@ -38,3 +42,10 @@ def test_unusable_verdicts_are_asked_again_with_a_new_seed(ray_nodes, tmp_path: 
     assert verdicts["once"] == [("invalid", 1)]
     assert con.execute("select valid_judgments, total_judgments from rankings where run_id = 'once' limit 1"
                        ).fetchone() == (0, 6)
+    # judge.retries raised on resume: the verdicts left invalid get their re-ask, the answers are reused.
+    again = run(fake_pool(wh, "run.name=once", "judge.retries=1"))
+    con = connect(again.store)
+    assert con.execute("select list(distinct (status, attempts)) from judgments where run_id = 'once'"
+                       ).fetchone() == ([("ok", 2)],)
+    assert con.execute("select reused_cells from runs where run_id = 'once'").fetchone() == (9,)
+    assert exact_rows(again.store, "once") == FULL

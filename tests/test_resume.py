@@ -12,12 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sweep.errors import SweepError
+from sweep.core.errors import SweepError
 from sweep.run import run
 from tests.conftest import exact_rows, fake_pool
 from tests.test_faults import FULL
 from warehouse.db import compact, connect
-from warehouse.schema import SCHEMAS
+from sweep.core.rows import SCHEMAS
 from warehouse.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sweep import sizing
-from sweep.config import ModelCard
+from sweep.core.config import ModelCard
 from tests.conftest import compose_config
 
 GiB = sizing.GiB

@@ -25,7 +25,7 @@ from rich.console import Console
 from tests.test_rankings import exact, half_even, judgment, load, reference, synthetic
 from warehouse.db import connect
 from warehouse.report import print_judging
-from warehouse.schema import JudgmentRow
+from sweep.core.rows import JudgmentRow
 from warehouse.stats import ScoreCube, fit_two_way, kendall_tau_b, load_cube, panel_stats, whole
 
 

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sweep import suite_file
-from sweep.errors import SweepError
+from sweep.core.errors import SweepError
 from sweep.plan import plan
 from tests.conftest import compose_config, fake_pool
 from tests.test_plan import LAPTOP

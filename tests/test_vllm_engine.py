@@ -44,7 +44,7 @@ os.environ.update(VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_CPU_NUM_OF_RESERVED_C
 from jobs.engines.base import EngineSettings, Request, SamplingParams
 from jobs.engines.vllm import VllmEngine
 from jobs.generate import answer_status
-from sweep.config import Mode
+from sweep.core.config import Mode
 from tests.conftest import compose_config
 
 path = sys.argv[1]

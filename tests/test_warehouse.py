@@ -14,10 +14,10 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from sweep.errors import SweepError
+from sweep.core.errors import SweepError
 from warehouse.db import MODELS, connect, script
 from warehouse.readonly import PROTOCOL, connect_read_only, refusal
-from warehouse.schema import SCHEMAS, GenerationRow, JudgmentRow
+from sweep.core.rows import SCHEMAS, GenerationRow, JudgmentRow
 from warehouse.store import Store
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from tests.test_warehouse import fill
-from warehouse.schema import RunRow
+from sweep.core.rows import RunRow
 from warehouse.store import Store
 
 REPO = Path(__file__).resolve().parents[1]

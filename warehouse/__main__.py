@@ -11,8 +11,8 @@ from typing import Callable
 
 import duckdb
 from rich.console import Console
-from sweep.config import Warehouse
-from sweep.errors import SweepError
+from sweep.core.config import Warehouse
+from sweep.core.errors import SweepError
 from warehouse.db import compact, connect, damaged, script
 from warehouse.html import compare_page, run_page
 from warehouse.readonly import connect_read_only, refusal

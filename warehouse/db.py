@@ -12,7 +12,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from warehouse.schema import SCHEMAS
+from sweep.core.rows import SCHEMAS
 from warehouse.store import TABLES, Store
 
 SQL_DIR = Path(__file__).parent / "sql"

@@ -13,7 +13,9 @@ warehouse. Definitions (also in README.md, "Judging statistics"):
 - Bootstrap: each replicate draws the evals and the judges with replacement, independently, and
   recomputes both scores (a drawn judge counts as often as drawn, in the data and in the
   ``sum(leniency) = 0`` constraint). Intervals are percentiles of the replicates; replicates in
-  which some model gets no score (or the fit is not identified) are dropped and counted.
+  which some model gets no score (or the fit is not identified) are dropped and counted. Own code,
+  not scipy.stats.bootstrap: evals and judges are drawn as two crossed factors and one set of draws
+  serves both scores, which resampling the observations of one sample can't express.
 - Leave-one-judge-out: Kendall's tau-b between the scores with every judge and without one.
 - Incomplete panels (judge.judges_per_answer = K): nothing changes. A cube cell holds what its judge
   gave, so Avg Score averages the scores each answer got, the fit is the same least squares over the
@@ -33,13 +35,12 @@ warehouse. Definitions (also in README.md, "Judging statistics"):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Callable, Optional
 
 import duckdb
 import numpy as np
+import scipy.stats
 
 REPLICATES = 1000
 LEVEL = 0.9
@@ -141,7 +142,10 @@ def ranks(scores: np.ndarray) -> np.ndarray:
 
 
 def kendall_tau_b(x: np.ndarray, y: np.ndarray) -> Optional[float]:
-    """Kendall's tau-b over the entries finite in both; None when undefined (a constant side)."""
+    """Kendall's tau-b over the entries finite in both; None when undefined (a constant side).
+
+    Own code, not scipy.stats.kendalltau: scipy returns -0.9999999999999999 for an exactly reversed
+    order (tests/test_stats.py asserts the exact -1 of leave-one-judge-out)."""
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     upper = np.triu_indices(len(x), k=1)
@@ -239,9 +243,9 @@ def analyze(
 
 
 def sign_test(k: int, n: int) -> float:
-    """Exact two-sided binomial test of k successes in n trials against p = 1/2 (1.0 when n = 0)."""
-    tail = Fraction(sum(math.comb(n, i) for i in range(min(k, n - k) + 1)), 2 ** n)
-    return float(min(Fraction(1), 2 * tail))
+    """Exact two-sided binomial test of k successes in n trials against p = 1/2 (1.0 when n = 0):
+    scipy.stats.binomtest, which at p = 1/2 is min(1, 2 P(X <= min(k, n - k)))."""
+    return float(scipy.stats.binomtest(k, n, 0.5).pvalue) if n else 1.0
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from sweep.errors import SweepError
-from warehouse.schema import IDENTITY, from_table, to_table
+from sweep.core.errors import SweepError
+from sweep.core.rows import IDENTITY, from_table, to_table
 
 TABLES = ("runs", "generations", "judgments", "comparisons")
 CATALOG = "_catalog"

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Protocol, Sequence, TypeVar
 
-from sweep.config import ModelCard
-from sweep.errors import SweepError
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Sampling after inheritance is resolved: what the engine is asked for."""
-
-    temperature: float
-    top_p: float
-    top_k: int
-    min_p: float
-    presence_penalty: float
-    max_tokens: int
-    seed: int
+from sweep.core.cells import EngineSettings, SamplingParams  # noqa: F401  (re-exported: the engine contract)
+from sweep.core.config import ModelCard
+from sweep.core.errors import SweepError
 
 
 @dataclass(frozen=True)
@@ -57,32 +45,6 @@ class Completion:
     of the sampled token first, then of the most likely tokens, best first."""
 
 
-@dataclass(frozen=True)
-class EngineSettings:
-    """Everything an engine needs beyond the card, resolved by the runner."""
-
-    weights: str
-    dtype: str
-    """sweep's run dtype (float32, bfloat16, fp8 ...): fp8 means an FP8 checkpoint."""
-    max_model_len: int
-    kv_cache_bytes: Optional[int]
-    """vLLM's kv_cache_memory_bytes; None on GPU: gpu_memory_utilization sizes the KV cache."""
-    enforce_eager: bool
-    tensor_parallel_size: int
-    gpu_memory_utilization: float
-    on_gpu: bool
-    seed: int
-    pipeline_parallel_size: int = 1
-    revision: Optional[str] = None
-    """Of a Hub checkpoint (``weights`` a repo id); None for local weights."""
-    executor: str = "uni"
-    """vLLM's distributed_executor_backend: uni (one device), mp (GPUs this process holds on one
-    node), ray (workers in the placement group the instance runs in, across nodes)."""
-    api_key: Optional[str] = field(default=None, repr=False)
-    """An API card's key, read by the driver from the card's api_key_env: workers of a remote
-    cluster don't share the driver's environment. Never printed, never stored."""
-
-
 class Engine(Protocol):
     def complete(self, requests: Sequence[Request]) -> list[Completion]:
         """All requests go to the engine together, so it can batch them."""
@@ -112,27 +74,16 @@ def create(card: ModelCard, settings: EngineSettings) -> Engine:
     return _FACTORIES[card.engine](card, settings)
 
 
-PLAIN_STOP = ("\nQuestion:",)
-"""Where a plain-format answer ends: a base model has no end-of-turn token and goes on to write
-the next "Question:" of the pattern (Gemma-3-270M base ran to max_tokens on every prompt)."""
-
-
-def render_plain(messages: Sequence[tuple[str, str]]) -> str:
-    """A prompt for base models without a chat template; the answer stops at PLAIN_STOP."""
-    parts = [content for role, content in messages if role == "system"]
-    parts += [f"Question: {content}\n\nAnswer:" for role, content in messages if role == "user"]
-    return "\n\n".join(parts)
-
-
 Retry = Callable[[Request, Completion, int], Optional[Request]]
 """Given a request, its last completion and the attempt about to be made: the request to
 send again, or None when that completion stands."""
 
 
 def complete_with_retries(engine: Engine, requests: Sequence[Request], retry: Retry, times: int,
-                          ) -> tuple[list[Completion], list[int]]:
+                          sent: Optional[list[Request]] = None) -> tuple[list[Completion], list[int]]:
     """Complete every request, then re-ask the ones ``retry`` picks, up to ``times`` more
-    rounds, each round one batch. Returns the final completions and attempts per request."""
+    rounds, each round one batch. Returns the final completions and attempts per request;
+    ``sent``, if given, is filled with the request each final completion answered."""
     current = list(requests)
     completions = engine.complete(current) if current else []
     attempts = [1] * len(current)
@@ -143,6 +94,8 @@ def complete_with_retries(engine: Engine, requests: Sequence[Request], retry: Re
             break
         for i, c in zip(again, engine.complete(list(again.values())), strict=True):
             current[i], completions[i], attempts[i] = again[i], spent(completions[i], c), attempt
+    if sent is not None:
+        sent[:] = current
     return completions, attempts
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from jobs.engines.base import Completion, EngineSettings, Request, register
-from sweep.config import ModelCard
+from sweep.core.config import ModelCard
 
 
 class FakeEngine:

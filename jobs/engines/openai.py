@@ -19,7 +19,7 @@ import httpx2
 import openai
 
 from jobs.engines.base import Completion, EngineSettings, Request, register
-from sweep.config import Endpoint, ModelCard
+from sweep.core.config import Endpoint, ModelCard
 
 # Tags each HTTP request with its place in the batch, so the client's own retries can be
 # counted per cell (the client reports retries only on success, not on the error it raises).

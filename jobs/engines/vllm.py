@@ -6,8 +6,9 @@ import os
 import time
 from typing import Any, Optional, Sequence
 
-from jobs.engines.base import PLAIN_STOP, Completion, EngineSettings, Request, register, render_plain
-from sweep.config import ModelCard, PromptFormat
+from jobs.engines.base import Completion, EngineSettings, Request, register
+from sweep.core.config import ModelCard, PromptFormat
+from sweep.core.prompts import PLAIN_STOP, render_plain
 
 
 class VllmEngine:

@@ -2,7 +2,11 @@
 
 Hydra composes conf/ on top of these dataclasses (registered as ``base_config``), so a
 misspelt key, a wrong type or a value outside an Enum fails at compose time, before
-Ray or vLLM start. ``validate()`` adds the checks a type can't express.
+Ray or vLLM start. ``sweep.plan.validate()`` adds the checks a type can't express.
+
+The config groups are named for what a user picks on the command line (``model=``, ``evals=``,
+``judge=``); the classes for what the value is: a ``Pool`` of cards, a ``Suite`` of prompts, a
+``Panel`` of judging rules.
 """
 
 from __future__ import annotations

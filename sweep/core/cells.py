@@ -1,0 +1,169 @@
+"""Cells: the units of work a plan is made of, each named by a content key of everything that
+determines its output (resume and the warehouse match rows to cells by that key)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+from sweep.core.config import ModelCard, Suite
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling after inheritance is resolved: what the engine is asked for."""
+
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    presence_penalty: float
+    max_tokens: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class GenerateCell:
+    """One answer: a model, a prompt, a sample index."""
+
+    key: str
+    model: str
+    eval_id: str
+    sample: int
+    messages: tuple[tuple[str, str], ...]
+    """(role, content) pairs; plain-format cards get their prompt rendered by the engine."""
+    sampling: SamplingParams
+
+
+@dataclass(frozen=True)
+class JudgeCell:
+    """One judgment: a judge reading one answer, blind."""
+
+    key: str
+    judge: str
+    respondent: str
+    eval_id: str
+    sample: int
+    label: str
+    """Neutral name the judge sees instead of the respondent's."""
+    answer_key: str
+    """Key of the GenerateCell whose answer is judged."""
+    sampling: SamplingParams
+    scrub: tuple[str, ...] = ()
+    """Names replaced in the answer before the judge reads it (sweep.core.prompts.identity_terms)."""
+
+
+@dataclass(frozen=True)
+class CompareCell:
+    """One pairwise verdict: a judge reading two answers to the same prompt, blind, in one order."""
+
+    key: str
+    judge: str
+    eval_id: str
+    sample: int
+    first: str
+    """Respondent whose answer is shown first, as "Response 1"."""
+    second: str
+    """Respondent shown second, as "Response 2"."""
+    first_key: str
+    """Key of the GenerateCell shown first."""
+    second_key: str
+    sampling: SamplingParams
+    scrub: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Context:
+    """One card's context window: what its requests need, what its instance can hold."""
+
+    model: str
+    need: int
+    """What must fit: its longest answer prompt plus its answer budget, and a judge prompt plus the
+    verdict budget."""
+    want: int
+    """What fits every request: with the re-ask budgets (run.retry_truncated, judge.retries: each
+    doubles), and judge prompts holding the longest answers it reads."""
+    limit: int
+    """The model's context length, or the tokens its KV cache holds if fewer."""
+    limited_by: str
+    kv_bytes_per_gpu: int
+    """KV cache the engine gets: CPU engine.kv_cache_gib; GPU estimated, what gpu_memory_utilization
+    leaves after the weights and runtime overhead."""
+
+    @property
+    def max_model_len(self) -> int:
+        return min(self.want, self.limit)
+
+    @property
+    def capped(self) -> bool:
+        return self.want > self.limit
+
+    def warning(self) -> str:
+        return (f"{self.model}: max_model_len capped at {self.limit:,} tokens ({self.limited_by}); its longest "
+                f"requests (re-asks, judging the longest answers it reads) would need {self.want:,}: re-asks grow only "
+                "that far, and it can't judge an answer that doesn't fit")
+
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Everything an engine needs beyond the card, resolved by the runner."""
+
+    weights: str
+    dtype: str
+    """sweep's run dtype (float32, bfloat16, fp8 ...): fp8 means an FP8 checkpoint."""
+    max_model_len: int
+    kv_cache_bytes: Optional[int]
+    """vLLM's kv_cache_memory_bytes; None on GPU: gpu_memory_utilization sizes the KV cache."""
+    enforce_eager: bool
+    tensor_parallel_size: int
+    gpu_memory_utilization: float
+    on_gpu: bool
+    seed: int
+    pipeline_parallel_size: int = 1
+    revision: Optional[str] = None
+    """Of a Hub checkpoint (``weights`` a repo id); None for local weights."""
+    executor: str = "uni"
+    """vLLM's distributed_executor_backend: uni (one device), mp (GPUs this process holds on one
+    node), ray (workers in the placement group the instance runs in, across nodes)."""
+    api_key: Optional[str] = field(default=None, repr=False)
+    """An API card's key, read by the driver from the card's api_key_env: workers of a remote
+    cluster don't share the driver's environment. Never printed, never stored."""
+
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    run_id: str
+    cards: tuple[ModelCard, ...]
+    """The pool, in answer order (ties in a ranking go to the earlier card)."""
+    suite: Suite
+    generate: tuple[GenerateCell, ...]
+    judge: tuple[JudgeCell, ...]
+    compare: tuple[CompareCell, ...] = ()
+    """Pairwise verdicts (judge.pairwise): each unordered pair in both orders."""
+    contexts: tuple[Context, ...] = ()
+    """Each local card's context window (max_model_len) on the planned cluster."""
+
+    def card(self, name: str) -> ModelCard:
+        return next(c for c in self.cards if c.name == name)
+
+    def context(self, name: str) -> Optional[Context]:
+        """None for API cards."""
+        return next((c for c in self.contexts if c.model == name), None)
+
+
+def content_key(*parts: Any) -> str:
+    """Stable hash of everything that determines a cell's output."""
+    blob = json.dumps(parts, sort_keys=True, default=_jsonable)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "value"):  # Enum
+        return obj.value
+    return asdict(obj)
+
+

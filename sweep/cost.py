@@ -1,0 +1,133 @@
+"""The cost model: how long one instance takes to load and to compute a batch of cells. Pure.
+
+The policy (sweep.schedule) orders loads and sizes replicas by these numbers in the live run
+and in the simulation (sweep.forecast) alike.
+
+Times are estimates from a roofline, not measurements: decoding reads the weights a batch
+touches once per step from HBM (memory-bound); prefill is compute-bound. Token counts per
+cell are assumptions (below), since answer lengths are only known after the run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable
+
+from sweep.core.cells import SweepPlan
+from sweep.core.config import Mode, ModelCard, SweepConfig
+from sweep.schedule import Demand, demand
+from sweep.sizing import BYTES_PER_PARAM, Inventory, params_total, run_dtype, weight_bytes
+
+# Per GPU: HBM bandwidth (GB/s) and dense BF16 tensor throughput (TFLOP/s), vendor datasheets.
+GPU_SPECS = {"H100": (3350, 989), "H200": (4800, 989), "B200": (8000, 2250), "A100": (2039, 312),
+             "A100-80G": (2039, 312), "A100-40G": (1555, 312), "L40S": (864, 362), "L4": (300, 121)}
+DEFAULT_GPU = "H100"
+BANDWIDTH_EFFICIENCY = 0.6  # share of peak HBM bandwidth a decode step achieves
+COMPUTE_EFFICIENCY = 0.4  # share of peak FLOPs prefill achieves
+TP_EFFICIENCY = 0.85  # per doubling of TP: all-reduce costs (PP adds bubbles; same factor per stage)
+# A CPU instance (vLLM-CPU, float32, 2 cores): ~23 output tokens/s for SmolLM2-135M, measured here
+# (BENCHMARKS.md: 13,842 tokens in 611 s, 3 models in turn); scaled by active parameters.
+CPU_TOKENS_PER_S_AT_135M = 23.0
+# An API request streams at about this rate (typical of hosted providers); the endpoint serves
+# max_concurrency requests at once.
+API_TOKENS_PER_S_PER_REQUEST = 50.0
+# Loading: weights from local NVMe or page cache at this rate per node, plus engine start-up.
+LOAD_GB_PER_S = 2.0
+LOAD_FIXED_S = 30.0
+# Assumed tokens per cell (answers are as long as they turn out; these are typical, capped by max_tokens).
+ANSWER_TOKENS = {Mode.non_thinking: 1200, Mode.thinking: 6000}
+VERDICT_TOKENS = 150  # a JSON verdict with a <=300-character justification
+JUDGE_PROMPT_TOKENS = 600  # brief, rubric, criteria, around the answer
+
+
+@dataclass(frozen=True)
+class Work:
+    """Tokens one model computes in one phase."""
+
+    prefill: int
+    decode: int
+    sequences: int
+
+    def __add__(self, other: Work) -> Work:
+        return Work(self.prefill + other.prefill, self.decode + other.decode, self.sequences + other.sequences)
+
+
+def total(works: Iterable[Work]) -> Work:
+    return sum(works, Work(0, 0, 0))
+
+
+def work(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, Work]]:
+    """Answers and judging per model, in tokens, from the plan's cells."""
+    gen, judging = work_by_respondent(the_plan)
+    return gen, {j: total(by.values()) for j, by in judging.items()}
+
+
+def work_by_respondent(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, dict[str, Work]]]:
+    """Answers per model, and judging per judge and respondent, in tokens, from the plan's cells."""
+    answer_len = {c.key: min(c.sampling.max_tokens, ANSWER_TOKENS[the_plan.card(c.model).mode])
+                  for c in the_plan.generate}
+    gen: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for c in the_plan.generate:
+        w = gen[c.model]
+        w[0] += sum(len(text.split()) for _, text in c.messages) * 4 // 3  # ~4 tokens per 3 words
+        w[1] += answer_len[c.key]
+        w[2] += 1
+    judge: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for j in the_plan.judge:
+        w = judge[j.judge, j.respondent]
+        w[0] += JUDGE_PROMPT_TOKENS + answer_len[j.answer_key]
+        w[1] += min(j.sampling.max_tokens, VERDICT_TOKENS)
+        w[2] += 1
+    judging: dict[str, dict[str, Work]] = defaultdict(dict)
+    for (name, respondent), v in judge.items():
+        judging[name][respondent] = Work(*v)
+    return {k: Work(*v) for k, v in gen.items()}, dict(judging)
+
+
+def seconds(card: ModelCard, d: Demand, w: Work, inventory: Inventory, batch: int) -> float:
+    """Time one instance of ``card`` needs for ``w``."""
+    if d.endpoint:
+        assert card.endpoint is not None
+        waves = math.ceil(w.sequences / card.endpoint.max_concurrency)
+        return waves * (w.decode / max(w.sequences, 1)) / API_TOKENS_PER_S_PER_REQUEST
+    if d.shape is None:
+        rate = CPU_TOKENS_PER_S_AT_135M * 0.135 / card.params_active_b
+        return (w.decode + w.prefill / 20) / rate  # prefill ~20x faster than decode on CPU
+    kind = next((n.gpu_type for n in inventory.gpu_nodes if n.gpu_type in GPU_SPECS), DEFAULT_GPU)
+    bandwidth, flops = GPU_SPECS[kind]
+    scale = d.shape.gpus * TP_EFFICIENCY ** math.log2(d.shape.gpus)
+    per_param = BYTES_PER_PARAM[run_dtype(card, True)]
+    arch = card.architecture
+    touched = 1.0
+    if arch.num_experts:
+        # Experts a decode step's batch routes to, per layer: the rest of the weights stay unread. The
+        # batch is the sequences decoding together, at most ``batch`` (11 answers: 11, not 64).
+        running = min(batch, max(w.sequences, 1))
+        touched = 1 - (1 - arch.experts_per_token / arch.num_experts) ** running
+    active = card.params_active_b * 1e9
+    read = (active + (params_total(card) - active) * touched) * per_param
+    step = read / (bandwidth * 1e9 * BANDWIDTH_EFFICIENCY * scale)
+    steps = math.ceil(w.sequences / batch) * (w.decode / max(w.sequences, 1))
+    prefill = 2 * active * w.prefill / (flops * 1e12 * COMPUTE_EFFICIENCY * scale)
+    return steps * step + prefill
+
+
+def load_seconds(card: ModelCard, d: Demand) -> float:
+    """Start-up plus reading the weights; pipeline stages sit on separate nodes and read in parallel."""
+    if d.endpoint:
+        return 0.0
+    nodes = d.shape.pp if d.shape else 1
+    gb = weight_bytes(card, run_dtype(card, d.shape is not None)) / 1e9
+    return LOAD_FIXED_S + gb / (LOAD_GB_PER_S * nodes)
+
+
+def work_seconds(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory) -> tuple[dict[str, float], ...]:
+    """Estimated seconds of answers and of judging per model, at each model's shape: what the
+    load order sorts on, in the runner as in the simulation."""
+    demands = {c.name: demand(c, conf, inventory) for c in the_plan.cards}
+    return tuple({n: seconds(the_plan.card(n), demands[n], w, inventory, conf.engine.concurrency)
+                  for n, w in phase.items()} for phase in work(the_plan))
+
+
