@@ -34,7 +34,7 @@ class Resumed:
 
     store: Store
     landed: dict[str, bytes]
-    """The answer files on disk when the driver died, and their bytes."""
+    """The answer and verdict files on disk when the driver died, and their bytes."""
     status_at_kill: str
     """runs.status as the killed driver left it."""
     killed: str
@@ -57,7 +57,8 @@ def resumed_sweep(root: Path) -> Resumed:
     for pid in [driver.pid, *descendants(driver.pid)]:  # the driver, the local Ray it started, the vLLM actors
         os.kill(pid, signal.SIGKILL)
     driver.wait()
-    landed = {str(f): f.read_bytes() for f in answers.glob("**/*.parquet")}
+    # Verdicts can land too: one on an answer no judge may see is written as soon as the answer lands.
+    landed = {str(f): f.read_bytes() for t in ("generations", "judgments") for f in (root / t).glob("**/*.parquet")}
     store = Store(str(root))
     (status,) = connect(store).execute("select status from runs").fetchone()
     with open(root / "rerun.err", "w+") as err:

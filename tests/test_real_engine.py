@@ -22,11 +22,14 @@ pytestmark = pytest.mark.vllm
 def test_a_real_sweep_killed_mid_run_finishes_on_rerun_without_redoing_cells(resumed_sweep: Resumed) -> None:
     r = resumed_sweep
     con = connect(r.store)
-    answered = sum(pq.read_metadata(f).num_rows for f in r.landed)  # a batch file holds one model's answers
-    assert r.status_at_kill == "running" and 0 < answered < 6, (r.status_at_kill, answered)
+    def landed(table: str) -> int:  # a batch file holds one model's answers, or one judge's verdicts
+        return sum(pq.read_metadata(f).num_rows for f in r.landed if f"/{table}/" in f)
+
+    answered, judged = landed("generations"), landed("judgments")
+    assert r.status_at_kill == "running" and 0 < answered < 6 and judged <= answered, (r.status_at_kill, answered)
     assert exact_rows(r.store, RUN) == (6, 6, 6, 6)  # 2 models x 3 prompts; 2 judges x 1 peer x 3 prompts
-    assert con.execute("select status, reused_cells from runs").fetchone() == ("finished", answered)
-    assert f"reusing {answered} answers, 0 judgments" in r.rerun.stderr
+    assert con.execute("select status, reused_cells from runs").fetchone() == ("finished", answered + judged)
+    assert f"reusing {answered} answers, {judged} judgments" in r.rerun.stderr
     # Finished cells are not recomputed: the files that had landed are still there, byte for byte.
     assert {f: Path(f).read_bytes() for f in r.landed} == r.landed
     aside = Path(r.store.root) / "superseded"  # nothing set aside but the run's own row, rewritten at each start
