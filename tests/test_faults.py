@@ -82,19 +82,24 @@ def test_a_lost_node_moves_its_work_to_another(ray_nodes, tmp_path: Path) -> Non
 
     def remove_its_node(actor: Any) -> None:
         lost["node"] = actor.node_id
+        running = {t.actor_id for t in list_tasks(here, filters=[("state", "=", "RUNNING")])
+                   if t.name.startswith("Instance.")}
+        lost["busy"] = [a.name for a in list_actors(here, filters=[("state", "=", "ALIVE")])
+                        if a.actor_id in running and a.node_id == actor.node_id and a.name.startswith("sweep/lost/")]
         cluster.remove_node(next(n for n in cluster.worker_nodes if n.node_id == actor.node_id))
 
     result = while_running("lost", remove_its_node, lambda: run(cfg))
     assert exact_rows(result.store, "lost") == FULL
     assert statuses(result.store) == ([("ok",)], [("ok",)])
-    # Every instance the node held was busy answering (3 s batches) when it went: one failure each.
+    # Each instance busy on the node when it went fails once; one idle there fails only if it is given work
+    # again (CPU instances take turns, so which are busy at that instant is a race the test can't fix).
     started = {a.name: a.node_id for a in list_actors(here) if a.name.startswith("sweep/lost/")}
-    lost["actors"] = [name for name, node in started.items() if node == lost["node"]]
+    on_node = [name for name, node in started.items() if node == lost["node"]]
     failures = connect(result.store).execute("select instance_failures from runs").fetchone()[0]
-    assert failures == len(lost["actors"]) >= 1, started
-    # Each model that lost its instance got a new one, started after the loss, on the node still alive.
+    assert 1 <= len(lost["busy"]) <= failures <= len(on_node), (lost, started)
+    # Each model whose busy instance was lost got a new one, started after the loss, on the node still alive.
     number = lambda name: int(name.rsplit("/", 1)[1])  # noqa: E731  (instances are numbered as they start)
-    for dead in lost["actors"]:
+    for dead in lost["busy"]:
         model = dead.rsplit("/", 1)[0]
         replacements = [n for n in started if n.startswith(model + "/") and number(n) > number(dead)]
         assert replacements, (dead, started)
