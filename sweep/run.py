@@ -142,6 +142,7 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
             run_row = replace(run_row, finished_at=end, status=status, model_loads=executor.loads,
                               instance_failures=executor.failures, wall_s=wall)
             store.write("runs", [run_row], "run.parquet", run_id=run_id)
+            store.fold_run(run_id)  # one commit per table for the run, so opening the warehouse stays quick
     console.print(f"sweep {run_id}: {executor.loads} model loads for {len(the_plan.cards)} models")
     return RunResult(run_id, store, executor.loads, wall, tuple(executor.landings), tuple(executor.starts))
 
