@@ -158,15 +158,18 @@ STEPS = {
 }
 
 
-def measure(step: str, **fill: str) -> tuple[float, float]:
-    """Wall seconds of the step (imports excluded) and the process's peak RSS in GiB."""
-    code = ("import time, resource, json; t = time.perf_counter(); " + STEPS[step].format(**fill) +
-            "; print(json.dumps([time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))")
+def measure(step: str, **fill: str) -> tuple[float, float, float]:
+    """Wall seconds of the step (imports excluded), its CPU seconds (all threads: on a shared machine the
+    figure the load doesn't inflate) and the process's peak RSS in GiB."""
+    code = ("import time, resource, json; cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2]); "
+            "t, c = time.perf_counter(), cpu(); " + STEPS[step].format(**fill) +
+            "; print(json.dumps([time.perf_counter() - t, cpu() - c, "
+            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))")
     # Imports first so the clock starts after them: the same import line, run before the timed part.
     warm = "import duckdb, pyarrow, numpy, rich; import warehouse.db, warehouse.report, warehouse.html; "
     out = subprocess.run([sys.executable, "-c", warm + code], capture_output=True, text=True, check=True)
-    seconds, rss_kib = json.loads(out.stdout.strip().splitlines()[-1])
-    return seconds, rss_kib / 2**20
+    seconds, cpu, rss_kib = json.loads(out.stdout.strip().splitlines()[-1])
+    return seconds, cpu, rss_kib / 2**20
 
 
 def main() -> None:
@@ -190,12 +193,18 @@ def main() -> None:
     print(f"{root}: {files} live-folder Parquet files")
     page = str(Path(root).parent / "bench-page.html")
     for step in args.steps.split(","):
-        seconds, peak = measure(step, root=root, run=REPORT_RUN, out=page)
+        seconds, cpu, peak = measure(step, root=root, run=REPORT_RUN, out=page)
         extra = f", page {Path(page).stat().st_size / 1e6:.2f} MB" if step == "page" else ""
-        print(f"{step:10s} {seconds:7.2f} s  peak {peak:5.2f} GiB{extra}", flush=True)
+        print(f"{step:10s} {seconds:7.2f} s  cpu {cpu:7.2f} s  peak {peak:5.2f} GiB{extra}  load {_load()}", flush=True)
     if args.baseline:
-        seconds, peak = measure("group_by", copy=f"{root}/judgments/**/*.parquet")
-        print(f"{'group_by':10s} {seconds:7.2f} s  peak {peak:5.2f} GiB  (plain DuckDB over the compacted files)")
+        seconds, cpu, peak = measure("group_by", copy=f"{root}/judgments/**/*.parquet")
+        print(f"{'group_by':10s} {seconds:7.2f} s  cpu {cpu:7.2f} s  peak {peak:5.2f} GiB  load {_load()}  "
+              "(plain DuckDB over the judgment files)")
+
+
+def _load() -> str:
+    """The 1-minute load average: what else the machine ran meanwhile."""
+    return Path("/proc/loadavg").read_text().split()[0]
 
 
 if __name__ == "__main__":

@@ -169,10 +169,9 @@ def test_a_stored_eval_judgments_file_with_corrupt_pages_is_skipped_and_its_run_
     expected = rows_of(connect(store), "select * from rankings")
     compact(store, "r1")
     (stored,) = store.files("eval_judgments")
-    size = Path(stored).stat().st_size
-    with open(stored, "r+b") as f:  # the footer stays whole, the pages don't; the size the catalog has is kept
+    with open(stored, "r+b") as f:  # the footer stays whole, the first pages don't; the size the catalog has is kept
         f.seek(4)
-        f.write(b"\xff" * (size // 2))
+        f.write(b"\xff" * 64)
     assert main(["--root", str(tmp_path), "query", "select * from rankings order by all"]) == 0
     out = capsys.readouterr()
     assert f"warning: skipping {stored}" in out.err

@@ -43,6 +43,9 @@ def connect(store: Store, skip: Collection[str] = ()) -> duckdb.DuckDBPyConnecti
     con = duckdb.connect()
     if not store.local:
         con.register_filesystem(store.fs)
+    # Footers read once per connection, not once per query: a report runs dozens of queries over the same
+    # files (which are never changed in place).
+    con.execute("set parquet_metadata_cache = true")
     # The models are created over empty raw views, then the raw views are pointed at the files: DuckDB
     # binds a view (reading footers) when it is created and again when queried, so binding each model over
     # the files would read them once per view at every open.
@@ -80,6 +83,9 @@ def raw_views(store: Store, skip: Collection[str] = ()) -> list[str]:
                   "(truncated, corrupt, or another schema)", file=sys.stderr)
         flags = {p for p in files if _run_folder(store, p) in aggregated} if table == "judgments" else set()
         out.append(f"create or replace view raw_{table} as {_select(store, table, files, live.unique, flags)}")
+    for path in sorted(p for p in skip if p[len(store.path) + 1:].split("/", 1)[0] in DERIVED):
+        print(f"warning: skipping {store.url(path)}: not a readable Parquet file (truncated or corrupt); "
+              "its run is summed from its judgments instead", file=sys.stderr)
     out.append(f"create or replace view raw_eval_judgments as {_select(store, 'eval_judgments', aggregates)}")
     return out
 
@@ -97,7 +103,7 @@ def current_aggregates(store: Store, judgments: Live, skip: Collection[str] = ()
         entry = judgments.entries.get(path)
         # a file the catalog doesn't vouch for, or skipped, can't match: -1 is no size
         size = -1 if entry is None or path in skip else entry["bytes"]
-        sources.setdefault(_run_folder(store, path), {})[posixpath.relpath(path, store.path)] = size
+        sources.setdefault(_run_folder(store, path), {})[path[len(store.path) + 1:]] = size
     live = store.live("eval_judgments")
     return {path: columns for path, columns in live.files.items() if path not in skip
             and (meta := live.entries[path].get("meta", {})).get("version") == AGGREGATE_VERSION
@@ -105,8 +111,8 @@ def current_aggregates(store: Store, judgments: Live, skip: Collection[str] = ()
 
 
 def _run_folder(store: Store, path: str) -> str:
-    """run_id=R of a table file's path."""
-    return posixpath.relpath(path, store.path).split("/")[1]
+    """run_id=R of a table file's path (under store.path: sliced, as relpath costs more than the rest of it)."""
+    return path[len(store.path) + 1:].split("/", 2)[1]
 
 
 def _select(store: Store, table: str, files: dict[str, tuple[str, ...]], unique: Collection[str] = (),
@@ -185,7 +191,7 @@ def store_aggregate(store: Store, run_id: str) -> int | None:
     data = con.sql("select * from eval_judgments order by respondent, eval_id, status").arrow()
     if isinstance(data, pa.RecordBatchReader):
         data = data.read_all()
-    sources = {posixpath.relpath(p, store.path): judgments.entries[p]["bytes"] for p in judgments.files}
+    sources = {p[len(store.path) + 1:]: judgments.entries[p]["bytes"] for p in judgments.files}
     store.write("eval_judgments", data.cast(AGGREGATE_SCHEMA), f"agg-{uuid.uuid4().hex[:12]}.parquet",
                 replaces=sorted(old.files), unique=True, meta={"version": AGGREGATE_VERSION, "sources": sources},
                 run_id=run_id)
