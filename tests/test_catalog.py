@@ -136,8 +136,8 @@ LATE = judgment("late", "e2", criteria={"correctness": 3}, score=3.0)
 """A judgment a resumed run adds after its compaction."""
 
 
-def test_stored_eval_judgments_are_read_only_while_they_sum_the_runs_live_files(tmp_path: Path,
-                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stored_eval_judgments_are_read_only_while_they_sum_the_runs_live_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Compaction stores r1's eval_judgments; every view answers as before from them. A file the run writes
     afterwards (a resume) makes them stale: the views sum r1's judgments again, as a warehouse that was never
     compacted does, until the next compaction stores them again. A stored file of another definition is not read."""
@@ -151,7 +151,8 @@ def test_stored_eval_judgments_are_read_only_while_they_sum_the_runs_live_files(
         wh.write("judgments", [LATE], "part-late.parquet", run_id="r1", judge="J")
     assert stored_runs(store) == []
     assert snapshot(store) == snapshot(fresh)
-    assert rows_of(connect(store), "select eval_score from eval_scores where run_id = 'r1' and eval_id = 'e2'") == [(3.0,)]
+    late = "select eval_score from eval_scores where run_id = 'r1' and eval_id = 'e2'"
+    assert rows_of(connect(store), late) == [(3.0,)]
     assert compact(store, "r1")["eval_judgments"] == (0, 3)  # (respondent, eval, status) groups: LATE joins one
     assert stored_runs(store) == [("r1", 4, True)]
     assert snapshot(store) == snapshot(fresh)

@@ -26,8 +26,9 @@ LATEST = ("generations", "judgments", "comparisons")
 # Each file is one SELECT (jaffle-shop style) and becomes a view of the same name,
 # in dependency order.
 MODELS = (
-    "stg_generations", "stg_judgments", "stg_comparisons", "eval_judgments", "judged_models", "eval_scores", "model_scores", "rankings", "efficiency", "judge_leniency",
-    "judge_matrix", "family_leniency", "flat_judges", "judge_agreement", "common_evals_ranking", "failure_aware_ranking",
+    "stg_generations", "stg_judgments", "stg_comparisons", "eval_judgments", "judged_models", "eval_scores",
+    "model_scores", "rankings", "efficiency", "judge_leniency", "judge_matrix", "family_leniency", "flat_judges",
+    "judge_agreement", "common_evals_ranking", "failure_aware_ranking",
     "coverage", "efficiency_frontier", "run_pairs", "ranking_deltas", "cell_deltas",
     "pairwise_ranking", "position_bias", "soft_scores",
 )
@@ -130,7 +131,8 @@ def _select(store: Store, table: str, files: dict[str, tuple[str, ...]], unique:
     for path, columns in files.items():
         groups.setdefault((tuple(sorted(columns)), path in unique, path in aggregated), []).append(scan(path))
     extra = ", filename = true, file_row_number = true" if table in LATEST else ""
-    flags = "{u} as _unique, {a} as _aggregated" if table == "judgments" else "{u} as _unique" if table in LATEST else ""
+    flags = ("{u} as _unique, {a} as _aggregated" if table == "judgments"
+             else "{u} as _unique" if table in LATEST else "")
     reads = [f"select *{', ' + flags.format(u=u, a=a) if flags else ''} from read_parquet("
              f"[{', '.join(map(_literal, urls))}], hive_partitioning = false{extra})"
              for (_, u, a), urls in groups.items()]

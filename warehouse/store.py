@@ -122,7 +122,8 @@ class Store:
         if self.fs.exists(final):
             self.supersede(final)
         self._put(final, buf.getvalue())
-        entry = {"bytes": buf.tell(), "columns": data.column_names, "unique": unique, **({"meta": meta} if meta else {})}
+        entry = {"bytes": buf.tell(), "columns": data.column_names, "unique": unique,
+                 **({"meta": meta} if meta else {})}
         self._commit(self._catalog_folder(final), add={final: entry}, remove=replaces)
         for path in replaces:
             self._move_aside(path)
@@ -199,7 +200,8 @@ class Store:
                 added.pop(path := posixpath.join(self.path, p), None)
                 removed.add(path)
             for entry in commit["add"]:
-                added[path := posixpath.join(self.path, entry["path"])] = {k: v for k, v in entry.items() if k != "path"}
+                path = posixpath.join(self.path, entry["path"])
+                added[path] = {k: v for k, v in entry.items() if k != "path"}
                 removed.discard(path)
         files: dict[str, tuple[str, ...]] = {}
         bad: list[str] = []
