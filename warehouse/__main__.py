@@ -86,9 +86,7 @@ def command(args: argparse.Namespace, r: argparse.ArgumentParser, c: argparse.Ar
         con = opened(lambda: connect(store), args.root)
         for run in args.runs or [r for (r,) in con.execute("select run_id from runs order by run_id").fetchall()]:
             for table, (files, rows) in compact(store, run).items():
-                out.print(f"{run}: eval_judgments stored ({rows} rows: the views sum the run from them)"
-                          if table == "eval_judgments" else
-                          f"{run}: {table} {files} files -> 1 ({rows} rows); the old files are in superseded/")
+                out.print(f"{run}: {table} {files} files -> 1 ({rows} rows); the old files are in superseded/")
         return 0
     # A file with a sound footer and corrupt pages fails the first query that reads it.
     return on_sound_files(store, lambda skip: opened(lambda: connect(store, skip), args.root),

@@ -148,7 +148,8 @@ def compact(store: Store, run_id: str) -> dict[str, tuple[int, int]]:
     """Rewrite a run's files of each table as one sorted file (row groups of store.ROW_GROUP rows): the
     latest row of each cell, as the views read it. One commit swaps the new file in and the old ones out,
     which then move to superseded/ (nothing is deleted, and any row left out, a cell's older write, is
-    kept there). Returns {table: (files before, rows)} for the tables that had more than one file."""
+    kept there). Then stores the run's eval_judgments (store_aggregate). Returns {table: (files before,
+    rows)} for the tables that had more than one file."""
     done = {}
     for table in LATEST:
         live = store.live(table, run_id)
@@ -167,8 +168,7 @@ def compact(store: Store, run_id: str) -> dict[str, tuple[int, int]]:
                     replaces=sorted(live.files), unique=True, run_id=run_id)
         store.fold(live.commits, stranded=live.stranded)
         done[table] = (len(live.files), data.num_rows)
-    if (rows := store_aggregate(store, run_id)) is not None:
-        done["eval_judgments"] = (0, rows)
+    store_aggregate(store, run_id)
     return done
 
 
