@@ -66,24 +66,26 @@ def work(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, Work]]:
 
 def work_by_respondent(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, dict[str, Work]]]:
     """Answers per model, and judging per judge and respondent, in tokens, from the plan's cells."""
-    answer_len = {c.key: min(c.sampling.max_tokens, ANSWER_TOKENS[the_plan.card(c.model).mode])
-                  for c in the_plan.generate}
-    gen: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    per = cell_work(the_plan)
+    gen: dict[str, Work] = {}
     for c in the_plan.generate:
-        w = gen[c.model]
-        w[0] += sum(len(text.split()) for _, text in c.messages) * 4 // 3  # ~4 tokens per 3 words
-        w[1] += answer_len[c.key]
-        w[2] += 1
-    judge: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
-    for j in the_plan.judge:
-        w = judge[j.judge, j.respondent]
-        w[0] += JUDGE_PROMPT_TOKENS + answer_len[j.answer_key]
-        w[1] += min(j.sampling.max_tokens, VERDICT_TOKENS)
-        w[2] += 1
+        gen[c.model] = gen.get(c.model, Work(0, 0, 0)) + per[c.key]
     judging: dict[str, dict[str, Work]] = defaultdict(dict)
-    for (name, respondent), v in judge.items():
-        judging[name][respondent] = Work(*v)
-    return {k: Work(*v) for k, v in gen.items()}, dict(judging)
+    for j in the_plan.judge:
+        by = judging[j.judge]
+        by[j.respondent] = by.get(j.respondent, Work(0, 0, 0)) + per[j.key]
+    return gen, dict(judging)
+
+
+def cell_work(the_plan: SweepPlan) -> dict[str, Work]:
+    """Tokens of each answer and judgment cell, by key (pairwise verdicts are not counted)."""
+    modes = {c.name: c.mode for c in the_plan.cards}
+    answer_len = {c.key: min(c.sampling.max_tokens, ANSWER_TOKENS[modes[c.model]]) for c in the_plan.generate}
+    out = {c.key: Work(sum(len(text.split()) for _, text in c.messages) * 4 // 3,  # ~4 tokens per 3 words
+                       answer_len[c.key], 1) for c in the_plan.generate}
+    for j in the_plan.judge:
+        out[j.key] = Work(JUDGE_PROMPT_TOKENS + answer_len[j.answer_key], min(j.sampling.max_tokens, VERDICT_TOKENS), 1)
+    return out
 
 
 def seconds(card: ModelCard, d: Demand, w: Work, inventory: Inventory, batch: int) -> float:
