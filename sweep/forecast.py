@@ -19,7 +19,7 @@ from sweep import engine_args, suite_file
 from sweep.bound import Bound, lower_bound
 from sweep.core.cells import SweepPlan
 from sweep.core.config import ModelCard, SweepConfig
-from sweep.cost import load_seconds, seconds, total, work_by_respondent
+from sweep.cost import CellWork, cell_work, load_seconds, seconds, total, work_by_respondent
 from sweep.plan import plan
 from sweep.core.rows import GenerationRow
 from sweep.queue import CellQueue
@@ -67,10 +67,12 @@ class Forecast:
         return max(self.gpu_s / self.gpus if self.gpus else 0.0, max(self.model_s.values(), default=0.0))
 
 
-def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, policy: Policy = Policy()) -> Forecast:
+def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, policy: Policy = Policy(),
+             per: Optional[CellWork] = None) -> Forecast:
     """The scheduling loop of the live run (sweep.scheduler) on the cost model's clock: every answer and
-    judgment of the plan, on ``inventory``."""
-    gen, by_respondent = work_by_respondent(the_plan)
+    judgment of the plan, on ``inventory`` (``per``: the plan's ``cell_work``, if known)."""
+    per = cell_work(the_plan) if per is None else per
+    gen, by_respondent = work_by_respondent(the_plan, per)
     judge = {j: total(by.values()) for j, by in by_respondent.items()}
     cards = list(the_plan.cards)
     demands = {c.name: demand(c, conf, inventory) for c in cards}
@@ -93,7 +95,7 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
     else:
         out.gpus = len(inventory.nodes)  # CPU instances take turns per node: a node is one "GPU"
     clock = Simulated(inventory)
-    loop = Scheduler(the_plan, conf, inventory, policy, clock, CellQueue(the_plan, conf.judge, {}))
+    loop = Scheduler(the_plan, conf, inventory, policy, clock, CellQueue(the_plan, conf.judge, {}), work=per)
     loop.run()
     out.spans, out.makespan_s, out.trace = clock.spans, clock.now, loop.trace
     return out
@@ -152,7 +154,8 @@ def best_policy(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory) ->
     """The load order whose forecast ends first (then: fewer loads), with the configured replicas
     and early judging; the live run uses it."""
     policies = (Policy(order=o, replicas=conf.run.replicas, early_judging=conf.run.early_judging) for o in ORDERS)
-    runs = [(p, forecast(the_plan, conf, inventory, p)) for p in policies]
+    per = cell_work(the_plan)
+    runs = [(p, forecast(the_plan, conf, inventory, p, per)) for p in policies]
     return min(runs, key=lambda r: (round(r[1].makespan_s), r[1].loads))
 
 

@@ -65,12 +65,13 @@ class CellQueue:
         """Cells not yet ready, by each answer they wait for."""
         self._waits: dict[str, int] = defaultdict(int)
         """Per judge, how many of its cells wait for an answer."""
-        for cell in (*the_plan.judge, *the_plan.compare):
-            if cell.key not in done:
-                self._left[isinstance(cell, CompareCell)].add(cell.judge, (cell,))
-                self._waits[cell.judge] += 1
-                for key in _needs(cell):
-                    self._waiting[key].append(cell)
+        for cells, left in zip((the_plan.judge, the_plan.compare), self._left):
+            for cell in cells:
+                if cell.key not in done:
+                    left.by.setdefault(cell.judge, {})[cell.key] = cell  # type: ignore[index]
+                    self._waits[cell.judge] += 1
+                    for key in _needs(cell):
+                        self._waiting[key].append(cell)
         self.land_answers(answers)
 
     def land(self, rows: Iterable[GenerationRow]) -> None:

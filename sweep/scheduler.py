@@ -26,7 +26,7 @@ from sweep.core.cells import CompareCell, SweepPlan
 from sweep.core.config import ModelCard, SweepConfig
 from sweep.core.errors import SweepError
 from sweep.core.rows import GenerationRow
-from sweep.cost import cell_work, load_seconds, seconds, total, work_seconds
+from sweep.cost import CellWork, cell_work, load_seconds, seconds, work_of, work_seconds
 from sweep.queue import CellQueue
 from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order, share,
                             worth_another)
@@ -193,13 +193,14 @@ class Scheduler:
     """Runs a plan's cells (those ``queue`` holds) on ``backend``; ``run`` returns when every cell has a row."""
 
     def __init__(self, the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, policy: Policy,
-                 backend: Backend, queue: CellQueue, sink: Sink = NullSink()) -> None:
+                 backend: Backend, queue: CellQueue, sink: Sink = NullSink(), work: Optional[CellWork] = None) -> None:
         self.plan, self.conf, self.inventory, self.policy = the_plan, conf, inventory, policy
         self.backend, self.queue, self.sink = backend, queue, sink
         self.cards = {c.name: c for c in the_plan.cards}
         self.demands = {c.name: demand(c, conf, inventory) for c in the_plan.cards}
         self.load_s = {c.name: load_seconds(c, self.demands[c.name]) for c in the_plan.cards}
-        self.work = cell_work(the_plan)
+        self.work = cell_work(the_plan) if work is None else work
+        """The cost model's tokens per cell (sweep.cost.cell_work)."""
         self.capacity = Capacity(inventory)
         self.alive: dict[str, Loaded] = {}
         self.pending: list[Job] = []
@@ -212,7 +213,7 @@ class Scheduler:
         self._ids = itertools.count()
 
     def run(self) -> None:
-        gen_s, judge_s = work_seconds(self.plan, self.conf, self.inventory)
+        gen_s, judge_s = work_seconds(self.plan, self.conf, self.inventory, self.work)
         self._write_unseen()  # verdicts on reused answers judges don't see
         answering = [c for c in self.plan.cards if c.name in self.queue.generate]
         self._phase(ANSWERS, [Job(c.name, ANSWERS, tuple(self.queue.generate[c.name]))
@@ -299,7 +300,7 @@ class Scheduler:
     def _seconds(self, job: Job) -> float:
         """The cost model's estimate for ``job`` on one instance of its model."""
         card = self.cards[job.model]
-        w = total(self.work[c.key] for c in job.cells)  # pairwise verdicts are not counted (sweep.cost)
+        w = work_of(self.work, (c.key for c in job.cells))  # pairwise verdicts are not counted (sweep.cost)
         return seconds(card, self.demands[job.model], w, self.inventory, self.conf.engine.concurrency)
 
     def _settle(self, outcome: Union[Done, Lost], keep: Callable[[str], bool]) -> None:
