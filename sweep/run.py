@@ -39,8 +39,7 @@ from sweep.queue import CellQueue
 from sweep.ray_backend import Landing, RayBackend, inventory_from_ray
 from sweep.resume import Reuse, reconcile
 from sweep.schedule import Policy
-from sweep.scheduler import (ANSWERS, JUDGMENTS, Batch, Event, Failed, Job, Phase, Scheduler, Split, Started,
-                             Submitted)
+from sweep.scheduler import ANSWERS, JUDGMENTS, Batch, Event, Failed, Phase, Scheduler, Split, Started, Submitted
 from warehouse.report import console as wide_console
 from warehouse.store import Store
 
@@ -250,16 +249,12 @@ class Executor:
 
     def landed(self, batch: Batch, rows: Sequence[Any]) -> None:
         card = self.plan.card(batch.job.model)
-        if batch.job.kind == ANSWERS:
-            self._write("generations", rows, model=card.name)
-            self._advance(self.answers, rows)
-            self._log(card, "answers", rows)
+        if batch.job.kind == JUDGMENTS:
+            self._saved_judgments(card, rows)
             return
-        self._write("judgments", [r for r in rows if isinstance(r, JudgmentRow)], judge=card.name)
-        self._write("comparisons", [r for r in rows if isinstance(r, ComparisonRow)], judge=card.name)
-        self._advance(self.judgments, [r for r in rows if isinstance(r, JudgmentRow)])
-        self._advance(self.pairwise, [r for r in rows if isinstance(r, ComparisonRow)])
-        self._log(card, "judgments", rows)
+        self._write("generations", rows, model=card.name)
+        self._advance(self.answers, rows)
+        self._log(card, "answers", rows)
 
     def unseen(self, judge: str, cells: Sequence[JudgeCell], pairs: Sequence[CompareCell]) -> None:
         """Verdicts on answers judges don't see (empty, failed, or cut off) need no model."""
@@ -269,7 +264,14 @@ class Executor:
             rows += judge_rows(card, p.suite, cells, q.answers_for(cells), p.run_id, {})
         if pairs:
             rows += comparing.rows(card, pairs, q.answers, p.run_id, {})
-        self.landed(Batch(-1, judge, Job(judge, JUDGMENTS, tuple(cells), tuple(pairs)), 0.0, None), rows)
+        self._saved_judgments(card, rows)
+
+    def _saved_judgments(self, card: ModelCard, rows: Sequence[Any]) -> None:
+        self._write("judgments", [r for r in rows if isinstance(r, JudgmentRow)], judge=card.name)
+        self._write("comparisons", [r for r in rows if isinstance(r, ComparisonRow)], judge=card.name)
+        self._advance(self.judgments, [r for r in rows if isinstance(r, JudgmentRow)])
+        self._advance(self.pairwise, [r for r in rows if isinstance(r, ComparisonRow)])
+        self._log(card, "judgments", rows)
 
     def error_rows(self, batch: Batch, error: str, attempts: int) -> list[Any]:
         card, p = self.plan.card(batch.job.model), self.plan
