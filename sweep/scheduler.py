@@ -278,8 +278,9 @@ class Scheduler:
     def _judge_early(self, busy: set[Optional[str]]) -> None:
         """Loaded judges with nothing to do judge their ready cells while others answer."""
         for key, live in list(self.alive.items()):
+            # A replica is never idle: it stops once its part is done.
             idle = key == live.model and not any(b.instance == key for b in self.running.values())
-            if not idle or (live.lane and live.lane in busy):  # a replica stops once its part is done
+            if not idle or (live.lane and live.lane in busy):
                 continue
             cells, pairs = self.queue.ready(key)
             if not cells and not pairs:
