@@ -45,9 +45,10 @@ def test_the_live_run_makes_the_forecasts_decisions(ray_nodes, tmp_path: Path) -
     small models, and loads again to judge. Deterministic because nothing the loop decides here depends
     on how long a batch takes, except one ordering that both backends share by a wide margin: the
     fake Qwen3.5-9B answers 12 s late (SWEEP_FAKE_SLOW), as the cost model has it answer after Qwen3-8B
-    (18.0 GB of weights read per step against 16.4 GB), so Qwen3-8B alone judges early (the 397B's
-    answers) and the 9B's answers land after every other batch of the answers phase. No replicas: the
-    smoke suite's work is worth no extra load."""
+    (18.0 GB of weights read per step against 16.4 GB), so on both Qwen3-8B alone judges early (the
+    397B's answers) and the 9B's answers, the last of the phase, leave nothing to judge early. The order
+    in which independent batches end is not compared (``decisions``). No replicas: the smoke suite's
+    work is worth no extra load."""
     cfg = fake_pool("model=[qwen3_5_397b_a17b,qwen3_8b,qwen3_5_9b]", "engine.concurrency=8",
                     f"warehouse.root={tmp_path}", "run.name=trace")
     ray_nodes(workers=2, gpus=8, cpus=8, SWEEP_FAKE_SLOW="Qwen3.5-9B:12")
