@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Optional
 
 from sweep.core.cells import SweepPlan
 from sweep.core.config import Mode, ModelCard, SweepConfig
@@ -58,32 +58,56 @@ def total(works: Iterable[Work]) -> Work:
     return sum(works, Work(0, 0, 0))
 
 
-def work(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, Work]]:
+def work(the_plan: SweepPlan, per: Optional[CellWork] = None) -> tuple[dict[str, Work], dict[str, Work]]:
     """Answers and judging per model, in tokens, from the plan's cells."""
-    gen, judging = work_by_respondent(the_plan)
+    gen, judging = work_by_respondent(the_plan, per)
     return gen, {j: total(by.values()) for j, by in judging.items()}
 
 
-def work_by_respondent(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, dict[str, Work]]]:
-    """Answers per model, and judging per judge and respondent, in tokens, from the plan's cells."""
-    answer_len = {c.key: min(c.sampling.max_tokens, ANSWER_TOKENS[the_plan.card(c.model).mode])
-                  for c in the_plan.generate}
+def work_by_respondent(the_plan: SweepPlan, per: Optional[CellWork] = None
+                       ) -> tuple[dict[str, Work], dict[str, dict[str, Work]]]:
+    """Answers per model, and judging per judge and respondent, in tokens, from the plan's cells
+    (``per``: their ``cell_work``, if known)."""
+    per = cell_work(the_plan) if per is None else per
     gen: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for c in the_plan.generate:
-        w = gen[c.model]
-        w[0] += sum(len(text.split()) for _, text in c.messages) * 4 // 3  # ~4 tokens per 3 words
-        w[1] += answer_len[c.key]
-        w[2] += 1
+        _add(gen[c.model], per[c.key])
     judge: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     for j in the_plan.judge:
-        w = judge[j.judge, j.respondent]
-        w[0] += JUDGE_PROMPT_TOKENS + answer_len[j.answer_key]
-        w[1] += min(j.sampling.max_tokens, VERDICT_TOKENS)
-        w[2] += 1
+        _add(judge[j.judge, j.respondent], per[j.key])
     judging: dict[str, dict[str, Work]] = defaultdict(dict)
     for (name, respondent), v in judge.items():
         judging[name][respondent] = Work(*v)
     return {k: Work(*v) for k, v in gen.items()}, dict(judging)
+
+
+CellWork = dict[str, tuple[int, int]]
+"""Prefill and decode tokens of each answer and judgment cell, by key (one sequence each)."""
+
+
+def cell_work(the_plan: SweepPlan) -> CellWork:
+    """Tokens of each answer and judgment cell (pairwise verdicts are not counted)."""
+    modes = {c.name: c.mode for c in the_plan.cards}
+    answer_len = {c.key: min(c.sampling.max_tokens, ANSWER_TOKENS[modes[c.model]]) for c in the_plan.generate}
+    out = {c.key: (sum(len(text.split()) for _, text in c.messages) * 4 // 3,  # ~4 tokens per 3 words
+                   answer_len[c.key]) for c in the_plan.generate}
+    for j in the_plan.judge:
+        out[j.key] = (JUDGE_PROMPT_TOKENS + answer_len[j.answer_key], min(j.sampling.max_tokens, VERDICT_TOKENS))
+    return out
+
+
+def work_of(per: CellWork, keys: Iterable[str]) -> Work:
+    """The tokens of the cells with these keys."""
+    w = [0, 0, 0]
+    for k in keys:
+        _add(w, per[k])
+    return Work(*w)
+
+
+def _add(into: list[int], cell: tuple[int, int]) -> None:
+    into[0] += cell[0]
+    into[1] += cell[1]
+    into[2] += 1
 
 
 def seconds(card: ModelCard, d: Demand, w: Work, inventory: Inventory, batch: int) -> float:
@@ -123,11 +147,12 @@ def load_seconds(card: ModelCard, d: Demand) -> float:
     return LOAD_FIXED_S + gb / (LOAD_GB_PER_S * nodes)
 
 
-def work_seconds(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory) -> tuple[dict[str, float], ...]:
+def work_seconds(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory,
+                 per: Optional[CellWork] = None) -> tuple[dict[str, float], ...]:
     """Estimated seconds of answers and of judging per model, at each model's shape: what the
     load order sorts on, in the runner as in the simulation."""
     demands = {c.name: demand(c, conf, inventory) for c in the_plan.cards}
     return tuple({n: seconds(the_plan.card(n), demands[n], w, inventory, conf.engine.concurrency)
-                  for n, w in phase.items()} for phase in work(the_plan))
+                  for n, w in phase.items()} for phase in work(the_plan, per))
 
 
