@@ -102,10 +102,12 @@ def contexts(cards: Sequence[ModelCard], sizes: Mapping[str, AnswerSizes],
     slot = inventory.slot(int(cfg.cluster.gpu_memory_gib * sizing.GiB)) if inventory.gpus else None
     budget = sizing.budget(cfg.engine)
     max_chars = cfg.judge.justification_max_chars
+    # Each prompt in a suite of its own: the templates look their prompt up by id (linear in the suite).
+    alone = (replace(suite, prompts=[p]) for p in suite.prompts)
     judge_prompt = max(
-        max(message_tokens(judge_messages(suite, p.id, "", "Response A", max_chars)),
-            message_tokens(compare_messages(suite, p.id, "", "", max_chars)))
-        for p in suite.prompts)
+        max(message_tokens(judge_messages(one, one.prompts[0].id, "", "Response A", max_chars)),
+            message_tokens(compare_messages(one, one.prompts[0].id, "", "", max_chars)))
+        for one in alone)
     out = {}
     for card in cards:
         if card.remote:

@@ -20,9 +20,7 @@ eligible judges of another family, the rest among all.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import random
-from collections import defaultdict
 from typing import Hashable, Mapping, Sequence
 
 from sweep.core.errors import SweepError
@@ -63,21 +61,22 @@ def assign(answers: Sequence[tuple[str, Slot]], eligible: Mapping[str, Sequence[
         return {(r, s): frozenset(eligible[r]) for r, s in answers}
     slot_rank = {s: _rank(seed, "slot", s) for s in dict.fromkeys(s for _, s in answers)}
     order = sorted(answers, key=lambda a: (slot_rank[a[1]], _rank(seed, "order", a[1], a[0])))
-    ties = random.Random(seed)  # drawn in that order, so a pure function of the answers and the seed
-    pairs: dict[tuple[str, str], int] = defaultdict(int)
-    load: dict[str, int] = defaultdict(int)
+    draw = random.Random(seed).random  # drawn in that order, so a pure function of the answers and the seed
+    pairs = {r: dict.fromkeys(js, 0) for r, js in eligible.items()}  # respondent -> judge -> answers judged
+    load = dict.fromkeys((j for js in eligible.values() for j in js), 0)
+    other = {r: [family[j] != family[r] for j in js] for r, js in eligible.items()}
     out: dict[tuple[str, Slot], frozenset[str]] = {}
     for respondent, slot in order:
-        tie = {j: ties.random() for j in eligible[respondent]}
-
-        def best(pool: list[str], n: int) -> list[str]:
-            return heapq.nsmallest(n, pool, key=lambda j: (pairs[respondent, j], load[j], tie[j])) if n else []
-
-        others = [j for j in eligible[respondent] if family[j] != family[respondent]]
-        chosen = best(others, min_other)
-        chosen += best([j for j in eligible[respondent] if j not in chosen], k - len(chosen))
+        pool, mine = eligible[respondent], pairs[respondent]
+        # Fewest judgments of this respondent, then least load, then a seeded draw, then the pool's order.
+        ranked = [i for *_, i in sorted(zip(map(mine.__getitem__, pool), map(load.__getitem__, pool),
+                                            [draw() for _ in pool], range(len(pool))))]
+        if min_other:
+            first = [i for i in ranked if other[respondent][i]][:min_other]
+            ranked = first + [i for i in ranked if i not in first]
+        chosen = [pool[i] for i in ranked[:k]]
         for j in chosen:
-            pairs[respondent, j] += 1
+            mine[j] += 1
             load[j] += 1
         out[respondent, slot] = frozenset(chosen)
     _even_loads(out, eligible, family, min_other, pairs, load)
@@ -85,7 +84,7 @@ def assign(answers: Sequence[tuple[str, Slot]], eligible: Mapping[str, Sequence[
 
 
 def _even_loads(out: dict[tuple[str, Slot], frozenset[str]], eligible: Mapping[str, Sequence[str]],
-                family: Mapping[str, str], min_other: int, pairs: dict[tuple[str, str], int],
+                family: Mapping[str, str], min_other: int, pairs: dict[str, dict[str, int]],
                 load: dict[str, int]) -> None:
     """Hand answers from the busiest judge to the idlest while their loads differ by 2 or more.
 
@@ -100,13 +99,13 @@ def _even_loads(out: dict[tuple[str, Slot], frozenset[str]], eligible: Mapping[s
                 return
             move = next(((r, s) for (r, s), js in out.items()
                          if busy in js and idle not in js and idle in eligible[r]
-                         and pairs[r, busy] > pairs[r, idle]
+                         and pairs[r][busy] > pairs[r][idle]
                          and sum(family[j] != family[r] for j in js - {busy} | {idle}) >= min_other), None)
             if move is not None:
                 r = move[0]
                 out[move] = out[move] - {busy} | {idle}
-                pairs[r, busy] -= 1
-                pairs[r, idle] += 1
+                pairs[r][busy] -= 1
+                pairs[r][idle] += 1
                 load[busy] -= 1
                 load[idle] += 1
                 break

@@ -207,12 +207,13 @@ def key_template(*parts: Any) -> Callable[..., str]:
             text = ""
         else:
             text += _ENCODER.encode(part)
-    tail = text + "]"
+    pieces = [p for g in glue for p in (g, "")] + [text + "]"]  # the values go to the odd places
     encode = _ENCODER.encode
 
     def key(*values: Any) -> str:
-        blob = "".join(g + encode(v) for g, v in zip(glue, values, strict=True)) + tail
-        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+        blob = pieces.copy()
+        blob[1::2] = map(encode, values)  # a ValueError unless one value per hole
+        return hashlib.sha256("".join(blob).encode()).hexdigest()[:20]
 
     return key
 
