@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from sweep import engine_args, panel, sizing
 from sweep.core.cells import (HOLE, AnswerSizes, CompareCell, GenerateCell, JudgeCell, PanelLoad, SamplingParams,
-                              SweepPlan, content_key, key_template)
+                              SweepPlan, key_template)
 from sweep.core.config import Mode, ModelCard, NodeGroup, Panel, PromptFormat, Sampling, SweepConfig
 from sweep.core.errors import SweepError
 from sweep.core.prompts import COMPARE_TEMPLATE, JUDGE_TEMPLATE, PLAIN_STOP, SOFT_TOP_K, answer_messages, identity_terms
@@ -124,28 +124,42 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
 def pairs(cfg: SweepConfig, cards: tuple[ModelCard, ...], answers: list[GenerateCell],
           scrub: tuple[str, ...]) -> tuple[CompareCell, ...]:
     """For each judge, prompt and sample, every unordered pair of respondents it may judge, once in
-    each order (pool order first), so a preference for a position shows against the answers' merit."""
+    each order (pool order first), so a preference for a position shows against the answers' merit.
+    With judge.judges_per_answer = K, each pair of answers gets K of the judges that may judge both,
+    drawn by the panel's balanced design (sweep.panel), each of them in both orders."""
     suite = cfg.evals
     rubric = {item.id: item.rubric for item in suite.prompts}
     by_cell = {(a.model, a.eval_id, a.sample): a for a in answers}
+    slots = [(item.id, sample) for item in suite.prompts for sample in range(cfg.run.samples)]
+    both = pair_judges(cfg.judge, cards)
+    chosen = panel.assign([(pair, slot) for slot in slots for pair in both], both, {c.name: c.family for c in cards},
+                          cfg.judge.judges_per_answer, cfg.judge.min_other_families, cfg.judge.seed)
     out: list[CompareCell] = []
     for judge_card in cards:
         sampling = resolve_sampling(judge_card, cfg.judge.mode, cfg.judge.sampling, seed=cfg.run.seed)
-        peers = [c.name for c in cards if judges(cfg.judge, judge_card, c)]
-        for item in suite.prompts:
-            for sample in range(cfg.run.samples):
-                for i, a in enumerate(peers):
-                    for b in peers[i + 1:]:
-                        for first, second in ((a, b), (b, a)):
-                            one, two = by_cell[first, item.id, sample], by_cell[second, item.id, sample]
-                            key = content_key(
-                                "compare", _identity(judge_card), cfg.judge.mode.value, one.key, two.key,
-                                COMPARE_TEMPLATE, suite.judge_brief, [asdict(c) for c in suite.criteria],
-                                rubric[item.id], cfg.judge.justification_max_chars, sampling, scrub,
-                            )
-                            out.append(CompareCell(key, judge_card.name, item.id, sample, first, second,
-                                                   one.key, two.key, sampling, scrub))
+        key = key_template("compare", _identity(judge_card), cfg.judge.mode.value, HOLE, HOLE, COMPARE_TEMPLATE,
+                           suite.judge_brief, [asdict(c) for c in suite.criteria], HOLE,
+                           cfg.judge.justification_max_chars, sampling, scrub)
+        for eval_id, sample in slots:
+            for pair in both:
+                if judge_card.name not in chosen[pair, (eval_id, sample)]:
+                    continue
+                for first, second in (pair, pair[::-1]):
+                    one, two = by_cell[first, eval_id, sample], by_cell[second, eval_id, sample]
+                    out.append(CompareCell(key(one.key, two.key, rubric[eval_id]), judge_card.name, eval_id, sample,
+                                           first, second, one.key, two.key, sampling, scrub))
     return tuple(out)
+
+
+def pair_judges(panel_cfg: Panel, cards: Sequence[ModelCard]) -> dict[tuple[str, str], list[str]]:
+    """Each unordered pair of cards (pool order) that some card may judge both of -> those judges, in pool order."""
+    out = {}
+    for i, a in enumerate(cards):
+        for b in cards[i + 1:]:
+            judges_both = [j.name for j in cards if judges(panel_cfg, j, a) and judges(panel_cfg, j, b)]
+            if judges_both:
+                out[a.name, b.name] = judges_both
+    return out
 
 
 def judges(panel: Panel, judge: ModelCard, respondent: ModelCard) -> bool:
@@ -181,8 +195,10 @@ def validate(cfg: SweepConfig) -> None:
             "the pool has no card of another family",
             "add a card of another family, or set judge.exclude_same_family=false",
         )
-    panel.check(eligible_judges(cfg.judge, cards), {c.name: c.family for c in cards}, cfg.judge.judges_per_answer,
-                cfg.judge.min_other_families)
+    family = {c.name: c.family for c in cards}
+    panel.check(eligible_judges(cfg.judge, cards), family, cfg.judge.judges_per_answer, cfg.judge.min_other_families)
+    if cfg.judge.pairwise:
+        panel.check(pair_judges(cfg.judge, cards), family, cfg.judge.judges_per_answer, cfg.judge.min_other_families)
     for key, card in cfg.model.cards.items():
         if card.remote:
             validate_endpoint(key, card)
