@@ -2,8 +2,8 @@
 
 Writes a synthetic 5,000-prompt JSONL and a 16-card model group (the study's 8 packaged Qwen cards and a
 copy of each with its own name and system prompt) to a temp dir, then times, in this process, each stage
-of what ``python -m sweep plan=true ...`` does: compose, suite load (suite_file), plan() (panel.assign and
-the cells' content keys timed again on their own, on the same inputs), the forecast (best_policy: both
+of what ``python -m sweep plan=true ...`` does: compose, suite load (suite_file), plan() (the time its content
+keys take inside it, and panel.assign again on its own, on the same inputs), the forecast (best_policy: both
 load orders) and the table; and the command itself as a subprocess, end to end (the issue's goal: its
 table in under 10 s). Driver peak memory: this process's and the subprocess's maximum RSS. Nothing runs a
 model and Ray is not imported.
@@ -14,6 +14,7 @@ model and Ray is not imported.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import platform
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -74,6 +75,30 @@ def timed(stages: dict[str, tuple[float, float]], name: str, fn: Callable[[], T]
     return value
 
 
+@contextlib.contextmanager
+def keys_timed(into: list[float]) -> Iterator[None]:
+    """Add the time spent making content keys during plan() to ``into``: sweep.plan's key functions
+    (key_template's, or content_key itself in code before it) wrapped by a timer."""
+    def timer(fn: Callable[..., str]) -> Callable[..., str]:
+        def wrapped(*args: Any) -> str:
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return fn(*args)
+            finally:
+                into[0] += time.perf_counter() - wall
+                into[1] += time.process_time() - cpu
+        return wrapped
+
+    saved = {name: getattr(planner, name) for name in ("content_key", "key_template") if hasattr(planner, name)}
+    for name, fn in saved.items():
+        setattr(planner, name, timer(fn) if name == "content_key" else lambda *a, _f=fn: timer(_f(*a)))
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(planner, name, fn)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=5000)
@@ -96,7 +121,10 @@ def main() -> None:
         cfg = timed(stages, "compose", composed)
         conf = timed(stages, "suite load", lambda: suite_file.resolve(cfg)[0])
         inventory = described(conf.cluster)
-        the_plan = timed(stages, "plan()", lambda: planner.plan(conf, "bench", inventory))
+        keys = [0.0, 0.0]  # wall, CPU seconds inside the key functions during plan()
+        with keys_timed(keys):
+            the_plan = timed(stages, "plan()", lambda: planner.plan(conf, "bench", inventory))
+        stages["  content keys (in plan)"] = (round(keys[0], 3), round(keys[1], 3))
         # Again on their own, on the plan's inputs: the design, and the keys of every answer and judgment.
         cards = the_plan.cards
         timed(stages, "  panel.assign", lambda: panel.assign(

@@ -13,7 +13,8 @@ Three arguments, the bound is the largest:
    resident at one instant, so S (with M, when M is outside S) fits the cluster at once. Every
    model outside S loads at least twice. Bound: the minimum over the sets S that fit together
    of the GPU-seconds with one load per model of S and two per other model, over the GPUs.
-   (Adding a model to S only lowers the sum, so only the largest sets that fit are tried.)
+   (Adding a model to S only lowers the sum, so only the largest sets that fit are tried, and a branch
+   of the search that can't beat the best set found is skipped: 16 models no longer walk 2^16 sets.)
 3. Timing. A model X's answers exist no earlier than ``L_X + G_X``. Every other model Y judges
    them: either Y is loaded at that instant (the models loaded then, with X, fit at once), and
    ends no earlier than ``L_X + G_X + J[Y][X]``, or it loads afterwards and ends no earlier than

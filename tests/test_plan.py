@@ -145,7 +145,7 @@ def test_keys_are_the_content_keys_of_their_parts() -> None:
     from sweep.core.cells import content_key
     from sweep.plan import _identity
 
-    cfg = compose_config("evals=smoke", "run.samples=2", "judge.soft_scores=true")
+    cfg = compose_config("evals=smoke", "run.samples=2", "judge.soft_scores=true", "judge.pairwise=true")
     p = plan(cfg, "r", LAPTOP)
     cards = {c.name: c for c in p.cards}
     item = {i.id: i for i in cfg.evals.prompts}
@@ -158,7 +158,12 @@ def test_keys_are_the_content_keys_of_their_parts() -> None:
             cfg.evals.judge_brief, [asdict(c) for c in cfg.evals.criteria], item[j.eval_id].rubric,
             cfg.judge.justification_max_chars, j.sampling, j.scrub, ("soft_scores", prompts.SOFT_TOP_K))
         assert answer[j.answer_key].model == j.respondent
-    assert len(p.judge) == 3 * 2 * 3 * 2
+    for c in p.compare:
+        assert c.key == content_key(
+            "compare", _identity(cards[c.judge]), cfg.judge.mode.value, c.first_key, c.second_key,
+            prompts.COMPARE_TEMPLATE, cfg.evals.judge_brief, [asdict(x) for x in cfg.evals.criteria],
+            item[c.eval_id].rubric, cfg.judge.justification_max_chars, c.sampling, c.scrub)
+    assert (len(p.judge), len(p.compare)) == (3 * 2 * 3 * 2, 3 * 3 * 2 * 2)
 
 
 def test_the_plan_counts_its_answer_sizes_and_panel_once() -> None:
