@@ -134,21 +134,22 @@ def pairs(cfg: SweepConfig, cards: tuple[ModelCard, ...], answers: list[Generate
     both = pair_judges(cfg.judge, cards)
     chosen = panel.assign([(pair, slot) for slot in slots for pair in both], both, {c.name: c.family for c in cards},
                           cfg.judge.judges_per_answer, cfg.judge.min_other_families, cfg.judge.seed)
-    out: list[CompareCell] = []
-    for judge_card in cards:
-        sampling = resolve_sampling(judge_card, cfg.judge.mode, cfg.judge.sampling, seed=cfg.run.seed)
-        key = key_template("compare", _identity(judge_card), cfg.judge.mode.value, HOLE, HOLE, COMPARE_TEMPLATE,
-                           suite.judge_brief, [asdict(c) for c in suite.criteria], HOLE,
-                           cfg.judge.justification_max_chars, sampling, scrub)
-        for eval_id, sample in slots:
-            for pair in both:
-                if judge_card.name not in chosen[pair, (eval_id, sample)]:
-                    continue
+    keys, samplings = {}, {}
+    for c in cards:
+        samplings[c.name] = resolve_sampling(c, cfg.judge.mode, cfg.judge.sampling, seed=cfg.run.seed)
+        keys[c.name] = key_template("compare", _identity(c), cfg.judge.mode.value, HOLE, HOLE, COMPARE_TEMPLATE,
+                                    suite.judge_brief, [asdict(x) for x in suite.criteria], HOLE,
+                                    cfg.judge.justification_max_chars, samplings[c.name], scrub)
+    by_judge: dict[str, list[CompareCell]] = {c.name: [] for c in cards}  # each judge's in (slot, pair) order
+    for eval_id, sample in slots:
+        for pair in both:
+            for judge in chosen[pair, (eval_id, sample)]:
                 for first, second in (pair, pair[::-1]):
                     one, two = by_cell[first, eval_id, sample], by_cell[second, eval_id, sample]
-                    out.append(CompareCell(key(one.key, two.key, rubric[eval_id]), judge_card.name, eval_id, sample,
-                                           first, second, one.key, two.key, sampling, scrub))
-    return tuple(out)
+                    by_judge[judge].append(CompareCell(keys[judge](one.key, two.key, rubric[eval_id]), judge, eval_id,
+                                                       sample, first, second, one.key, two.key, samplings[judge],
+                                                       scrub))
+    return tuple(itertools.chain.from_iterable(by_judge.values()))
 
 
 def pair_judges(panel_cfg: Panel, cards: Sequence[ModelCard]) -> dict[tuple[str, str], list[str]]:
