@@ -158,7 +158,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = RESULTS / f"plan-scale-{time.strftime('%Y%m%d-%H%M%S')}.json"
     result.write_text(json.dumps({"args": vars(args), "machine": platform.platform(), "answers": cells[0],
-                                  "judgments": cells[1], "stages_wall_cpu_s": stages, "in_process_wall_cpu_s": in_process,
+                                  "judgments": cells[1], "stages_wall_cpu_s": stages,
+                                  "in_process_wall_cpu_s": in_process,
                                   "peak_rss_mib": round(peak_mib), "command_wall_s": walls, "command_cpu_s": cpus,
                                   "command_peak_rss_mib": round(child_mib)}, indent=1))
     print(f"raw: {result.relative_to(ROOT)}")
