@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Iterable
 
 from sweep.core.cells import SweepPlan
 from sweep.core.config import Mode, ModelCard, SweepConfig
@@ -58,27 +58,26 @@ def total(works: Iterable[Work]) -> Work:
     return sum(works, Work(0, 0, 0))
 
 
-def work(the_plan: SweepPlan, per: Optional[CellWork] = None) -> tuple[dict[str, Work], dict[str, Work]]:
-    """Answers and judging per model, in tokens, from the plan's cells."""
-    gen, judging = work_by_respondent(the_plan, per)
+def work(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, Work]]:
+    """Answers and judging per model, in tokens, from the plan's sizes and panel counts."""
+    gen, judging = work_by_respondent(the_plan)
     return gen, {j: total(by.values()) for j, by in judging.items()}
 
 
-def work_by_respondent(the_plan: SweepPlan, per: Optional[CellWork] = None
-                       ) -> tuple[dict[str, Work], dict[str, dict[str, Work]]]:
-    """Answers per model, and judging per judge and respondent, in tokens, from the plan's cells
-    (``per``: their ``cell_work``, if known)."""
-    per = cell_work(the_plan) if per is None else per
-    gen: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for c in the_plan.generate:
-        _add(gen[c.model], per[c.key])
-    judge: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
-    for j in the_plan.judge:
-        _add(judge[j.judge, j.respondent], per[j.key])
+def work_by_respondent(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, dict[str, Work]]]:
+    """Answers per model, and judging per judge and respondent, in tokens, from the plan's sizes and
+    panel counts (sweep.plan sums them once; no cell is walked)."""
+    modes = {c.name: c.mode for c in the_plan.cards}
+    # Every answer of a card has the card's budget, so one answer length per card.
+    answer_len = {s.model: min(s.budget, ANSWER_TOKENS[modes[s.model]]) for s in the_plan.sizes}
+    gen = {s.model: Work(s.prompt_words * 4 // 3, s.answers * answer_len[s.model], s.answers)  # ~4 tokens per 3 words
+           for s in the_plan.sizes if s.answers}
     judging: dict[str, dict[str, Work]] = defaultdict(dict)
-    for (name, respondent), v in judge.items():
-        judging[name][respondent] = Work(*v)
-    return {k: Work(*v) for k, v in gen.items()}, dict(judging)
+    for load in the_plan.loads:
+        n = load.judgments
+        judging[load.judge][load.respondent] = Work(n * (JUDGE_PROMPT_TOKENS + answer_len[load.respondent]),
+                                                    n * min(load.verdict_budget, VERDICT_TOKENS), n)
+    return gen, dict(judging)
 
 
 CellWork = dict[str, tuple[int, int]]
@@ -147,12 +146,11 @@ def load_seconds(card: ModelCard, d: Demand) -> float:
     return LOAD_FIXED_S + gb / (LOAD_GB_PER_S * nodes)
 
 
-def work_seconds(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory,
-                 per: Optional[CellWork] = None) -> tuple[dict[str, float], ...]:
+def work_seconds(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory) -> tuple[dict[str, float], ...]:
     """Estimated seconds of answers and of judging per model, at each model's shape: what the
     load order sorts on, in the runner as in the simulation."""
     demands = {c.name: demand(c, conf, inventory) for c in the_plan.cards}
     return tuple({n: seconds(the_plan.card(n), demands[n], w, inventory, conf.engine.concurrency)
-                  for n, w in phase.items()} for phase in work(the_plan, per))
+                  for n, w in phase.items()} for phase in work(the_plan))
 
 

@@ -72,7 +72,7 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
     """The scheduling loop of the live run (sweep.scheduler) on the cost model's clock: every answer and
     judgment of the plan, on ``inventory`` (``per``: the plan's ``cell_work``, if known)."""
     per = cell_work(the_plan) if per is None else per
-    gen, by_respondent = work_by_respondent(the_plan, per)
+    gen, by_respondent = work_by_respondent(the_plan)
     judge = {j: total(by.values()) for j, by in by_respondent.items()}
     cards = list(the_plan.cards)
     demands = {c.name: demand(c, conf, inventory) for c in cards}

@@ -213,7 +213,7 @@ class Scheduler:
         self._ids = itertools.count()
 
     def run(self) -> None:
-        gen_s, judge_s = work_seconds(self.plan, self.conf, self.inventory, self.work)
+        gen_s, judge_s = work_seconds(self.plan, self.conf, self.inventory)
         self._write_unseen()  # verdicts on reused answers judges don't see
         answering = [c for c in self.plan.cards if c.name in self.queue.generate]
         self._phase(ANSWERS, [Job(c.name, ANSWERS, tuple(self.queue.generate[c.name]))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import posixpath
 import sys
 import uuid
 from pathlib import Path
