@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable
 
-from sweep.core.cells import SweepPlan
+from sweep.core.cells import SweepPlan, prefill_estimate
 from sweep.core.config import Mode, ModelCard, SweepConfig
 from sweep.schedule import Demand, demand
 from sweep.sizing import BYTES_PER_PARAM, Inventory, params_total, run_dtype, weight_bytes
@@ -70,7 +70,7 @@ def work_by_respondent(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, 
     modes = {c.name: c.mode for c in the_plan.cards}
     # Every answer of a card has the card's budget, so one answer length per card.
     answer_len = {s.model: min(s.budget, ANSWER_TOKENS[modes[s.model]]) for s in the_plan.sizes}
-    gen = {s.model: Work(s.prompt_words * 4 // 3, s.answers * answer_len[s.model], s.answers)  # ~4 tokens per 3 words
+    gen = {s.model: Work(s.prefill_tokens, s.answers * answer_len[s.model], s.answers)
            for s in the_plan.sizes if s.answers}
     judging: dict[str, dict[str, Work]] = defaultdict(dict)
     for load in the_plan.loads:
@@ -88,8 +88,7 @@ def cell_work(the_plan: SweepPlan) -> CellWork:
     """Tokens of each answer and judgment cell (pairwise verdicts are not counted)."""
     modes = {c.name: c.mode for c in the_plan.cards}
     answer_len = {c.key: min(c.sampling.max_tokens, ANSWER_TOKENS[modes[c.model]]) for c in the_plan.generate}
-    out = {c.key: (sum(len(text.split()) for _, text in c.messages) * 4 // 3,  # ~4 tokens per 3 words
-                   answer_len[c.key]) for c in the_plan.generate}
+    out = {c.key: (prefill_estimate(c.messages), answer_len[c.key]) for c in the_plan.generate}
     for j in the_plan.judge:
         out[j.key] = (JUDGE_PROMPT_TOKENS + answer_len[j.answer_key], min(j.sampling.max_tokens, VERDICT_TOKENS))
     return out

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from sweep import engine_args, panel, sizing
 from sweep.core.cells import (HOLE, AnswerSizes, CompareCell, GenerateCell, JudgeCell, PanelLoad, SamplingParams,
-                              SweepPlan, key_template)
+                              SweepPlan, key_template, prefill_estimate)
 from sweep.core.config import Mode, ModelCard, NodeGroup, Panel, PromptFormat, Sampling, SweepConfig
 from sweep.core.errors import SweepError
 from sweep.core.prompts import COMPARE_TEMPLATE, JUDGE_TEMPLATE, PLAIN_STOP, SOFT_TOP_K, answer_messages, identity_terms
@@ -73,14 +73,14 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
                      for s in range(cfg.run.samples)]
         # The eval id too: two suite items with the same text are two cells, each judged on its own rubric.
         keys = [key_template("generate", _identity(card), HOLE, HOLE, sampling) for sampling in samplings]
-        longest = words = 0
+        longest = prefill = 0
         for item in suite.prompts:
             messages = answer_messages(card.system_prompt, item.prompt)
             longest = max(longest, engine_args.message_tokens(messages))
-            words += sum(len(text.split()) for _, text in messages) * cfg.run.samples
+            prefill += prefill_estimate(messages) * cfg.run.samples
             for sample, (sampling, key) in enumerate(zip(samplings, keys)):
                 answers.append(GenerateCell(key(item.id, messages), card.name, item.id, sample, messages, sampling))
-        sizes.append(AnswerSizes(card.name, len(suite.prompts) * cfg.run.samples, longest, words,
+        sizes.append(AnswerSizes(card.name, len(suite.prompts) * cfg.run.samples, longest, prefill,
                                  max(s.max_tokens for s in samplings)))
 
     labels = {c.name: f"Response {chr(ord('A') + i % 26)}{i // 26 or ''}" for i, c in enumerate(cards)}

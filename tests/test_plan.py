@@ -168,7 +168,7 @@ def test_keys_are_the_content_keys_of_their_parts() -> None:
 
 def test_the_plan_counts_its_answer_sizes_and_panel_once() -> None:
     """What the cost model and the context windows read instead of walking the cells: per card its answers,
-    longest prompt, words and budget; per (judge, respondent) the judgments, as the cells have them."""
+    longest prompt, prefill estimate and budget; per (judge, respondent) the judgments, as the cells have them."""
     from collections import Counter
 
     from sweep.engine_args import message_tokens
@@ -176,9 +176,10 @@ def test_the_plan_counts_its_answer_sizes_and_panel_once() -> None:
     p = plan(compose_config("evals=smoke", "run.samples=2", "judge.judges_per_answer=1"), "r", LAPTOP)
     for s in p.sizes:
         mine = [a for a in p.generate if a.model == s.model]
-        assert (s.answers, s.prompt_tokens, s.prompt_words, s.budget) == (
+        assert (s.answers, s.prompt_tokens, s.prefill_tokens, s.budget) == (
             len(mine), max(message_tokens(a.messages) for a in mine),
-            sum(len(t.split()) for a in mine for _, t in a.messages), max(a.sampling.max_tokens for a in mine))
+            sum(sum(len(t.split()) for _, t in a.messages) * 4 // 3 for a in mine),
+            max(a.sampling.max_tokens for a in mine))
     assert [s.model for s in p.sizes] == [c.name for c in p.cards]
     counted = Counter((j.judge, j.respondent) for j in p.judge)
     assert {(x.judge, x.respondent): x.judgments for x in p.loads} == counted and sum(counted.values()) == 3 * 3 * 2

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from sweep.core.config import ModelCard, Suite
 
@@ -143,10 +143,16 @@ class AnswerSizes:
     answers: int
     prompt_tokens: int
     """Its longest answer prompt, in tokens bounded by UTF-8 bytes (engine_args.message_tokens)."""
-    prompt_words: int
-    """Whitespace-separated words over all its answer prompts (the cost model's prefill estimate)."""
+    prefill_tokens: int
+    """The cost model's prefill estimate over all its answer prompts (``prefill_estimate`` of each, summed,
+    so the per-card total equals the sum over its cells in sweep.cost.cell_work)."""
     budget: int
     """max_tokens of its answers: one figure, as a card's sampling doesn't depend on the prompt."""
+
+
+def prefill_estimate(messages: Sequence[tuple[str, str]]) -> int:
+    """Prefill tokens of one prompt for the cost model: ~4 tokens per 3 whitespace-separated words."""
+    return sum(len(text.split()) for _, text in messages) * 4 // 3
 
 
 @dataclass(frozen=True)
