@@ -31,7 +31,8 @@ after them) against 530 s and 276 s for argument 1 alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Sequence
+from functools import lru_cache
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 from sweep.schedule import Capacity, Demand
 from sweep.sizing import Inventory
@@ -72,9 +73,25 @@ def largest_sets(names: Sequence[str], fits: Callable[[Sequence[str]], bool]) ->
 
 
 def lower_bound(demands: Mapping[str, Demand], load_s: Mapping[str, float], gen_s: Mapping[str, float],
-                busy_s: Mapping[str, float], judge_s: Mapping[str, Mapping[str, float]], inventory: Inventory) -> Bound:
+                busy_s: Mapping[str, float], judge_s: Mapping[str, Mapping[str, float]], inventory: Inventory,
+                reload_s: Optional[Mapping[str, float]] = None) -> Bound:
     """The bound of the module docstring. ``busy_s``: a model's answers and all its judging in one batch
-    each; ``judge_s[j][r]``: judge j on r's answers alone. Models that hold no GPU (CPU, API) reload for free."""
+    each; ``judge_s[j][r]``: judge j on r's answers alone; ``reload_s``: the least a load after the first
+    can take (Policy.warm_reloads: from host memory), else ``load_s``. Models that hold no GPU (CPU, API)
+    reload for free.
+
+    Memoised on its inputs: best_policy forecasts one plan under many load orders, all with the same bound."""
+    return _bound(tuple(demands.items()), tuple(load_s.items()), tuple(gen_s.items()), tuple(busy_s.items()),
+                  tuple((j, tuple(by.items())) for j, by in judge_s.items()), inventory,
+                  tuple((reload_s or load_s).items()))
+
+
+@lru_cache(maxsize=8)
+def _bound(demand_items: tuple, load_items: tuple, gen_items: tuple, busy_items: tuple, judge_items: tuple,
+           inventory: Inventory, reload_items: tuple) -> Bound:
+    demands: dict[str, Demand] = dict(demand_items)
+    load_s, gen_s, busy_s, again_s = dict(load_items), dict(gen_items), dict(busy_items), dict(reload_items)
+    judge_s = {j: dict(by) for j, by in judge_items}
     names = list(demands)
     gpus_total = inventory.gpus
     busy = {n: busy_s.get(n, 0.0) for n in names}
@@ -96,7 +113,7 @@ def lower_bound(demands: Mapping[str, Demand], load_s: Mapping[str, float], gen_
 
     best_s, best_set = float("inf"), ()
     for s in largest_sets(on_gpu, fits):
-        gpu_s = work + sum(gpu[n] * load_s[n] * (1 if n in s else 2) for n in on_gpu)
+        gpu_s = work + sum(gpu[n] * (load_s[n] + (0.0 if n in s else min(load_s[n], again_s[n]))) for n in on_gpu)
         if gpu_s / gpus_total < best_s:
             best_s, best_set = gpu_s / gpus_total, s
     reload_s = max(best_s, longest)
@@ -108,7 +125,7 @@ def lower_bound(demands: Mapping[str, Demand], load_s: Mapping[str, float], gen_
         if not judges:
             continue
         earliest = min(
-            max(answered + judge_s[y][x] + (0.0 if y in loaded else load_s[y]) for y in judges)
+            max(answered + judge_s[y][x] + (0.0 if y in loaded else min(load_s[y], again_s[y])) for y in judges)
             for loaded in largest_sets(judges, lambda group: fits((x, *group)))
         )
         timing_s = max(timing_s, earliest)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from rich.table import Table
@@ -17,7 +17,7 @@ from sweep import engine_args, suite_file
 from sweep.bound import Bound, lower_bound
 from sweep.core.cells import SweepPlan
 from sweep.core.config import ModelCard, SweepConfig
-from sweep.cost import load_seconds, seconds, total, work_by_respondent, work_seconds
+from sweep.cost import PageCache, load_seconds, reload_seconds, seconds, total, work_by_respondent, work_seconds
 from sweep.plan import plan
 from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order,
                             worth_another)
@@ -83,19 +83,25 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
                     for j, by in by_respondent.items()}
         out.bound = lower_bound(demands, {c.name: load_seconds(c, demands[c.name]) for c in cards},
                                 {c.name: seconds(c, demands[c.name], gen[c.name], inventory, batch)
-                                 for c in cards if c.name in gen}, busy_s, judge_by, inventory)
+                                 for c in cards if c.name in gen}, busy_s, judge_by, inventory,
+                                {c.name: reload_seconds(c, demands[c.name]) for c in cards} if policy.warm_reloads
+                                else None)
     else:
         out.gpus = len(inventory.nodes)  # CPU instances take turns per node: a node is one "GPU"
     loads = {c.name: load_seconds(c, demands[c.name]) for c in cards}
     capacity = Capacity(inventory)
+    cache = PageCache(inventory) if policy.warm_reloads else None
     alive: dict[str, Span] = {}
     clock = 0.0
+
+    def load_time(card: ModelCard, where: Placement) -> float:
+        return cache.load_seconds(card, demands[card.name], where) if cache else loads[card.name]
 
     def start(card: ModelCard) -> bool:
         where = capacity.take(demands[card.name])
         if where is None:
             return False
-        span = Span(card.name, demands[card.name], where, clock, clock + loads[card.name])
+        span = Span(card.name, demands[card.name], where, clock, clock + load_time(card, where))
         alive[card.name] = span
         out.spans.append(span)
         return True
@@ -136,7 +142,7 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
                     where = capacity.take(span.demand)
                     if where is None:
                         break
-                    instances.append(Span(card.name, span.demand, where, clock, clock + load))
+                    instances.append(Span(card.name, span.demand, where, clock, clock + load_time(card, where)))
                     out.spans.append(instances[-1])
                 for replica in instances:
                     (replica or span).busy_s += took / len(instances)
@@ -167,7 +173,10 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
                 replica.end = clock
                 capacity.give_back(replica.where, replica.demand)
             elif not any(r[1].name == card.name and r[2] is None for r in running) and not keep_loaded(
-                    phase == "answers" and card.name in keep, pending, alive, policy):
+                    phase == "answers" and card.name in keep, pending, alive, policy,
+                    ready=any(r in gen and all(c.name != r for c in pending) and not any(x[1].name == r and x[3]
+                                                                                        for x in running)
+                              for r in left.get(card.name, {}))):
                 stop(card.name)
     for name in list(alive):
         stop(name)
@@ -175,15 +184,47 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
     return out
 
 
-ORDERS = ("largest", "cheap_last_loaded")
+ORDERS = ("largest", "cheap_last_loaded", "widest_last", "cheap_first_widest_last")
+SEARCH_FORECASTS = 120
+"""At most this many forecasts in best_policy's search (each 2-6 ms for the study's 8 models)."""
 
 
-def best_policy(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory) -> tuple[Policy, Forecast]:
+def best_policy(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory,
+                base: Optional[Policy] = None) -> tuple[Policy, Forecast]:
     """The load order whose forecast ends first (then: fewer loads), with the configured replicas
-    and early judging; the live run uses it."""
-    policies = (Policy(order=o, replicas=conf.run.replicas, early_judging=conf.run.early_judging) for o in ORDERS)
-    runs = [(p, forecast(the_plan, conf, inventory, p)) for p in policies]
-    return min(runs, key=lambda r: (round(r[1].makespan_s), r[1].loads))
+    and early judging (or ``base``'s other fields: bench/scheduler_sim.py); the live run uses it.
+
+    First the named ORDERS; then a local search from the best of them over explicit orders
+    (order="given"): move one model to another position, keep the move when the forecast ends
+    sooner, until no move helps or SEARCH_FORECASTS forecasts are spent. A neighbourhood is
+    n(n-1) orders for n models, so the search is capped rather than run to the end on big pools."""
+    base = base or Policy(replicas=conf.run.replicas, early_judging=conf.run.early_judging)
+
+    def score(f: Forecast) -> tuple[int, int]:
+        return round(f.makespan_s), f.loads
+
+    runs = [(p, forecast(the_plan, conf, inventory, p)) for p in (replace(base, order=o) for o in ORDERS)]
+    policy, best = min(runs, key=lambda r: score(r[1]))
+    demands = {c.name: demand(c, conf, inventory) for c in the_plan.cards}
+    loads = {c.name: load_seconds(c, demands[c.name]) for c in the_plan.cards}
+    sequence = [c.name for c in load_order(list(the_plan.cards), demands, work_seconds(the_plan, conf, inventory)[0],
+                                           loads, policy)]
+    budget = SEARCH_FORECASTS
+    improved = True
+    while improved and budget > 0 and round(best.makespan_s) > round(best.lower_bound_s):
+        improved = False
+        for i, j in ((i, j) for i in range(len(sequence)) for j in range(len(sequence)) if i != j):
+            if budget == 0:
+                break
+            budget -= 1
+            moved = list(sequence)
+            moved.insert(j, moved.pop(i))
+            candidate = replace(base, order="given", sequence=tuple(moved))
+            f = forecast(the_plan, conf, inventory, candidate)
+            if score(f) < score(best):
+                policy, best, sequence, improved = candidate, f, moved, True
+                break
+    return policy, best
 
 
 def gpu_utilisation(f: Forecast) -> Optional[float]:
