@@ -18,6 +18,7 @@ Throughputs and load times are roofline estimates (sweep/cost.py); nothing here 
 
 from __future__ import annotations
 
+import itertools
 import json
 import platform
 import sys
@@ -42,6 +43,8 @@ CLUSTERS = ("h100_8", "h100_2x8", "h100_64", "h200_8")
 SAMPLES = (1, 8)
 # One 8 x H100 node can't hold the 397B in BF16 (794 GB): every size runs it in FP8, as the vLLM recipe does.
 STUDY = ["model=all", "evals=hard", "model.cards.qwen3_5_397b_a17b.dtype=fp8"]
+# Issue 15's acceptance plan: every card with an official FP8 checkpoint runs it.
+STUDIES = {"397B FP8": STUDY, "prefer_fp8": ["model=all", "evals=hard", "engine.prefer_fp8=true"]}
 OLD_ORDERS = ("largest", "cheap_last_loaded")
 Run = Callable[[SweepPlan, SweepConfig, Inventory], tuple[Policy, Forecast]]
 
@@ -88,34 +91,33 @@ def gpu_hours(f: Forecast) -> float:
 
 def main(extra: list[str]) -> None:
     rows = []
-    for cluster in CLUSTERS:
-        for samples in SAMPLES:
-            cfg = config(*STUDY, f"cluster={cluster}", f"run.samples={samples}", *extra)
-            inventory = sizing.described(cfg.cluster)
-            the_plan = plan(cfg, "sim", inventory)
-            old: Optional[float] = None
-            for name, run in POLICIES.items():
-                started = time.perf_counter()
-                policy, f = run(the_plan, cfg, inventory)
-                took = time.perf_counter() - started
-                old = old or f.makespan_s
-                rows.append({
-                    "cluster": cluster, "gpus": inventory.gpus, "samples": samples, "policy": name,
-                    "order": policy.order, "sequence": list(policy.sequence),
-                    "makespan_s": round(f.makespan_s, 1), "lower_bound_s": round(f.lower_bound_s, 1),
-                    "ratio": round(f.makespan_s / f.lower_bound_s, 3), "vs_old": round(f.makespan_s / old, 3),
-                    "model_loads": f.loads, "gpu_hours": round(gpu_hours(f), 2),
-                    "gpu_busy": round(gpu_utilisation(f) or 0.0, 3), "policy_ms": round(1000 * took, 1),
-                })
-    print(f"{'cluster':<9} {'samples':>7} {'policy':<26} {'order':<24} {'makespan':>9} {'bound':>7} {'ratio':>6} "
-          f"{'vs old':>6} {'loads':>5} {'GPU-h':>6} {'ms':>6}")
+    for (study, overrides), cluster, samples in itertools.product(STUDIES.items(), CLUSTERS, SAMPLES):
+        cfg = config(*overrides, f"cluster={cluster}", f"run.samples={samples}", *extra)
+        inventory = sizing.described(cfg.cluster)
+        the_plan = plan(cfg, "sim", inventory)
+        old: Optional[float] = None
+        for name, run in POLICIES.items():
+            started = time.perf_counter()
+            policy, f = run(the_plan, cfg, inventory)
+            took = time.perf_counter() - started
+            old = old or f.makespan_s
+            rows.append({
+                "study": study, "cluster": cluster, "gpus": inventory.gpus, "samples": samples, "policy": name,
+                "order": policy.order, "sequence": list(policy.sequence),
+                "makespan_s": round(f.makespan_s, 1), "lower_bound_s": round(f.lower_bound_s, 1),
+                "ratio": round(f.makespan_s / f.lower_bound_s, 3), "vs_old": round(f.makespan_s / old, 3),
+                "model_loads": f.loads, "gpu_hours": round(gpu_hours(f), 2),
+                "gpu_busy": round(gpu_utilisation(f) or 0.0, 3), "policy_ms": round(1000 * took, 1),
+            })
+    print(f"{'study':<10} {'cluster':<9} {'samples':>7} {'policy':<26} {'order':<24} {'makespan':>9} {'bound':>7} "
+          f"{'ratio':>6} {'vs old':>6} {'loads':>5} {'GPU-h':>6} {'ms':>6}")
     for r in rows:
-        print(f"{r['cluster']:<9} {r['samples']:>7} {r['policy']:<26} {r['order']:<24} {r['makespan_s']:>8.0f}s "
-              f"{r['lower_bound_s']:>6.0f}s {r['ratio']:>6.3f} {r['vs_old']:>6.3f} {r['model_loads']:>5} "
+        print(f"{r['study']:<10} {r['cluster']:<9} {r['samples']:>7} {r['policy']:<26} {r['order']:<24} "
+              f"{r['makespan_s']:>8.0f}s {r['lower_bound_s']:>6.0f}s {r['ratio']:>6.3f} {r['vs_old']:>6.3f} {r['model_loads']:>5} "
               f"{r['gpu_hours']:>6.2f} {r['policy_ms']:>6.0f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"scheduler-sim-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"overrides": STUDY + extra, "machine": platform.platform(), "rows": rows}, indent=1))
+    out.write_text(json.dumps({"studies": STUDIES, "overrides": extra, "machine": platform.platform(), "rows": rows}, indent=1))
     print(f"raw: {out.relative_to(ROOT)}")
 
 

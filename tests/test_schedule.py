@@ -35,7 +35,7 @@ def loads_per_model(f: Forecast) -> Counter[str]:
 
 
 def test_widest_last_orders_put_the_models_of_the_largest_shape_last() -> None:
-    cards = list(compose_config("model=all").model.cards.values())[:4]
+    cards = list(study("h100_8")[0].cards)[:4]
     names = [c.name for c in cards]
     gpus, load = dict(zip(names, (8, 2, 4, 2))), dict(zip(names, (230.0, 60.0, 150.0, 40.0)))
     demands = {n: Demand(sizing.Shape(n, "bfloat16", g, 1, 0, 0, 0), 0) for n, g in gpus.items()}
@@ -85,6 +85,16 @@ def test_the_plan_takes_the_best_named_order_or_a_better_searched_one() -> None:
 
 
 @pytest.mark.parametrize("cluster", ["h100_8", "h100_2x8", "h100_64", "h200_8"])
+def test_the_fp8_plan_ends_within_a_tenth_of_its_bound(cluster: str) -> None:
+    # Issue 15's acceptance plan (model=all evals=hard plan=true engine.prefer_fp8=true): the old orders gave
+    # 1.57 / 1.03 / 1.00 / 1.07 (BENCHMARKS.md); 8 x H100 needed the 397B loaded once, last.
+    cfg = compose_config("model=all", "evals=hard", "engine.prefer_fp8=true", f"cluster={cluster}")
+    inventory = sizing.described(cfg.cluster)
+    _, f = best_policy(plan(cfg, "s", inventory), cfg, inventory)
+    assert f.lower_bound_s <= f.makespan_s <= 1.10 * f.lower_bound_s
+
+
+@pytest.mark.parametrize("cluster", ["h100_8", "h100_2x8", "h100_64", "h200_8"])
 @pytest.mark.parametrize("samples", [1, 8])
 def test_no_policy_forecasts_a_makespan_below_the_tight_bound(cluster: str, samples: int) -> None:
     """Every described cluster plans the study (the 397B in FP8), and no order, nor a modelled feature,
@@ -105,7 +115,8 @@ def test_no_policy_forecasts_a_makespan_below_the_tight_bound(cluster: str, samp
 
 
 def test_judge_ready_keeps_a_model_that_can_judge_existing_answers_while_another_waits() -> None:
-    cards = list(compose_config("model=all").model.cards.values())
+    the_plan, cfg, inventory = study("h100_8")
+    cards = list(the_plan.cards)
     waiting = [cards[0]]
     on = Policy(judge_ready=True)
     assert keep_loaded(True, waiting, {cards[1].name}, on, ready=True)
@@ -114,7 +125,6 @@ def test_judge_ready_keeps_a_model_that_can_judge_existing_answers_while_another
     assert not keep_loaded(False, waiting, {cards[1].name}, on, ready=True)  # not needed for judging
     # In the simulation: the seven models answering before the 397B judge what exists before giving the node
     # back, so their reloads have fewer verdicts left.
-    the_plan, cfg, inventory = study("h100_8")
     plain, ready = (forecast(the_plan, cfg, inventory, Policy(order="widest_last", judge_ready=j)) for j in (False, True))
     before = [sum(s.busy_s for s in f.spans if s.model != BIG and s.end <= next(
         b.start for b in f.spans if b.model == BIG)) for f in (plain, ready)]
@@ -125,9 +135,8 @@ def test_judge_ready_keeps_a_model_that_can_judge_existing_answers_while_another
 
 
 def test_a_reload_reads_the_weights_from_the_page_cache_of_the_nodes_that_read_them() -> None:
-    cfg = compose_config("model=all", "cluster=h100_2x8")
-    inventory = sizing.described(cfg.cluster)
-    card = cfg.model.cards["qwen3_32b"]
+    the_plan, _, inventory = study("h100_2x8")
+    card = the_plan.card("Qwen3-32B")
     d = Demand(sizing.Shape(card.name, "bfloat16", 2, 1, 0, 0, 0), 0)
     gb = 65.5  # Qwen3-32B's BF16 weights
     assert reload_seconds(card, d) == pytest.approx(LOAD_FIXED_S + gb / RELOAD_GB_PER_S, rel=0.01)
@@ -137,7 +146,7 @@ def test_a_reload_reads_the_weights_from_the_page_cache_of_the_nodes_that_read_t
     assert cache.load_seconds(card, d, Placement((0,))) == reload_seconds(card, d)  # node 0 kept it
     # A node keeps at most half its memory (here 75 GB), least recently read out first.
     small = PageCache(sizing.Inventory((sizing.Node(64.0, 8, 150 * 10**9, 80 * sizing.GiB, "H100"),)))
-    big = cfg.model.cards["qwen3_5_122b_a10b"]
+    big = the_plan.card("Qwen3.5-122B-A10B")
     big_d = Demand(sizing.Shape(big.name, "bfloat16", 4, 1, 0, 0, 0), 0)
     small.load_seconds(card, d, Placement((0,)))
     small.load_seconds(big, big_d, Placement((0,)))  # 244 GB > 75 GB of cache: not kept, and pushes the 32B out
