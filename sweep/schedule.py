@@ -202,4 +202,5 @@ def keep_loaded(needed: bool, pending: Sequence[ModelCard], loaded: Collection[s
     answers and judging into one load): only if it is ``needed`` there and no model of this
     phase is still waiting for room, or (``Policy.judge_ready``) answers it has not judged exist
     now (``ready``): it judges them early, then leaves."""
-    return policy.fuse and needed and (all(c.name in loaded for c in pending) or (policy.judge_ready and ready))
+    early = policy.judge_ready and policy.early_judging and ready  # only early judging gives it those answers
+    return policy.fuse and needed and (all(c.name in loaded for c in pending) or early)

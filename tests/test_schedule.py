@@ -123,6 +123,8 @@ def test_judge_ready_keeps_a_model_that_can_judge_existing_answers_while_another
     assert not keep_loaded(True, waiting, {cards[1].name}, on, ready=False)
     assert not keep_loaded(True, waiting, {cards[1].name}, Policy(), ready=True)  # off by default
     assert not keep_loaded(False, waiting, {cards[1].name}, on, ready=True)  # not needed for judging
+    # Without early judging nothing would hand it those answers: it would hold the room idle.
+    assert not keep_loaded(True, waiting, {cards[1].name}, Policy(judge_ready=True, early_judging=False), ready=True)
     # In the simulation: the seven models answering before the 397B judge what exists before giving the node
     # back, so their reloads have fewer verdicts left.
     plain, ready = (forecast(the_plan, cfg, inventory, Policy(order="widest_last", judge_ready=j)) for j in (False, True))
