@@ -113,11 +113,12 @@ def main(extra: list[str]) -> None:
           f"{'ratio':>6} {'vs old':>6} {'loads':>5} {'GPU-h':>6} {'ms':>6}")
     for r in rows:
         print(f"{r['study']:<10} {r['cluster']:<9} {r['samples']:>7} {r['policy']:<26} {r['order']:<24} "
-              f"{r['makespan_s']:>8.0f}s {r['lower_bound_s']:>6.0f}s {r['ratio']:>6.3f} {r['vs_old']:>6.3f} {r['model_loads']:>5} "
-              f"{r['gpu_hours']:>6.2f} {r['policy_ms']:>6.0f}")
+              f"{r['makespan_s']:>8.0f}s {r['lower_bound_s']:>6.0f}s {r['ratio']:>6.3f} {r['vs_old']:>6.3f} "
+              f"{r['model_loads']:>5} {r['gpu_hours']:>6.2f} {r['policy_ms']:>6.0f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"scheduler-sim-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"studies": STUDIES, "overrides": extra, "machine": platform.platform(), "rows": rows}, indent=1))
+    out.write_text(json.dumps({"studies": STUDIES, "overrides": extra, "machine": platform.platform(), "rows": rows},
+                              indent=1))
     print(f"raw: {out.relative_to(ROOT)}")
 
 
