@@ -185,8 +185,9 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
 
 
 ORDERS = ("largest", "cheap_last_loaded", "widest_last", "cheap_first_widest_last")
-SEARCH_FORECASTS = 120
-"""At most this many forecasts in best_policy's search (each 2-6 ms for the study's 8 models)."""
+SEARCH_FORECASTS = 400
+"""At most this many forecasts in best_policy's search: ~1 ms of CPU each for the study's 8 models once
+the plan's bound and token counts are known (memoised), 0.25-0.4 s in all (BENCHMARKS.md)."""
 
 
 def best_policy(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory,
@@ -194,40 +195,58 @@ def best_policy(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory,
     """The load order whose forecast ends first (then: fewer loads), with the configured replicas
     and early judging (or ``base``'s other fields: bench/scheduler_sim.py); the live run uses it.
 
-    First the named ORDERS; then a local search from the best of them over explicit orders
-    (order="given"): move one model to another position, keep the move when the forecast ends
-    sooner, until no move helps, the forecast meets its lower bound or SEARCH_FORECASTS forecasts
-    are spent (GPU clusters only). A neighbourhood is n(n-1) orders for n models, so the search is
-    capped rather than run to the end on big pools."""
+    First the named ORDERS; then a local search over explicit orders (order="given") from each of
+    them, the best first: move one model to another position, keep the move when the forecast ends
+    sooner, until no move helps or the forecast meets its lower bound; the search stops when
+    SEARCH_FORECASTS forecasts are spent (GPU clusters only). A neighbourhood is n(n-1) orders for
+    n models, so the search is capped rather than run to the end on big pools."""
     base = base or Policy(replicas=conf.run.replicas, early_judging=conf.run.early_judging)
-
-    def score(f: Forecast) -> tuple[int, int]:
-        return round(f.makespan_s), f.loads
-
-    runs = [(p, forecast(the_plan, conf, inventory, p)) for p in (replace(base, order=o) for o in ORDERS)]
-    policy, best = min(runs, key=lambda r: score(r[1]))
+    runs = sorted(((p, forecast(the_plan, conf, inventory, p)) for p in (replace(base, order=o) for o in ORDERS)),
+                  key=lambda r: _score(r[1]))
     demands = {c.name: demand(c, conf, inventory) for c in the_plan.cards}
     loads = {c.name: load_seconds(c, demands[c.name]) for c in the_plan.cards}
-    sequence = [c.name for c in load_order(list(the_plan.cards), demands, work_seconds(the_plan, conf, inventory)[0],
-                                           loads, policy)]
+    first = work_seconds(the_plan, conf, inventory)[0]
     # On CPU the instances of a node take turns, so the order moves little (1 s of 775 s for the smoke
     # pool with 2 samples): runs without GPUs keep the named order.
-    budget = SEARCH_FORECASTS if inventory.gpus else 0
+    budget = [SEARCH_FORECASTS if inventory.gpus else 0]
+    best = runs[0]
+    for policy, f in runs:
+        if not budget[0] or _at_bound(best[1]):
+            break
+        sequence = tuple(c.name for c in load_order(list(the_plan.cards), demands, first, loads, policy))
+        found = _climb(the_plan, conf, inventory, replace(base, order="given", sequence=sequence), f, budget)
+        best = min(best, found, key=lambda r: _score(r[1]))
+    return best
+
+
+def _score(f: Forecast) -> tuple[int, int]:
+    return round(f.makespan_s), f.loads
+
+
+def _at_bound(f: Forecast) -> bool:
+    return round(f.makespan_s) <= round(f.lower_bound_s)
+
+
+def _climb(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, policy: Policy, f: Forecast,
+           budget: list[int]) -> tuple[Policy, Forecast]:
+    """First-improvement hill climb from ``policy`` (forecast ``f``) over single moves in its sequence,
+    spending ``budget[0]`` forecasts."""
     improved = True
-    while improved and budget > 0 and round(best.makespan_s) > round(best.lower_bound_s):
+    while improved and budget[0] and not _at_bound(f):
         improved = False
-        for i, j in ((i, j) for i in range(len(sequence)) for j in range(len(sequence)) if i != j):
-            if budget == 0:
+        n = len(policy.sequence)
+        for i, j in ((i, j) for i in range(n) for j in range(n) if i != j):
+            if not budget[0]:
                 break
-            budget -= 1
-            moved = list(sequence)
+            budget[0] -= 1
+            moved = list(policy.sequence)
             moved.insert(j, moved.pop(i))
-            candidate = replace(base, order="given", sequence=tuple(moved))
-            f = forecast(the_plan, conf, inventory, candidate)
-            if score(f) < score(best):
-                policy, best, sequence, improved = candidate, f, moved, True
+            candidate = replace(policy, sequence=tuple(moved))
+            g = forecast(the_plan, conf, inventory, candidate)
+            if _score(g) < _score(f):
+                policy, f, improved = candidate, g, True
                 break
-    return policy, best
+    return policy, f
 
 
 def gpu_utilisation(f: Forecast) -> Optional[float]:
