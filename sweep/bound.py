@@ -32,7 +32,8 @@ after them) against 530 s and 276 s for argument 1 alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Collection, Iterator, Mapping, Sequence
+from functools import lru_cache
+from typing import Callable, Collection, Iterator, Mapping, Optional, Sequence
 
 from sweep.schedule import Capacity, Demand
 from sweep.sizing import Inventory
@@ -78,9 +79,26 @@ def largest_sets(names: Sequence[str], fits: Callable[[Sequence[str]], bool],
 
 
 def lower_bound(demands: Mapping[str, Demand], load_s: Mapping[str, float], gen_s: Mapping[str, float],
-                busy_s: Mapping[str, float], judge_s: Mapping[str, Mapping[str, float]], inventory: Inventory) -> Bound:
+                busy_s: Mapping[str, float], judge_s: Mapping[str, Mapping[str, float]], inventory: Inventory,
+                reload_s: Optional[Mapping[str, float]] = None) -> Bound:
     """The bound of the module docstring. ``busy_s``: a model's answers and all its judging in one batch
-    each; ``judge_s[j][r]``: judge j on r's answers alone. Models that hold no GPU (CPU, API) reload for free."""
+    each; ``judge_s[j][r]``: judge j on r's answers alone; ``reload_s``: the least a load after the first
+    can take (Policy.warm_reloads: from host memory), else ``load_s``. Models that hold no GPU (CPU, API)
+    reload for free.
+
+    Memoised on its inputs: best_policy forecasts one plan under many load orders, all with the same bound."""
+    return _bound(tuple(demands.items()), tuple(load_s.items()), tuple(gen_s.items()), tuple(busy_s.items()),
+                  tuple((j, tuple(by.items())) for j, by in judge_s.items()), inventory,
+                  tuple((reload_s or load_s).items()))
+
+
+@lru_cache(maxsize=8)
+def _bound(demand_items: tuple, load_items: tuple, gen_items: tuple, busy_items: tuple, judge_items: tuple,
+           inventory: Inventory, reload_items: tuple) -> Bound:
+    demands: dict[str, Demand] = dict(demand_items)
+    load_s, gen_s, busy_s = dict(load_items), dict(gen_items), dict(busy_items)
+    again_s = {n: min(load_s[n], t) for n, t in reload_items}  # a reload is never slower than a first load
+    judge_s = {j: dict(by) for j, by in judge_items}
     names = list(demands)
     gpus_total = inventory.gpus
     busy = {n: busy_s.get(n, 0.0) for n in names}
@@ -101,7 +119,7 @@ def lower_bound(demands: Mapping[str, Demand], load_s: Mapping[str, float], gen_
         return known[key]
 
     def cost(once: Collection[str]) -> float:
-        return (work + sum(gpu[n] * load_s[n] * (1 if n in once else 2) for n in on_gpu)) / gpus_total
+        return (work + sum(gpu[n] * (load_s[n] + (0.0 if n in once else again_s[n])) for n in on_gpu)) / gpus_total
 
     # Branch and bound: a set within chosen + rest costs no less than chosen + rest itself (the same sum,
     # term by term no smaller, so in floats too); a branch that can't beat the best so far is skipped.
@@ -119,7 +137,7 @@ def lower_bound(demands: Mapping[str, Demand], load_s: Mapping[str, float], gen_
             continue
 
         def end(loaded: Collection[str]) -> float:
-            return max(answered + judge_s[y][x] + (0.0 if y in loaded else load_s[y]) for y in judges)
+            return max(answered + judge_s[y][x] + (0.0 if y in loaded else again_s[y]) for y in judges)
 
         # The minimum over the sets, found as far as it matters: below what another model already bounds,
         # a lower value changes nothing; a branch that ends no earlier, all of chosen + rest loaded, is skipped.

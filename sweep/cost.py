@@ -17,7 +17,7 @@ from typing import Iterable
 
 from sweep.core.cells import SweepPlan, prefill_estimate
 from sweep.core.config import Mode, ModelCard, SweepConfig
-from sweep.schedule import Demand, demand
+from sweep.schedule import Demand, Placement, demand
 from sweep.sizing import BYTES_PER_PARAM, Inventory, params_total, run_dtype, weight_bytes
 
 # Per GPU: HBM bandwidth (GB/s) and dense BF16 tensor throughput (TFLOP/s), vendor datasheets.
@@ -36,6 +36,12 @@ API_TOKENS_PER_S_PER_REQUEST = 50.0
 # Loading: weights from local NVMe or page cache at this rate per node, plus engine start-up.
 LOAD_GB_PER_S = 2.0
 LOAD_FIXED_S = 30.0
+# Reloading (Policy.warm_reloads, off by default): a node that has read a model's weights keeps them
+# in its page cache while its memory allows, and reads them back at host-memory speed (an assumption,
+# not measured here; the engine start-up still counts). The cache gets this share of a node's memory:
+# the rest is the engines', Ray's object store's and the OS's.
+RELOAD_GB_PER_S = 10.0
+PAGE_CACHE_SHARE = 0.5
 # Assumed tokens per cell (answers are as long as they turn out; these are typical, capped by max_tokens).
 ANSWER_TOKENS = {Mode.non_thinking: 1200, Mode.thinking: 6000}
 VERDICT_TOKENS = 150  # a JSON verdict with a <=300-character justification
@@ -143,6 +149,37 @@ def load_seconds(card: ModelCard, d: Demand) -> float:
     nodes = d.shape.pp if d.shape else 1
     gb = weight_bytes(card, run_dtype(card, d.shape is not None)) / 1e9
     return LOAD_FIXED_S + gb / (LOAD_GB_PER_S * nodes)
+
+
+def reload_seconds(card: ModelCard, d: Demand) -> float:
+    """Start-up plus reading the weights back from host memory (page cache)."""
+    if d.endpoint:
+        return 0.0
+    nodes = d.shape.pp if d.shape else 1
+    return LOAD_FIXED_S + weight_bytes(card, run_dtype(card, d.shape is not None)) / 1e9 / (RELOAD_GB_PER_S * nodes)
+
+
+class PageCache:
+    """The weights each node has read, kept up to PAGE_CACHE_SHARE of its memory (the least
+    recently read are dropped first): a load finds them there or reads them from disk."""
+
+    def __init__(self, inventory: Inventory) -> None:
+        self.room = [int(n.memory_bytes * PAGE_CACHE_SHARE) for n in inventory.nodes]
+        self.held: list[dict[str, int]] = [{} for _ in inventory.nodes]  # in the order read
+
+    def load_seconds(self, card: ModelCard, d: Demand, where: Placement) -> float:
+        """How long loading ``card`` on ``where`` takes; the nodes hold its stages' weights afterwards."""
+        if d.endpoint:
+            return 0.0
+        warm = all(card.name in self.held[n] for n in where.nodes)
+        stage = weight_bytes(card, run_dtype(card, d.shape is not None)) // len(where.nodes)
+        for n in set(where.nodes):
+            held = self.held[n]
+            held.pop(card.name, None)
+            held[card.name] = stage * where.nodes.count(n)
+            while sum(held.values()) > self.room[n]:
+                del held[next(iter(held))]
+        return reload_seconds(card, d) if warm else load_seconds(card, d)
 
 
 def work_seconds(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory) -> tuple[dict[str, float], ...]:

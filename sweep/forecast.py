@@ -10,7 +10,7 @@ import datetime as dt
 import heapq
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from rich.table import Table
@@ -19,11 +19,12 @@ from sweep import engine_args, suite_file
 from sweep.bound import Bound, lower_bound
 from sweep.core.cells import SweepPlan
 from sweep.core.config import ModelCard, SweepConfig
-from sweep.cost import CellWork, cell_work, load_seconds, seconds, total, work_by_respondent
+from sweep.cost import (CellWork, PageCache, cell_work, load_seconds, reload_seconds, seconds, total,
+                        work_by_respondent, work_seconds)
 from sweep.plan import plan
 from sweep.core.rows import GenerationRow
 from sweep.queue import CellQueue
-from sweep.schedule import Demand, Placement, Policy, demand
+from sweep.schedule import Demand, Placement, Policy, demand, load_order
 from sweep.scheduler import ANSWERS, Batch, Done, Event, Scheduler
 from sweep.sizing import Inventory, Node, described, run_dtype, schedulable_memory, weight_bytes
 
@@ -91,10 +92,12 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
                     for j, by in by_respondent.items()}
         out.bound = lower_bound(demands, {c.name: load_seconds(c, demands[c.name]) for c in cards},
                                 {c.name: seconds(c, demands[c.name], gen[c.name], inventory, batch)
-                                 for c in cards if c.name in gen}, busy_s, judge_by, inventory)
+                                 for c in cards if c.name in gen}, busy_s, judge_by, inventory,
+                                {c.name: reload_seconds(c, demands[c.name]) for c in cards} if policy.warm_reloads
+                                else None)
     else:
         out.gpus = len(inventory.nodes)  # CPU instances take turns per node: a node is one "GPU"
-    clock = Simulated(inventory)
+    clock = Simulated(inventory, PageCache(inventory) if policy.warm_reloads else None)
     loop = Scheduler(the_plan, conf, inventory, policy, clock, CellQueue(the_plan, conf.judge, {}), work=per)
     loop.run()
     out.spans, out.makespan_s, out.trace = clock.spans, clock.now, loop.trace
@@ -112,10 +115,12 @@ SIMULATED = GenerationRow(
 class Simulated:
     """The cost model's clock as a scheduling backend (sweep.scheduler.Backend): an instance is ready
     ``load_seconds`` after it starts, its batches run in turn, each for its job's estimate divided
-    among the instances sharing it (the even split ``worth_another`` assumes). Nothing fails."""
+    among the instances sharing it (the even split ``worth_another`` assumes). Nothing fails. With a
+    ``cache`` (Policy.warm_reloads, modelled only) a reload on nodes that read the weights before is warm."""
 
-    def __init__(self, inventory: Inventory) -> None:
+    def __init__(self, inventory: Inventory, cache: Optional[PageCache] = None) -> None:
         self._inventory = inventory
+        self._cache = cache
         self.now = 0.0
         self.spans: list[Span] = []
         self._alive: dict[str, Span] = {}
@@ -124,7 +129,8 @@ class Simulated:
         """Running batches by end, then by submission (ties end in the order they were submitted)."""
 
     def start(self, card: ModelCard, key: str, d: Demand, where: Placement) -> None:
-        span = Span(card.name, d, where, self.now, self.now + load_seconds(card, d))
+        load = self._cache.load_seconds(card, d, where) if self._cache else load_seconds(card, d)
+        span = Span(card.name, d, where, self.now, self.now + load)
         self._alive[key] = span
         self._free_at[key] = span.ready
         self.spans.append(span)
@@ -147,16 +153,73 @@ class Simulated:
         return self._inventory
 
 
-ORDERS = ("largest", "cheap_last_loaded")
+ORDERS = ("largest", "cheap_last_loaded", "widest_last", "cheap_first_widest_last")
+SEARCH_FORECASTS = 400
+SEARCH_CELLS = 400_000
+"""best_policy's search spends at most SEARCH_FORECASTS forecasts, and at most SEARCH_CELLS cells over
+all of them (a forecast runs the scheduling loop over every cell: the study's 704 cells take a few ms,
+16 models x 5,000 prompts at K=3 several seconds, so a big plan keeps its best named order). A count,
+not a time limit, so one plan always gets the same policy."""
 
 
-def best_policy(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory) -> tuple[Policy, Forecast]:
+def best_policy(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory,
+                base: Optional[Policy] = None) -> tuple[Policy, Forecast]:
     """The load order whose forecast ends first (then: fewer loads), with the configured replicas
-    and early judging; the live run uses it."""
-    policies = (Policy(order=o, replicas=conf.run.replicas, early_judging=conf.run.early_judging) for o in ORDERS)
+    and early judging (or ``base``'s other fields: bench/scheduler_sim.py); the live run uses it.
+
+    First the named ORDERS; then a local search over explicit orders (order="given") from each of
+    them, the best first: move one model to another position, keep the move when the forecast ends
+    sooner, until no move helps or the forecast meets its lower bound; the search stops when
+    SEARCH_FORECASTS forecasts are spent (GPU clusters only). A neighbourhood is n(n-1) orders for
+    n models, so the search is capped rather than run to the end on big pools."""
+    base = base or Policy(replicas=conf.run.replicas, early_judging=conf.run.early_judging)
     per = cell_work(the_plan)
-    runs = [(p, forecast(the_plan, conf, inventory, p, per)) for p in policies]
-    return min(runs, key=lambda r: (round(r[1].makespan_s), r[1].loads))
+    runs = sorted(((p, forecast(the_plan, conf, inventory, p, per)) for p in (replace(base, order=o) for o in ORDERS)),
+                  key=lambda r: _score(r[1]))
+    demands = {c.name: demand(c, conf, inventory) for c in the_plan.cards}
+    loads = {c.name: load_seconds(c, demands[c.name]) for c in the_plan.cards}
+    first = work_seconds(the_plan, conf, inventory)[0]
+    # On CPU the instances of a node take turns, so the order moves little (1 s of 775 s for the smoke
+    # pool with 2 samples): runs without GPUs keep the named order.
+    budget = [min(SEARCH_FORECASTS, SEARCH_CELLS // max(len(per), 1)) if inventory.gpus else 0]
+    best = runs[0]
+    for policy, f in runs:
+        if not budget[0] or _at_bound(best[1]):
+            break
+        sequence = tuple(c.name for c in load_order(list(the_plan.cards), demands, first, loads, policy))
+        found = _climb(the_plan, conf, inventory, replace(base, order="given", sequence=sequence), f, budget, per)
+        best = min(best, found, key=lambda r: _score(r[1]))
+    return best
+
+
+def _score(f: Forecast) -> tuple[int, int]:
+    return round(f.makespan_s), f.loads
+
+
+def _at_bound(f: Forecast) -> bool:
+    return round(f.makespan_s) <= round(f.lower_bound_s)
+
+
+def _climb(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, policy: Policy, f: Forecast,
+           budget: list[int], per: CellWork) -> tuple[Policy, Forecast]:
+    """First-improvement hill climb from ``policy`` (forecast ``f``) over single moves in its sequence,
+    spending ``budget[0]`` forecasts."""
+    improved = True
+    while improved and budget[0] and not _at_bound(f):
+        improved = False
+        n = len(policy.sequence)
+        for i, j in ((i, j) for i in range(n) for j in range(n) if i != j):
+            if not budget[0]:
+                break
+            budget[0] -= 1
+            moved = list(policy.sequence)
+            moved.insert(j, moved.pop(i))
+            candidate = replace(policy, sequence=tuple(moved))
+            g = forecast(the_plan, conf, inventory, candidate, per)
+            if _score(g) < _score(f):
+                policy, f, improved = candidate, g, True
+                break
+    return policy, f
 
 
 def gpu_utilisation(f: Forecast) -> Optional[float]:

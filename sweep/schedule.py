@@ -123,9 +123,19 @@ class Policy:
     """Load order. largest: most GPUs, then most work first (longest-processing-time first).
     cheap_last_loaded: the models of the largest shape first, then the rest from the cheapest
     to load up, so the costly ones are still loaded when judging starts and only cheap ones
-    reload. pool: the pool's order (a baseline)."""
+    reload. widest_last / cheap_first_widest_last: every model but those of the largest shape
+    first (largest first / cheapest to load first), the widest last: when the widest fills a
+    node it then loads once, answers and judges every answer in one residency, and the cheaper
+    rest reload to judge its answers. given: ``sequence`` (best_policy's search). pool: the
+    pool's order (a baseline)."""
+    sequence: tuple[str, ...] = ()
+    """The models in load order, for order="given"; models not in it go last, in pool order."""
     fuse: bool = True
     """Keep an instance loaded from answering to judging when no model waits for its room."""
+    judge_ready: bool = False
+    """Also keep it, while a model waits for room, when answers it has not judged exist: it judges
+    them (early judging) before giving the room back, so fewer verdicts wait for its reload. The
+    scheduling loop (sweep.scheduler) honours it live and simulated; off by default until measured live."""
     replicas: bool = True
     """When a model's batch is submitted and no model of the phase waits for room, start
     data-parallel replicas on idle GPUs while each instance's share stays worth a load
@@ -133,6 +143,11 @@ class Policy:
     early_judging: bool = True
     """While models still answer, a loaded judge with nothing to do judges the answers that have landed
     (sweep.scheduler, on Ray and in the simulation alike)."""
+    warm_reloads: bool = False
+    """A reload on nodes that read the model's weights before finds them in their page cache
+    (sweep.cost.PageCache, bounded by the nodes' memory) and takes reload_seconds. Modelled only:
+    a live run gets the page cache from the OS when the nodes' memory holds the files, but how
+    fast vLLM reads them back is not measured here, so plans don't assume it."""
 
 
 def worth_another(work_s: float, load_s: float, instances: int) -> bool:
@@ -157,13 +172,20 @@ def load_order(cards: Sequence[ModelCard], demands: dict[str, Demand], work: dic
     keep the pool's order. ``work`` and ``load``: seconds per model from the cost model (sweep.cost)."""
     if policy.order == "pool":
         return list(cards)
+    if policy.order == "given":
+        return sorted(cards, key=lambda c: policy.sequence.index(c.name) if c.name in policy.sequence else len(cards))
     largest = sorted(cards, key=lambda c: (-demands[c.name].gpus, -work.get(c.name, 0.0)))
     if policy.order == "largest" or not largest:
         return largest
     widest = demands[largest[0].name].gpus
     head = [c for c in largest if demands[c.name].gpus == widest]
-    rest = (c for c in cards if demands[c.name].gpus != widest)
-    return head + sorted(rest, key=lambda c: load[c.name])
+    rest = [c for c in cards if demands[c.name].gpus != widest]
+    cheap = sorted(rest, key=lambda c: load[c.name])
+    orders = {"cheap_last_loaded": head + cheap, "cheap_first_widest_last": cheap + head,
+              "widest_last": [c for c in largest if demands[c.name].gpus != widest] + head}
+    if policy.order not in orders:
+        raise ValueError(f"unknown load order {policy.order!r}")
+    return orders[policy.order]
 
 
 def admit(pending: Sequence[ModelCard], loaded: Collection[str], start: Callable[[ModelCard], bool]) -> None:
@@ -174,8 +196,11 @@ def admit(pending: Sequence[ModelCard], loaded: Collection[str], start: Callable
             return
 
 
-def keep_loaded(needed: bool, pending: Sequence[ModelCard], loaded: Collection[str], policy: Policy = Policy()) -> bool:
+def keep_loaded(needed: bool, pending: Sequence[ModelCard], loaded: Collection[str], policy: Policy = Policy(),
+                ready: bool = False) -> bool:
     """Whether an instance that finished its batch stays loaded for the next phase (fusing
     answers and judging into one load): only if it is ``needed`` there and no model of this
-    phase is still waiting for room."""
-    return policy.fuse and needed and all(c.name in loaded for c in pending)
+    phase is still waiting for room, or (``Policy.judge_ready``) answers it has not judged exist
+    now (``ready``): it judges them early, then leaves."""
+    early = policy.judge_ready and policy.early_judging and ready  # only early judging gives it those answers
+    return policy.fuse and needed and (all(c.name in loaded for c in pending) or early)

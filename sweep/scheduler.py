@@ -313,7 +313,9 @@ class Scheduler:
         self._collect(batch, outcome.rows, outcome.answers)
         model = batch.job.model
         pending = [self.cards[j.model] for j in self.pending]
-        if batch.instance != model or not keep_loaded(keep(model), pending, self.alive, self.policy):
+        # Policy.judge_ready: answers it hasn't judged exist now (asked only when the policy would use it).
+        ready = self.policy.judge_ready and any(self.queue.ready(model))
+        if batch.instance != model or not keep_loaded(keep(model), pending, self.alive, self.policy, ready):
             if not any(b.instance == batch.instance for b in self.running.values()):
                 self._stop(batch.instance)
 

@@ -96,8 +96,10 @@ def test_plan_cli_prints_the_table_without_ray(tmp_path: Path) -> None:
     assert rows["Qwen3.5-397B-A17B"][:8] == ["16", "8 x 2", "0,1", "bfloat16", "794.0", "391.4", "150,242", "yes"]
     assert rows["Qwen3-8B"][:8] == ["1", "1 x 1", "1", "bfloat16", "16.4", "57.7", "40,960*", "yes"]
     assert "warning: Qwen3-8B: max_model_len capped at 40,960 tokens (its context length)" in flat
-    assert rows["Qwen3-8B"][-1] == "1" and rows["Qwen3.5-397B-A17B"][-1] == "2"
-    assert "9 model loads" in flat
+    # The BF16 397B spans both nodes: loaded once, last (widest_last), it answers and judges everyone; the
+    # seven others answer first and reload to judge its answers (589 s against 665 s loading it twice).
+    assert rows["Qwen3-8B"][-1] == "2" and rows["Qwen3.5-397B-A17B"][-1] == "1"
+    assert "15 model loads" in flat
 
 
 def test_plan_cli_refuses_a_model_no_slot_holds(tmp_path: Path) -> None:
@@ -114,13 +116,6 @@ def test_plan_cli_refuses_a_model_no_slot_holds(tmp_path: Path) -> None:
             "(Qwen/Qwen3.5-397B-A17B-FP8, engine.prefer_fp8=true): 399 GB, TP 8 x PP 1 = 8 x 80 GiB GPUs") in flat
 
 
-@pytest.mark.parametrize("cluster", ["h100_8", "h100_2x8", "h100_64", "h200_8"])
-def test_every_described_cluster_plans_the_study_in_fp8(cluster: str) -> None:
-    f = study_forecast(cluster, "model.cards.qwen3_5_397b_a17b.dtype=fp8")
-    assert {s.model for s in f.spans} == {c.name for c in compose_config("model=all").model.cards.values()}
-    assert f.makespan_s >= f.lower_bound_s > 0
-
-
 def test_the_run_takes_the_load_order_whose_forecast_ends_first() -> None:
     cfg = compose_config("model=all", "evals=hard", "cluster=h100_2x8", "model.cards.qwen3_5_397b_a17b.dtype=fp8")
     inventory = sizing.described(cfg.cluster)
@@ -129,9 +124,12 @@ def test_the_run_takes_the_load_order_whose_forecast_ends_first() -> None:
     by_order = {o: forecast(the_plan, cfg, inventory, Policy(order=o)) for o in ORDERS}
     # On 16 GPUs the seven smaller models can't all stay loaded beside the 397B: loading the cheap
     # ones first keeps the 122B and Coder-Next loaded into judging, and only cheap models reload.
-    assert policy.order == "cheap_last_loaded"
-    assert best.makespan_s < by_order["largest"].makespan_s
-    assert best.loads > by_order["largest"].loads
+    named = min(ORDERS, key=lambda o: (round(by_order[o].makespan_s), by_order[o].loads))
+    assert named == "cheap_last_loaded"
+    assert by_order[named].makespan_s < by_order["largest"].makespan_s
+    assert by_order[named].loads > by_order["largest"].loads
+    # The search from it finds an order that ends sooner still (344 -> 334 s under the cost model).
+    assert policy.order == "given" and best.makespan_s < by_order[named].makespan_s
     never_oversubscribed(best, 8)
 
 
