@@ -27,10 +27,7 @@ from warehouse.store import Store
 
 pytestmark = pytest.mark.vllm
 ROOT = Path(__file__).resolve().parents[1]
-# Justifications of at most 80 characters (300 by default): 36 shorter verdicts, the sweep's largest cost
-# on 2 cores, and no check here reads them.
-SWEEP = ("evals=smoke", "sampling.max_tokens=64", "judge.pairwise=true", "judge.soft_scores=true",
-         "judge.justification_max_chars=80")
+SWEEP = ("evals=smoke", "sampling.max_tokens=64", "judge.pairwise=true", "judge.soft_scores=true")
 
 
 @pytest.fixture(scope="module")
