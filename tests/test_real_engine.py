@@ -7,6 +7,7 @@ tests/test_reask.py test the same features at scale on the fake engine.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,7 +101,7 @@ def test_a_weights_folder_that_breaks_inside_the_load_ends_as_error_rows_naming_
          f"warehouse.root={wh}", "run.name=broken", "run.progress=false"],
         capture_output=True, text=True, timeout=900, cwd=ROOT, env={**WIDE, "SWEEP_FAKE_NEEDS_TOKENS": "100"})
     assert out.returncode == 0, out.stderr[-4000:]
-    log = " ".join(out.stderr.split())
+    log = re.sub(r" run\.py:\d+", "", " ".join(out.stderr.split()))  # long log lines wrap beside their source
     card = "SmolLM2-135M-expert"
     said = f"RuntimeError: {card}: its engine failed to start from {broken} (OSError: "
     assert log.count(f"{card}: instance failed ({said}") == 1 and log.count("restarting (1/1)") == 1, log[-4000:]
