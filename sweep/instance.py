@@ -25,7 +25,14 @@ class Instance:
         self.max_model_len = settings.max_model_len
         if not card.remote and not settings.weights:  # a Hub checkpoint is named already (engine_args)
             settings = replace(settings, weights=local_weights(card, settings.dtype))
-        self.engine = engines.create(card, settings)
+        try:
+            self.engine = engines.create(card, settings)
+        except Exception as e:  # one line for the driver's log and the error rows: card, weights, cause, fix
+            cause = (str(e).strip().splitlines() or [""])[0][:300]
+            raise RuntimeError(
+                f"{card.name}: its engine failed to start from {settings.weights or 'its endpoint'} "
+                f"({type(e).__name__}: {cause}); fix: make that a whole model folder (config.json, weights, "
+                "tokenizer) vLLM loads, or change the card's engine settings") from e
 
     def generate(
         self, pool_index: int, suite: Suite, cells: Sequence[GenerateCell], run_id: str, retry_truncated: int,

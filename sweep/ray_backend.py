@@ -181,6 +181,10 @@ def inventory_from_ray(conf: SweepConfig) -> sizing.Inventory:
 def failure(e: Exception) -> str:
     """A failed batch in one line. A task that raised is named by its own exception, not by Ray's
     wrapper (whose first line is only where it ran)."""
+    if isinstance(e, ray.exceptions.RayActorError) and e.actor_init_failed:
+        # The instance never started: Ray's first line says only where (with terminal colours); the
+        # exception it raised (sweep/instance.py: one line) ends the traceback.
+        return [line for line in str(e).splitlines() if line.strip()][-1].strip()[:600]
     cause = getattr(e, "cause", None)
     shown = cause if isinstance(cause, BaseException) else e
     first = (str(shown).splitlines() or [""])[0][:300]

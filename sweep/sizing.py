@@ -19,6 +19,7 @@ from typing import Optional
 import psutil
 
 from sweep.core.config import Cluster, DType, Engine, ModelCard
+from sweep.core.errors import SweepError
 
 GiB = 1 << 30
 
@@ -169,14 +170,22 @@ def checkpoint_params(folder: str) -> Optional[int]:
 
     total = 0
     for f in files:
-        with safe_open(str(f), framework="numpy") as st:
-            total += sum(math.prod(st.get_slice(k).get_shape()) for k in st.keys())
+        try:
+            with safe_open(str(f), framework="numpy") as st:
+                total += sum(math.prod(st.get_slice(k).get_shape()) for k in st.keys())
+        except Exception as e:  # safetensors' own error: a file cut short, or not safetensors at all
+            raise SweepError(f"{f} can't be read ({e})", "copy the checkpoint again (a copy or download cut "
+                             "short leaves a file smaller than its header says), or point path at a complete model "
+                             "folder") from None
     return total
 
 
 def params_total(card: ModelCard) -> float:
     """Total parameters: counted in a local checkpoint (``path``) where there is one, else the card's."""
-    counted = checkpoint_params(card.path) if card.path else None
+    try:
+        counted = checkpoint_params(card.path) if card.path else None
+    except SweepError as e:
+        raise SweepError(f"card {card.name}: {e.problem}", e.fix) from None
     return float(counted) if counted else card.params_total_b * 1e9
 
 

@@ -37,6 +37,14 @@ def exact_rows(store: Any, run_id: str) -> tuple[int, int, int, int]:
             *con.execute(q.format("judgments"), [run_id]).fetchone())
 
 
+def superseded(root: Path | str, *tables: str) -> list[Path]:
+    """The Parquet files set aside under ``root``/superseded/ for ``tables`` (default: answers and verdicts),
+    relative to that folder (so ``parts[0]`` is the table), sorted."""
+    aside = Path(root) / "superseded"
+    return sorted(p.relative_to(aside) for t in tables or ("generations", "judgments")
+                  for p in (aside / t).glob("**/*.parquet"))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -14,6 +14,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from jobs.models import local_weights
+from sweep.core.config import PromptFormat
+from sweep.core.prompts import render_plain
 from sweep.plan import plan
 from tests.conftest import compose_config, exact_rows
 from tests.test_plan import LAPTOP
@@ -24,14 +27,14 @@ from warehouse.store import Store
 
 pytestmark = pytest.mark.vllm
 ROOT = Path(__file__).resolve().parents[1]
+SWEEP = ("evals=smoke", "sampling.max_tokens=64", "judge.pairwise=true", "judge.soft_scores=true")
 
 
 @pytest.fixture(scope="module")
 def sweep_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Store]:
     wh = tmp_path_factory.mktemp("warehouse")
     out = subprocess.run(
-        [sys.executable, "-m", "sweep", "evals=smoke", "sampling.max_tokens=64", f"warehouse.root={wh}",
-         "run.name=e2e", "run.progress=false", "judge.pairwise=true", "judge.soft_scores=true"],
+        [sys.executable, "-m", "sweep", *SWEEP, f"warehouse.root={wh}", "run.name=e2e", "run.progress=false"],
         capture_output=True, text=True, timeout=1200, cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr[-4000:]
@@ -58,6 +61,11 @@ def test_rows_are_complete_and_unique(sweep_run) -> None:  # noqa: ANN001
     con = connect(store)
     models, prompts = 3, 3
     assert exact_rows(store, "e2e") == (9, 9, 18, 18)
+    # The views: one row per grain (what the raw counts above leave to the cell keys).
+    assert con.execute("select count(*), count(distinct (run_id, model, eval_id, sample)) from generations"
+                       ).fetchone() == (9, 9)
+    assert con.execute("select count(*), count(distinct (run_id, judge, respondent, eval_id, sample)) from judgments"
+                       ).fetchone() == (18, 18)
     assert con.execute("select count(distinct model) from generations").fetchone() == (models,)
     run = con.execute("select status, model_loads, generate_cells, judge_cells, config_hash from runs").fetchone()
     assert run[:4] == ("finished", models, models * prompts, models * (models - 1) * prompts)
@@ -76,10 +84,27 @@ def test_answers_are_real_model_output(sweep_run) -> None:  # noqa: ANN001
         "select answer, finish_reason from generations where model = 'Gemma3-270M-base' "
         "and eval_id = 'capital-france'").fetchone()
     assert finish == "stop" and "Paris" in answer and "Question:" not in answer
-    rows = con.execute("select status, output_tokens, latency_s, prompt_tokens from generations").fetchall()
+    rows = con.execute("select status, output_tokens, latency_s from generations").fetchall()
     assert all(s in ("ok", "truncated", "empty") for s, *_ in rows)
     # max_tokens=64, and an answer cut off there is asked once more with twice the budget
-    assert all(0 < out <= 2 * 64 and lat > 0 and p > 0 for _, out, lat, p in rows)
+    assert all(0 < out <= 2 * 64 and lat > 0 for _, out, lat in rows)
+    # The prompt each card was shown, tokenized here by its own tokenizer: the chat template with the
+    # generation prompt, or the base model's plain text with its BOS, as vLLM counts it.
+    from transformers import AutoTokenizer
+
+    planned = plan(compose_config(*SWEEP), "e2e", LAPTOP)
+    tokenizers = {card.name: AutoTokenizer.from_pretrained(local_weights(card, "float32")) for card in planned.cards}
+    want = {}
+    for c in planned.generate:
+        tok, conversation = tokenizers[c.model], [{"role": r, "content": t} for r, t in c.messages]
+        if planned.card(c.model).prompt_format is PromptFormat.plain:
+            ids = tok(render_plain(c.messages)).input_ids
+        else:  # the template's text holds its special tokens
+            ids = tok(tok.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False),
+                      add_special_tokens=False).input_ids
+        want[c.model, c.eval_id] = len(ids)
+    got = {(m, e): n for m, e, n in con.execute("select model, eval_id, prompt_tokens from generations").fetchall()}
+    assert got == want
 
 
 def test_every_judgment_is_valid_or_counted(sweep_run) -> None:  # noqa: ANN001
@@ -125,8 +150,9 @@ def test_warehouse_report_prints_the_tables_again(sweep_run) -> None:  # noqa: A
     assert "Ranking, run e2e" in out.stdout and "SmolLM2-135M-expert" in out.stdout
 
 
-# 3 models, 3 prompts, 3 judges; eval_scores has a row per (model, prompt) with a valid score.
-GRAIN_ROWS = {"rankings": 3, "efficiency": 3, "judge_leniency": 3, "generations": 9, "judgments": 18}
+# 3 models, 3 prompts, 3 judges; eval_scores has a row per (model, prompt) with a valid score (the
+# generations and judgments views: test_rows_are_complete_and_unique).
+GRAIN_ROWS = {"rankings": 3, "efficiency": 3, "judge_leniency": 3}
 
 
 def grain_rows(store: Store, view: str) -> int:
@@ -139,8 +165,7 @@ def grain_rows(store: Store, view: str) -> int:
 @pytest.mark.parametrize(
     "view, grain",
     [("rankings", "run_id, model"), ("efficiency", "run_id, model"), ("eval_scores", "run_id, model, eval_id"),
-     ("judge_leniency", "run_id, judge"), ("generations", "run_id, model, eval_id, sample"),
-     ("judgments", "run_id, judge, respondent, eval_id, sample")],
+     ("judge_leniency", "run_id, judge")],
 )
 def test_each_view_has_one_row_per_grain(sweep_run, view: str, grain: str) -> None:  # noqa: ANN001
     _, store = sweep_run
@@ -152,8 +177,7 @@ def test_each_view_has_one_row_per_grain(sweep_run, view: str, grain: str) -> No
 def test_pairwise_verdicts_are_planned_rows_and_reported(sweep_run) -> None:  # noqa: ANN001
     out, store = sweep_run
     con = connect(store)
-    planned = plan(compose_config("evals=smoke", "sampling.max_tokens=64", "judge.pairwise=true",
-                                  "judge.soft_scores=true"), "e2e", LAPTOP)
+    planned = plan(compose_config(*SWEEP), "e2e", LAPTOP)
     got = dict(con.execute("select cell_key, status from comparisons").fetchall())
     assert sorted(got) == sorted(c.key for c in planned.compare) and len(got) == 3 * 2 * 3
     # A pair with an answer judges don't see is not asked (no_answer); every pair asked stays on the schema.

@@ -18,7 +18,7 @@ import ray
 from ray.util.state import list_actors, list_tasks
 
 from sweep.run import RunResult, run
-from tests.conftest import exact_rows, fake_cli, fake_pool
+from tests.conftest import exact_rows, fake_cli, fake_pool, superseded
 from warehouse.db import connect
 from warehouse.store import Store
 
@@ -145,8 +145,7 @@ def test_an_instance_that_keeps_failing_leaves_error_rows_not_gaps(ray_nodes, tm
     assert statuses(again.store) == ([("ok",)], [("ok",)])  # the error rows were recomputed, not reused
     assert con.execute("select reused_cells, instance_failures, status from runs").fetchone() == (0, 0, "finished")
     # Set aside: each model's batch file of 3 error answers, and each judge's batch file of 3 verdicts on them.
-    aside = [p for t in ("generations", "judgments") for p in (tmp_path / "superseded" / t).glob("**/*.parquet")]
-    assert len(aside) == 2 + 2
+    assert len(superseded(tmp_path)) == 2 + 2
 
 
 # The driver, with one change: its Nth temp-file write of a table writes half the bytes, says where

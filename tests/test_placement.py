@@ -1,6 +1,6 @@
 """Placement on a real multi-node Ray cluster on this machine (ray.cluster_utils.Cluster, logical
-GPUs): each instance's placement group lands on the nodes the plan gives it, a model no slot
-holds is refused before anything starts, and GPUs come back when an instance stops.
+GPUs): each instance's placement group lands on the nodes the plan gives it and GPUs come back when an
+instance stops (a model no slot holds is refused before anything starts: tests/test_plan.py's refusals).
 
 The study cards run on the fake engine here (no device is touched): these tests are about
 placement. The real engine across nodes is test_a_cpu_vllm_sweep_across_nodes_matches_one_node.
@@ -18,7 +18,6 @@ from ray.util.placement_group import placement_group_table
 from ray.util.state import list_actors
 
 from sweep import sizing
-from sweep.core.errors import SweepError
 from sweep.forecast import forecast
 from sweep.plan import plan
 from sweep.run import run
@@ -51,18 +50,6 @@ def test_placement_groups_land_where_the_plan_says(ray_nodes, tmp_path: Path) ->
     assert connect(result.store).execute("select model_loads from runs").fetchone() == (result.model_loads,)
     assert placement_group_table() == {} or all(
         g["state"] == "REMOVED" for g in placement_group_table().values())  # every group freed
-
-
-def test_a_model_too_large_is_refused_before_anything_starts(ray_nodes, tmp_path: Path) -> None:  # noqa: ANN001
-    cluster = ray_nodes(workers=1, gpus=8, cpus=8)
-    with pytest.raises(SweepError) as e:
-        run(study(tmp_path, "refused"))
-    msg = str(e.value)
-    assert "1 of 8 models don't fit this cluster" in msg
-    assert "the biggest slot one model can span is 1 node(s) x 8 GPUs of 80 GiB" in msg
-    assert "Qwen3.5-397B-A17B: 794 GB of bfloat16 weights" in msg
-    assert [a for a in list_actors(cluster.address) if a.name.startswith("sweep/")] == []
-    assert placement_group_table() == {}
 
 
 def test_capacity_places_pipeline_stages_on_separate_nodes_and_gets_them_back() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from tests.conftest import compose_config
 
 GiB = sizing.GiB
 LAPTOP = sizing.Inventory((sizing.Node(cpus=2, gpus=0, memory_bytes=16 * GiB),))
+ROOT = Path(__file__).resolve().parents[1]
 TWO_H100_NODES = sizing.Inventory(tuple(sizing.Node(96, 8, 1024 * GiB, 80 * GiB) for _ in range(2)))
 
 
@@ -91,32 +93,79 @@ def test_judge_prompt_is_blind() -> None:
         assert cell.label.startswith("Response ")
 
 
-def test_study_pool_is_refused_on_a_cpu_machine_with_needs_and_inventory() -> None:
-    with pytest.raises(SweepError) as e:
-        plan(compose_config("model=all"), "r", LAPTOP)
-    msg = str(e.value)
-    assert "8 of 8 models need GPUs and this cluster has none (1 node(s), 2 CPUs, 16 GiB RAM, no GPUs)" in msg
-    # 16.4 GB of weights + 64 sequences x 4096 tokens x 144 KiB of KV
-    assert ("Qwen3-8B: 16 GB of bfloat16 weights + 38.7 GB KV cache; the smallest shape vLLM runs it in is "
-            "TP 1 x PP 1 = 1 x 80 GiB GPUs; in FP8 (Qwen/Qwen3-8B-FP8, engine.prefer_fp8=true): 9 GB") in msg
-    assert "fix:" in msg
-
-
-def test_study_pool_fits_two_h100_nodes_but_not_one_gpu() -> None:
+def test_study_pool_fits_two_h100_nodes() -> None:
     p = plan(compose_config("model=all", "evals=smoke"), "r", TWO_H100_NODES)
     assert len(p.generate) == 8 * 3
-    one_gpu = sizing.Inventory((sizing.Node(8, 1, 64 * GiB, 80 * GiB),))
-    with pytest.raises(SweepError) as e:
-        plan(compose_config("model=all", "evals=smoke", "engine.concurrency=8"), "r", one_gpu)
-    msg = str(e.value)
-    # 397B (794 GB), 122B (244 GB), Coder-Next (160 GB) and 32B (66 GB + KV) need several GPUs.
-    assert "4 of 8 models don't fit this cluster" in msg
-    assert "the biggest slot one model can span is 1 node(s) x 1 GPUs of 80 GiB" in msg
-    # One GPU per node: TP 1, so as many pipeline stages (nodes) as the weights need.
-    assert ("Qwen3.5-397B-A17B: 794 GB of bfloat16 weights + 1.0 GB KV cache; the smallest shape vLLM runs it in is "
-            "TP 1 x PP 11 = 11 x 80 GiB GPUs (11 nodes of 1)") in msg
-    assert "Qwen3.5-122B-A10B: 244 GB" in msg and "Qwen3-Coder-Next: 160 GB" in msg and "Qwen3-32B: 66 GB" in msg
-    assert "Qwen3-8B" not in msg and "Qwen3.5-27B" not in msg
+
+
+ONE_GPU_NODE = sizing.Inventory((sizing.Node(8, 1, 64 * GiB, 80 * GiB),))
+# 16.4 GB of weights + 64 sequences x 4096 tokens x 144 KiB of KV; the GPU a CPU machine would need.
+NO_GPUS = ["8 of 8 models need GPUs and this cluster has none",
+           "Qwen3-8B: 16 GB of bfloat16 weights + 38.7 GB KV cache; the smallest shape vLLM runs it in is "
+           "TP 1 x PP 1 = 1 x 80 GiB GPUs; in FP8 (Qwen/Qwen3-8B-FP8, engine.prefer_fp8=true): 9 GB",
+           "Qwen3.5-397B-A17B: 794 GB of bfloat16 weights", "fix:"]
+# One 8-GPU node: the 397B alone; a shape vLLM can run (TP divides the 32 heads), not a memory count
+# ("at least 11 GPUs"), and the FP8 way out.
+ONE_H100_NODE = ["1 of 8 models don't fit this cluster",
+                 "the biggest slot one model can span is 1 node(s) x 8 GPUs of 80 GiB",
+                 "Qwen3.5-397B-A17B: 794 GB of bfloat16 weights",
+                 "the smallest shape vLLM runs it in is TP 8 x PP 2 = 16 x 80 GiB GPUs (2 nodes of 8); in FP8 "
+                 "(Qwen/Qwen3.5-397B-A17B-FP8, engine.prefer_fp8=true): 399 GB, TP 8 x PP 1 = 8 x 80 GiB GPUs", "fix:"]
+REFUSALS = {
+    "plan, no GPUs": (NO_GPUS + ["this cluster has none (1 node(s), 2 CPUs, 16 GiB RAM, no GPUs)"], []),
+    "python -m sweep, this CPU machine": (NO_GPUS, []),
+    # 397B (794 GB), 122B (244 GB), Coder-Next (160 GB) and 32B (66 GB + KV) need several GPUs; one GPU
+    # per node means TP 1, so as many pipeline stages (nodes) as the weights need.
+    "plan, 1-GPU nodes": (["4 of 8 models don't fit this cluster",
+                           "the biggest slot one model can span is 1 node(s) x 1 GPUs of 80 GiB",
+                           "Qwen3.5-397B-A17B: 794 GB of bfloat16 weights + 1.0 GB KV cache; the smallest shape vLLM "
+                           "runs it in is TP 1 x PP 11 = 11 x 80 GiB GPUs (11 nodes of 1)",
+                           "Qwen3.5-122B-A10B: 244 GB", "Qwen3-Coder-Next: 160 GB", "Qwen3-32B: 66 GB"],
+                          ["Qwen3-8B", "Qwen3.5-27B"]),
+    "plan=true, h100_8": (ONE_H100_NODE, []),
+    "live run, Ray node of 8 GPUs": (ONE_H100_NODE, []),
+}
+
+
+def refusal(how: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The refusal's text, reached ``how``; each way in also checks that nothing started."""
+    if how.startswith("plan, "):
+        with pytest.raises(SweepError) as e:
+            plan(compose_config("model=all", "evals=smoke", "engine.concurrency=8") if how == "plan, 1-GPU nodes"
+                 else compose_config("model=all"), "r", ONE_GPU_NODE if how == "plan, 1-GPU nodes" else LAPTOP)
+        return str(e.value)
+    if how == "live run, Ray node of 8 GPUs":
+        from ray.util.placement_group import placement_group_table
+        from ray.util.state import list_actors
+
+        from sweep.run import run
+        from tests.test_placement import study
+
+        cluster = request.getfixturevalue("ray_nodes")(workers=1, gpus=8, cpus=8)
+        with pytest.raises(SweepError) as e:
+            run(study(tmp_path, "refused"))
+        assert [a for a in list_actors(cluster.address) if a.name.startswith("sweep/")] == []
+        assert placement_group_table() == {}
+        return str(e.value)
+    # The CLI: exit 2, no traceback. plan=true never imports Ray; the run stops before any answer is written.
+    from tests.test_forecast import fake_ray
+
+    planned = how == "plan=true, h100_8"
+    args = ["plan=true", "cluster=h100_8"] if planned else ["evals=smoke", f"warehouse.root={tmp_path}"]
+    out = subprocess.run([sys.executable, "-m", "sweep", "model=all", *args], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT, env=fake_ray(tmp_path) if planned else None)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert not (tmp_path / "generations").exists()
+    return out.stderr
+
+
+@pytest.mark.parametrize("how", [pytest.param(h, marks=[pytest.mark.ray] if "Ray" in h else []) for h in REFUSALS])
+def test_a_pool_too_large_for_the_cluster_is_refused_with_needs_and_shapes(
+        how: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    text = " ".join(refusal(how, tmp_path, request).split())  # the CLI wraps long lines
+    present, absent = REFUSALS[how]
+    assert [line for line in present if line not in text] == [], text
+    assert [name for name in absent if name in text] == [], text
 
 
 def test_host_memory_refusal_on_a_small_node() -> None:

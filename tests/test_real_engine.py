@@ -7,14 +7,19 @@ tests/test_reask.py test the same features at scale on the fake engine.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import exact_rows
-from tests.real_sweep import BUDGET, GENERATING, RUN, Resumed
+from jobs.models import local_weights
+from tests.conftest import compose_config, exact_rows, superseded
+from tests.real_sweep import BUDGET, GENERATING, ROOT, RUN, WIDE, Resumed
 from warehouse.db import connect
+from warehouse.store import Store
 
 pytestmark = pytest.mark.vllm
 
@@ -32,8 +37,7 @@ def test_a_real_sweep_killed_mid_run_finishes_on_rerun_without_redoing_cells(res
     assert f"reusing {answered} answers, {judged} judgments" in r.rerun.stderr
     # Finished cells are not recomputed: the files that had landed are still there, byte for byte.
     assert {f: Path(f).read_bytes() for f in r.landed} == r.landed
-    aside = Path(r.store.root) / "superseded"  # nothing set aside but the run's own row, rewritten at each start
-    assert not [p for t in ("generations", "judgments") for p in (aside / t).glob("**/*.parquet")]
+    assert superseded(r.store.root) == []  # nothing set aside but the run's own row, rewritten at each start
     assert not list(Path(r.store.root).glob("**/.*.tmp"))
 
 
@@ -73,3 +77,46 @@ def test_a_real_cut_off_answer_is_asked_again_with_twice_the_budget(resumed_swee
     verdicts = con.execute("select g.status, j.status from raw_judgments j join raw_generations g "
                            "on g.cell_key = j.answer_key").fetchall()
     assert len(verdicts) == 6 and all(j == ("ok" if g == "ok" else "no_answer") for g, j in verdicts), verdicts
+
+
+def test_a_weights_folder_that_breaks_inside_the_load_ends_as_error_rows_naming_the_card(tmp_path: Path) -> None:
+    """A copy of the packaged SmolLM2 folder whose config.json is cut short passes the checks made before Ray
+    starts (a model folder with a config.json; sizing reads only the safetensors headers), and vLLM's LLM(...)
+    raises inside the actor. A failed LLM(...) spoils its process, so the retry is a fresh actor; after
+    run.retries=1 the card's cells are error rows saying why and what to do. The other card is on the fake
+    engine (no load to wait for) and its answers are cut off, so nothing needs the broken card as a judge and
+    it is loaded only for its answers: two failed loads, the test's whole cost."""
+    good = Path(local_weights(compose_config("model=smollm2").model.cards["smollm2"], "float32"))
+    broken = tmp_path / "broken-smollm2"
+    broken.mkdir()
+    for f in good.iterdir():  # the weights themselves are linked, not copied (0.5 GB)
+        if f.name != "config.json":
+            (broken / f.name).symlink_to(f)
+    (broken / "config.json").write_text((good / "config.json").read_text()[:200])  # cut mid-object
+    wh = tmp_path / "wh"
+    out = subprocess.run(
+        [sys.executable, "-m", "sweep", "model=smol_pair", "evals=smoke", "sampling.max_tokens=8", "run.retries=1",
+         *[f"model.cards.smollm2.{k}" for k in ("engine=fake", "gguf=null", "hf_repo=fake/smollm2")],
+         "model.cards.smollm2_expert.gguf=null", f"model.cards.smollm2_expert.path={broken}",
+         f"warehouse.root={wh}", "run.name=broken", "run.progress=false"],
+        capture_output=True, text=True, timeout=900, cwd=ROOT, env={**WIDE, "SWEEP_FAKE_NEEDS_TOKENS": "100"})
+    assert out.returncode == 0, out.stderr[-4000:]
+    log = re.sub(r" run\.py:\d+", "", " ".join(out.stderr.split()))  # long log lines wrap beside their source
+    card = "SmolLM2-135M-expert"
+    said = f"RuntimeError: {card}: its engine failed to start from {broken} (OSError: "
+    assert log.count(f"{card}: instance failed ({said}") == 1 and log.count("restarting (1/1)") == 1, log[-4000:]
+    assert log.count(f"{card}: instance failed 2 times ({said}") == 1, log[-4000:]
+    assert log.count("its cells are recorded as errors") == 1
+    store = Store(str(wh))
+    con = connect(store)
+    assert exact_rows(store, "broken") == (6, 6, 6, 6)
+    assert con.execute("select status, model_loads, instance_failures from runs").fetchone() == ("finished", 3, 2)
+    answers = con.execute("select model, status, attempts, count(*) from raw_generations group by all order by 1"
+                          ).fetchall()
+    assert answers == [("SmolLM2-135M", "truncated", 2, 3), (card, "error", 2, 3)]  # 8 tokens, then 16, of 100
+    assert con.execute("select distinct status from raw_judgments").fetchall() == [("no_answer",)]
+    # The error rows say which card, which folder, what vLLM found and the fix, in one line without terminal colours.
+    errors = {e for (e,) in con.execute("select error from raw_generations where status = 'error'").fetchall()}
+    assert len(errors) == 1, errors
+    (error,) = errors
+    assert error.startswith(said) and "config.json" in error and "fix: " in error and "\x1b" not in error, error

@@ -14,7 +14,7 @@ import pytest
 
 from sweep.core.errors import SweepError
 from sweep.run import run
-from tests.conftest import exact_rows, fake_pool
+from tests.conftest import exact_rows, fake_pool, superseded
 from tests.test_faults import FULL
 from warehouse.db import compact, connect
 from sweep.core.rows import SCHEMAS
@@ -45,9 +45,9 @@ def test_changing_one_prompt_redoes_only_its_cells(tmp_path: Path) -> None:
     assert con.execute("select reused_cells from runs").fetchone() == (18,)
     assert exact_rows(result.store, "edit") == FULL
     assert con.execute("select count(*) from generations where prompt like '%Italy%'").fetchone() == (3,)
-    superseded = [p.relative_to(tmp_path / "superseded").parts[0] for p in (tmp_path / "superseded").glob("**/*.parquet")]
     # the old answer file of each model and verdict file of each judge, and the run's row each time it was rewritten
-    assert sorted(superseded) == ["generations"] * 3 + ["judgments"] * 3 + ["runs"] * 3
+    assert [p.parts[0] for p in superseded(tmp_path, "generations", "judgments", "runs")] == \
+        ["generations"] * 3 + ["judgments"] * 3 + ["runs"] * 3
     # each old file's reusable cells in a file of their own, and the new answers in one file per model
     assert len(result.store.files("generations", "edit")) == 3 + 3
 
@@ -59,8 +59,7 @@ def test_resume_false_recomputes_without_duplicates(tmp_path: Path) -> None:
     assert again.model_loads == 3
     assert exact_rows(again.store, "fresh") == FULL
     # The recomputed cells replace the old files, which are kept under superseded/, not rewritten in place.
-    assert sorted(str(p.relative_to(tmp_path / "superseded")) for t in ("generations", "judgments")
-                  for p in (tmp_path / "superseded" / t).glob("**/*.parquet")) == sorted(old)
+    assert sorted(str(p) for p in superseded(tmp_path)) == sorted(old)
 
 
 def test_a_truncated_parquet_file_is_skipped_with_a_warning_and_recomputed(
@@ -82,7 +81,7 @@ def test_a_truncated_parquet_file_is_skipped_with_a_warning_and_recomputed(
     # Set aside, not deleted: the two unreadable files, and the two judges' verdicts on the
     # answer that was asked again (they judged text that no longer exists).
     # (their other verdicts are kept, in a file of their own).
-    assert len([p for t in ("generations", "judgments") for p in (tmp_path / "superseded" / t).glob("**/*.parquet")]) == 2 + 2
+    assert len(superseded(tmp_path)) == 2 + 2
 
 
 def test_a_compacted_run_still_resumes_cell_by_cell(tmp_path: Path) -> None:
@@ -130,7 +129,7 @@ def test_corrupt_pages_and_a_foreign_schema_are_skipped_by_query_and_report_and_
     assert "│       6 │" in cli("query", "select count(*) as answers from generations").stdout  # 9 - a batch file of 3
     result = run(fake_pool(f"warehouse.root={tmp_path}", "run.name=rot"))
     assert exact_rows(result.store, "rot") == FULL
-    aside = sorted(p.name for t in ("generations", "judgments") for p in (tmp_path / "superseded" / t).glob("**/*.parquet"))
+    aside = [p.name for p in superseded(tmp_path)]
     # The two bad files, and the two other judges' batch files, which held verdicts on the answers asked
     # again (their other verdicts are kept, in a file of their own); nothing deleted.
     assert len(aside) == 4 and rotten.name in aside and foreign.name in aside

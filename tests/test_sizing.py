@@ -119,3 +119,27 @@ def test_a_local_checkpoint_is_sized_from_its_safetensors_headers(tmp_path) -> N
     assert sizing.weight_bytes(card, "bfloat16") == 7_000_000  # the headers' count, not the card's
     card.path = str(tmp_path / "elsewhere")  # no safetensors there: the card's figure
     assert sizing.weight_bytes(card, "bfloat16") == 2_000_000_000
+
+
+def test_a_cut_short_safetensors_file_is_one_clear_error_before_any_load(tmp_path) -> None:  # noqa: ANN001
+    """A copy or download cut short: the header names more bytes than the file holds. The plan, which sizes
+    the card from the headers, refuses it naming the card and the fix (not safetensors' traceback)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from sweep.core.errors import SweepError
+    from sweep.plan import plan
+    from tests.test_plan import LAPTOP
+
+    whole = tmp_path / "whole.safetensors"
+    save_file({"embed": np.zeros((1000, 100), np.float32)}, str(whole))
+    (tmp_path / "model.safetensors").write_bytes(whole.read_bytes()[:-1000])
+    whole.unlink()
+    (tmp_path / "config.json").write_text("{}")
+    cfg = compose_config("model=smol_pair", "evals=smoke", "model.cards.smollm2_expert.gguf=null",
+                         f"model.cards.smollm2_expert.path={tmp_path}")
+    with pytest.raises(SweepError) as e:
+        plan(cfg, "r", LAPTOP)
+    assert e.value.problem.startswith(f"card SmolLM2-135M-expert: {tmp_path / 'model.safetensors'} can't be read "
+                                      "(Error while deserializing header: incomplete metadata"), e.value.problem
+    assert "copy the checkpoint again" in e.value.fix

@@ -170,7 +170,8 @@ for comp, r in zip(asked, rows):
     greedy = [comp.logprobs[i][0][1] >= max(lp for t, lp in comp.logprobs[i]) for i in at.values()]
     checks.append({"status": r.status, "score": r.score, "soft_score": r.soft_score, "soft": soft,
                    "sampled": r.criteria, "digit_mass": digit_mass, "greedy": greedy,
-                   "joined": "".join(tokens), "text": comp.text})
+                   "joined": "".join(tokens), "text": comp.text,
+                   "raw": {name: [comp.logprobs[i], comp.logprobs[i + 1]] for name, i in at.items()}})
 print(json.dumps({"ten": [tokenizer.decode([t]) for t in tokenizer.encode(" 10")], "checks": checks}))
 """
 
@@ -193,4 +194,28 @@ def test_soft_scores_from_real_vllm_logprobs_under_the_json_grammar() -> None:
         assert all(1 <= v <= 10 for v in c["soft"].values())
         weights = {k.name: k.weight for k in SUITE.criteria}
         assert c["soft_score"] == pytest.approx(sum(weights[k] * v for k, v in c["soft"].items()))
+        # The stored soft score against the definition worked here from the raw logprobs. Both read the
+        # same float logprobs (JSON round-trips a double exactly) and differ only in the order of a few
+        # dozen additions of numbers at most 10, so they agree to ~1e-13; 1e-9 leaves room for that alone.
+        assert c["soft_score"] == pytest.approx(expected_score(c["raw"], weights), abs=1e-9), c["raw"]
     print("sampled vs soft:", [(c["score"], round(c["soft_score"], 3)) for c in checks])
+
+
+def expected_score(raw: dict[str, list[list[list]]], weights: dict[str, float]) -> float:
+    """The README's soft score from a verdict's logprobs at each value's first token and the token after it
+    ([[token, logprob], ...], the sampled token first), worked out without jobs/judge.py."""
+    total = 0.0
+    for name, (first, after) in raw.items():
+        mass: dict[int, float] = {}
+        for rank, (token, logprob) in enumerate(first):
+            if not token.strip().isdigit():
+                continue
+            value, p = token.strip(), math.exp(logprob)
+            # The sampled digit is followed one token on: "1" then "0" is 10, with P(1) x P(0 | 1).
+            more = [(value + t, math.exp(lp)) for t, lp in after if t.isdigit()] if rank == 0 else []
+            for longer, q in more:
+                mass[int(longer)] = mass.get(int(longer), 0.0) + p * q
+            mass[int(value)] = mass.get(int(value), 0.0) + p * (1 - sum(q for _, q in more))
+        on_scale = {v: p for v, p in mass.items() if SUITE.scale_min <= v <= SUITE.scale_max}
+        total += weights[name] * sum(v * p for v, p in on_scale.items()) / sum(on_scale.values())
+    return total
