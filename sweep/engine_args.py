@@ -101,10 +101,10 @@ def contexts(cards: Sequence[ModelCard], answer_prompts: Mapping[str, tuple[int,
     """Every local card's context; refuses (one SweepError for all) cards whose first request can't fit."""
     slot = inventory.slot(int(cfg.cluster.gpu_memory_gib * sizing.GiB)) if inventory.gpus else None
     budget = sizing.budget(cfg.engine)
-    max_chars = cfg.judge.justification_max_chars
+    max_chars, cut = cfg.judge.justification_max_chars, cfg.judge.judge_truncated  # with the cut-off notice
     judge_prompt = max(
-        max(message_tokens(judge_messages(suite, p.id, "", "Response A", max_chars)),
-            message_tokens(compare_messages(suite, p.id, "", "", max_chars)))
+        max(message_tokens(judge_messages(suite, p.id, "", "Response A", max_chars, cut)),
+            message_tokens(compare_messages(suite, p.id, "", "", max_chars, (cut, cut))))
         for p in suite.prompts)
     out = {}
     for card in cards:

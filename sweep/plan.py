@@ -14,7 +14,8 @@ from sweep import engine_args, panel, sizing
 from sweep.core.cells import CompareCell, GenerateCell, JudgeCell, SamplingParams, SweepPlan, content_key
 from sweep.core.config import Mode, ModelCard, NodeGroup, Panel, PromptFormat, Sampling, SweepConfig
 from sweep.core.errors import SweepError
-from sweep.core.prompts import COMPARE_TEMPLATE, JUDGE_TEMPLATE, PLAIN_STOP, SOFT_TOP_K, answer_messages, identity_terms
+from sweep.core.prompts import (COMPARE_TEMPLATE, CUT_OFF_NOTICE, JUDGE_TEMPLATE, PLAIN_STOP, SOFT_TOP_K, answer_messages,
+                                identity_terms)
 
 
 def resolve_sampling(card: ModelCard, mode: Mode, override: Sampling, seed: int) -> SamplingParams:
@@ -90,7 +91,7 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
                 suite.judge_brief, [asdict(c) for c in suite.criteria], rubric[answer.eval_id],
                 cfg.judge.justification_max_chars, sampling, scrub,
                 # Only when on, so the keys of runs without soft scores stay as they were.
-                *((("soft_scores", SOFT_TOP_K),) if cfg.judge.soft_scores else ()),
+                *((("soft_scores", SOFT_TOP_K),) if cfg.judge.soft_scores else ()), *cut_off_rule(cfg.judge),
             )
             judgments.append(
                 JudgeCell(key, judge_card.name, answer.model, answer.eval_id, answer.sample,
@@ -109,6 +110,13 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
     verdicts = {j.judge: j.sampling.max_tokens for j in judgments}
     windows = engine_args.contexts(cards, prompts, reads, suite, verdicts, cfg, inventory)
     return SweepPlan(run_id, cards, suite, tuple(answers), tuple(judgments), comparisons, tuple(windows.values()))
+
+
+def cut_off_rule(judging: Panel) -> tuple[tuple[str, str], ...]:
+    """What a verdict's key holds of the cut-off rule: which answers a judge reads depends on it (and
+    how, by the notice), and an answer's status is known only once it lands. Empty when off, so the keys
+    of runs that didn't judge cut-off answers stay as they were."""
+    return (("cut_off", CUT_OFF_NOTICE),) if judging.judge_truncated else ()
 
 
 def pairs(cfg: SweepConfig, cards: tuple[ModelCard, ...], answers: list[GenerateCell],
@@ -132,6 +140,7 @@ def pairs(cfg: SweepConfig, cards: tuple[ModelCard, ...], answers: list[Generate
                                 "compare", _identity(judge_card), cfg.judge.mode.value, one.key, two.key,
                                 COMPARE_TEMPLATE, suite.judge_brief, [asdict(c) for c in suite.criteria],
                                 rubric[item.id], cfg.judge.justification_max_chars, sampling, scrub,
+                                *cut_off_rule(cfg.judge),
                             )
                             out.append(CompareCell(key, judge_card.name, item.id, sample, first, second,
                                                    one.key, two.key, sampling, scrub))

@@ -262,9 +262,11 @@ class Panel:
     retries: int = 2
     """Times an invalid or truncated verdict is asked again (new seed; truncated: twice the
     budget). The final status and the attempt count are stored."""
-    judge_truncated: bool = False
-    """Show judges answers that were cut off at max_tokens. Off: such answers are not judged
-    as if complete; their judgment rows say no_answer."""
+    judge_truncated: bool = True
+    """Judge answers that were cut off at max_tokens and have content, telling the judge so
+    (sweep.core.prompts.CUT_OFF_NOTICE under the answer; the answer row keeps status truncated).
+    Off: such answers are not judged and their judgment rows say no_answer, as before. An empty
+    answer (e.g. reasoning that used the whole budget) is never judged either way."""
     soft_scores: bool = False
     """Also store each judgment's soft score: the expected score under the judge's own probabilities
     of the score tokens (jobs.judge.soft_criteria), beside the sampled one (judgments.soft_score).
