@@ -78,7 +78,7 @@ def context(card: ModelCard, prompts: Mapping[str, tuple[int, int]], reads: Mapp
     """``prompts``: per card its longest answer prompt and answer budget, in tokens; ``reads``: per
     judge the respondents whose answers one of its prompts holds (two for a pairwise verdict)."""
     prompt, budget = prompts[card.name]
-    again = 2 ** cfg.run.retry_truncated
+    again = 2 ** card.re_asks(cfg.run.retry_truncated)
     need, want = max(prompt + budget, judge_prompt + verdict if reads.get(card.name) else 0), prompt + budget * again
     for shown in reads.get(card.name, []):
         answers = sum(prompts[r][1] * again for r in shown)

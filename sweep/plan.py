@@ -223,8 +223,9 @@ def validate(cfg: SweepConfig) -> None:
             raise SweepError(f"{key}={value} must be positive", f"set {key} to a value above 0")
     if not 0 < cfg.engine.gpu_memory_utilization <= 1:
         raise SweepError(f"engine.gpu_memory_utilization={cfg.engine.gpu_memory_utilization}", "use a value in (0, 1]")
-    counts = {"run.retries": cfg.run.retries, "run.retry_truncated": cfg.run.retry_truncated,
+    counts = {"run.retries": cfg.run.retries, "run.retry_truncated": cfg.run.retry_truncated or 0,
               "judge.retries": cfg.judge.retries, "engine.tensor_parallel_size": cfg.engine.tensor_parallel_size}
+    counts |= {f"model.cards.{key}.retry_truncated": card.retry_truncated for key, card in cfg.model.cards.items()}
     for key, value in counts.items():
         if value < 0:
             raise SweepError(f"{key}={value} is negative", f"set {key} to 0 or more")
