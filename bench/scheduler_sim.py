@@ -1,5 +1,5 @@
-"""The scheduler against its lower bound: a discrete-event simulation (sweep.forecast) of the
-runner's policy for the study's 8 models on 8, 16 and 64 H100s.
+"""The scheduler against its lower bound: the runner's scheduling loop (sweep.scheduler) on the
+simulated clock of sweep.forecast, for the study's 8 models on 8, 16 and 64 H100s.
 
 Lower bound: sweep/bound.py (the reloads peer judging forces, and when the last answers can be judged,
 besides GPU-work / GPUs and the longest model); "work bound" is the last two alone, one load per model,

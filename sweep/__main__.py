@@ -17,9 +17,7 @@ register()
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from warehouse.db import connect
-    from warehouse.html import save_run_page
-    from warehouse.report import console, print_report
+    from warehouse.report import console
 
     try:
         if cfg.plan:  # print the plan and stop: Ray is not even imported
@@ -38,6 +36,10 @@ def main(cfg: DictConfig) -> None:
         # hold credentials passed as overrides.
         traceback.print_exc()
         sys.exit(1)
+    from warehouse.db import connect
+    from warehouse.html import save_run_page
+    from warehouse.report import print_report
+
     con = connect(result.store)
     panel = print_report(con, result.store, result.run_id, console())  # tables to stdout
     print(f"Page: {save_run_page(con, result.store, result.run_id, panel)}")

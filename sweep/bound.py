@@ -13,7 +13,8 @@ Three arguments, the bound is the largest:
    resident at one instant, so S (with M, when M is outside S) fits the cluster at once. Every
    model outside S loads at least twice. Bound: the minimum over the sets S that fit together
    of the GPU-seconds with one load per model of S and two per other model, over the GPUs.
-   (Adding a model to S only lowers the sum, so only the largest sets that fit are tried.)
+   (Adding a model to S only lowers the sum, so only the largest sets that fit are tried, and a branch
+   of the search that can't beat the best set found is skipped: 16 models no longer walk 2^16 sets.)
 3. Timing. A model X's answers exist no earlier than ``L_X + G_X``. Every other model Y judges
    them: either Y is loaded at that instant (the models loaded then, with X, fit at once), and
    ends no earlier than ``L_X + G_X + J[Y][X]``, or it loads afterwards and ends no earlier than
@@ -31,7 +32,7 @@ after them) against 530 s and 276 s for argument 1 alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Collection, Iterator, Mapping, Sequence
 
 from sweep.schedule import Capacity, Demand
 from sweep.sizing import Inventory
@@ -55,9 +56,15 @@ def fit_together(names: Sequence[str], demands: Mapping[str, Demand], inventory:
     return all(capacity.take(demands[n]) is not None for n in sorted(names, key=lambda n: -demands[n].gpus))
 
 
-def largest_sets(names: Sequence[str], fits: Callable[[Sequence[str]], bool]) -> Iterator[tuple[str, ...]]:
-    """Every set of ``names`` that fits and to which no other name can be added (depth first)."""
+def largest_sets(names: Sequence[str], fits: Callable[[Sequence[str]], bool],
+                 wanted: Callable[[Collection[str], Collection[str]], bool] = lambda chosen, rest: True,
+                 ) -> Iterator[tuple[str, ...]]:
+    """Every set of ``names`` that fits and to which no other name can be added (depth first), skipping
+    the branches ``wanted(chosen, rest)`` turns down: the sets holding ``chosen`` within ``chosen + rest``
+    (a caller after the best set prunes what can't beat the best so far; the order is the same)."""
     def grow(chosen: tuple[str, ...], rest: Sequence[str]) -> Iterator[tuple[str, ...]]:
+        if not wanted(chosen, rest):
+            return
         if not rest:
             if not any(n not in chosen and fits((*chosen, n)) for n in names):
                 yield chosen
@@ -68,7 +75,6 @@ def largest_sets(names: Sequence[str], fits: Callable[[Sequence[str]], bool]) ->
         yield from grow(chosen, tail)
 
     yield from grow((), list(names))
-
 
 
 def lower_bound(demands: Mapping[str, Demand], load_s: Mapping[str, float], gen_s: Mapping[str, float],
@@ -94,11 +100,15 @@ def lower_bound(demands: Mapping[str, Demand], load_s: Mapping[str, float], gen_
             known[key] = fit_together(tuple(key), demands, inventory)
         return known[key]
 
+    def cost(once: Collection[str]) -> float:
+        return (work + sum(gpu[n] * load_s[n] * (1 if n in once else 2) for n in on_gpu)) / gpus_total
+
+    # Branch and bound: a set within chosen + rest costs no less than chosen + rest itself (the same sum,
+    # term by term no smaller, so in floats too); a branch that can't beat the best so far is skipped.
     best_s, best_set = float("inf"), ()
-    for s in largest_sets(on_gpu, fits):
-        gpu_s = work + sum(gpu[n] * load_s[n] * (1 if n in s else 2) for n in on_gpu)
-        if gpu_s / gpus_total < best_s:
-            best_s, best_set = gpu_s / gpus_total, s
+    for s in largest_sets(on_gpu, fits, lambda chosen, rest: cost({*chosen, *rest}) < best_s):
+        if cost(s) < best_s:
+            best_s, best_set = cost(s), s
     reload_s = max(best_s, longest)
 
     timing_s = 0.0
@@ -107,9 +117,15 @@ def lower_bound(demands: Mapping[str, Demand], load_s: Mapping[str, float], gen_
         judges = [y for y in on_gpu if y != x and x in judge_s.get(y, {})]
         if not judges:
             continue
-        earliest = min(
-            max(answered + judge_s[y][x] + (0.0 if y in loaded else load_s[y]) for y in judges)
-            for loaded in largest_sets(judges, lambda group: fits((x, *group)))
-        )
+
+        def end(loaded: Collection[str]) -> float:
+            return max(answered + judge_s[y][x] + (0.0 if y in loaded else load_s[y]) for y in judges)
+
+        # The minimum over the sets, found as far as it matters: below what another model already bounds,
+        # a lower value changes nothing; a branch that ends no earlier, all of chosen + rest loaded, is skipped.
+        earliest = float("inf")
+        for loaded in largest_sets(judges, lambda group: fits((x, *group)),
+                                   lambda chosen, rest: earliest > timing_s and end({*chosen, *rest}) < earliest):
+            earliest = min(earliest, end(loaded))
         timing_s = max(timing_s, earliest)
     return Bound(max(work_s, reload_s, timing_s), work_s, reload_s, timing_s, tuple(best_set))

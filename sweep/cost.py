@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable
 
-from sweep.core.cells import SweepPlan
+from sweep.core.cells import SweepPlan, prefill_estimate
 from sweep.core.config import Mode, ModelCard, SweepConfig
 from sweep.schedule import Demand, demand
 from sweep.sizing import BYTES_PER_PARAM, Inventory, params_total, run_dtype, weight_bytes
@@ -59,31 +59,53 @@ def total(works: Iterable[Work]) -> Work:
 
 
 def work(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, Work]]:
-    """Answers and judging per model, in tokens, from the plan's cells."""
+    """Answers and judging per model, in tokens, from the plan's sizes and panel counts."""
     gen, judging = work_by_respondent(the_plan)
     return gen, {j: total(by.values()) for j, by in judging.items()}
 
 
 def work_by_respondent(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, dict[str, Work]]]:
-    """Answers per model, and judging per judge and respondent, in tokens, from the plan's cells."""
-    answer_len = {c.key: min(c.sampling.max_tokens, ANSWER_TOKENS[the_plan.card(c.model).mode])
-                  for c in the_plan.generate}
-    gen: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for c in the_plan.generate:
-        w = gen[c.model]
-        w[0] += sum(len(text.split()) for _, text in c.messages) * 4 // 3  # ~4 tokens per 3 words
-        w[1] += answer_len[c.key]
-        w[2] += 1
-    judge: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
-    for j in the_plan.judge:
-        w = judge[j.judge, j.respondent]
-        w[0] += JUDGE_PROMPT_TOKENS + answer_len[j.answer_key]
-        w[1] += min(j.sampling.max_tokens, VERDICT_TOKENS)
-        w[2] += 1
+    """Answers per model, and judging per judge and respondent, in tokens, from the plan's sizes and
+    panel counts (sweep.plan sums them once; no cell is walked)."""
+    modes = {c.name: c.mode for c in the_plan.cards}
+    # Every answer of a card has the card's budget, so one answer length per card.
+    answer_len = {s.model: min(s.budget, ANSWER_TOKENS[modes[s.model]]) for s in the_plan.sizes}
+    gen = {s.model: Work(s.prefill_tokens, s.answers * answer_len[s.model], s.answers)
+           for s in the_plan.sizes if s.answers}
     judging: dict[str, dict[str, Work]] = defaultdict(dict)
-    for (name, respondent), v in judge.items():
-        judging[name][respondent] = Work(*v)
-    return {k: Work(*v) for k, v in gen.items()}, dict(judging)
+    for load in the_plan.loads:
+        n = load.judgments
+        judging[load.judge][load.respondent] = Work(n * (JUDGE_PROMPT_TOKENS + answer_len[load.respondent]),
+                                                    n * min(load.verdict_budget, VERDICT_TOKENS), n)
+    return gen, dict(judging)
+
+
+CellWork = dict[str, tuple[int, int]]
+"""Prefill and decode tokens of each answer and judgment cell, by key (one sequence each)."""
+
+
+def cell_work(the_plan: SweepPlan) -> CellWork:
+    """Tokens of each answer and judgment cell (pairwise verdicts are not counted)."""
+    modes = {c.name: c.mode for c in the_plan.cards}
+    answer_len = {c.key: min(c.sampling.max_tokens, ANSWER_TOKENS[modes[c.model]]) for c in the_plan.generate}
+    out = {c.key: (prefill_estimate(c.messages), answer_len[c.key]) for c in the_plan.generate}
+    for j in the_plan.judge:
+        out[j.key] = (JUDGE_PROMPT_TOKENS + answer_len[j.answer_key], min(j.sampling.max_tokens, VERDICT_TOKENS))
+    return out
+
+
+def work_of(per: CellWork, keys: Iterable[str]) -> Work:
+    """The tokens of the cells with these keys."""
+    w = [0, 0, 0]
+    for k in keys:
+        _add(w, per[k])
+    return Work(*w)
+
+
+def _add(into: list[int], cell: tuple[int, int]) -> None:
+    into[0] += cell[0]
+    into[1] += cell[1]
+    into[2] += 1
 
 
 def seconds(card: ModelCard, d: Demand, w: Work, inventory: Inventory, batch: int) -> float:

@@ -24,7 +24,7 @@ from dataclasses import replace
 from typing import Collection, Mapping, Optional, Sequence
 
 from sweep import sizing
-from sweep.core.cells import Context, EngineSettings
+from sweep.core.cells import AnswerSizes, Context, EngineSettings
 from sweep.core.config import DType, Engine, ModelCard, Suite, SweepConfig
 from sweep.core.errors import SweepError
 from sweep.core.prompts import compare_messages, judge_messages
@@ -72,16 +72,16 @@ def kv_bytes_per_gpu(card: ModelCard, shape: Optional[sizing.Shape], slot: Optio
     return max(int(free), shape.kv_bytes_per_gpu)
 
 
-def context(card: ModelCard, prompts: Mapping[str, tuple[int, int]], reads: Mapping[str, Collection[tuple[str, ...]]],
+def context(card: ModelCard, sizes: Mapping[str, AnswerSizes], reads: Mapping[str, Collection[tuple[str, ...]]],
             judge_prompt: int, verdict: int, cfg: SweepConfig, shape: Optional[sizing.Shape],
             slot: Optional[sizing.Slot]) -> Context:
-    """``prompts``: per card its longest answer prompt and answer budget, in tokens; ``reads``: per
+    """``sizes``: per card its longest answer prompt and answer budget (the plan's); ``reads``: per
     judge the respondents whose answers one of its prompts holds (two for a pairwise verdict)."""
-    prompt, budget = prompts[card.name]
+    prompt, budget = sizes[card.name].prompt_tokens, sizes[card.name].budget
     again = 2 ** card.re_asks(cfg.run.retry_truncated)
     need, want = max(prompt + budget, judge_prompt + verdict if reads.get(card.name) else 0), prompt + budget * again
     for shown in reads.get(card.name, []):
-        answers = sum(prompts[r][1] * again for r in shown)
+        answers = sum(sizes[r].budget * again for r in shown)
         want = max(want, judge_prompt + math.ceil(READ_MARGIN * answers) + verdict * 2 ** cfg.judge.retries)
     kv = kv_bytes_per_gpu(card, shape, slot, cfg)
     dtype = sizing.run_dtype(card, shape is not None)
@@ -94,7 +94,7 @@ def context(card: ModelCard, prompts: Mapping[str, tuple[int, int]], reads: Mapp
     return Context(card.name, need, want, card.context_length, "its context length", kv)
 
 
-def contexts(cards: Sequence[ModelCard], answer_prompts: Mapping[str, tuple[int, int]],
+def contexts(cards: Sequence[ModelCard], sizes: Mapping[str, AnswerSizes],
              reads: Mapping[str, Collection[tuple[str, ...]]],
              suite: Suite, verdicts: Mapping[str, int], cfg: SweepConfig, inventory: sizing.Inventory,
              ) -> dict[str, Context]:
@@ -102,16 +102,18 @@ def contexts(cards: Sequence[ModelCard], answer_prompts: Mapping[str, tuple[int,
     slot = inventory.slot(int(cfg.cluster.gpu_memory_gib * sizing.GiB)) if inventory.gpus else None
     budget = sizing.budget(cfg.engine)
     max_chars, cut = cfg.judge.justification_max_chars, cfg.judge.judge_truncated  # with the cut-off notice
+    # Each prompt in a suite of its own: the templates look their prompt up by id (linear in the suite).
+    alone = (replace(suite, prompts=[p]) for p in suite.prompts)
     judge_prompt = max(
-        max(message_tokens(judge_messages(suite, p.id, "", "Response A", max_chars, cut)),
-            message_tokens(compare_messages(suite, p.id, "", "", max_chars, (cut, cut))))
-        for p in suite.prompts)
+        max(message_tokens(judge_messages(one, one.prompts[0].id, "", "Response A", max_chars, cut)),
+            message_tokens(compare_messages(one, one.prompts[0].id, "", "", max_chars, (cut, cut))))
+        for one in alone)
     out = {}
     for card in cards:
         if card.remote:
             continue
         shape = sizing.choose_shape(card, slot, budget) if slot else None
-        out[card.name] = context(card, answer_prompts, reads, judge_prompt, verdicts.get(card.name, 0), cfg,
+        out[card.name] = context(card, sizes, reads, judge_prompt, verdicts.get(card.name, 0), cfg,
                                  shape, slot)
     short = [c for c in out.values() if c.need > c.limit]
     if short:

@@ -1,11 +1,13 @@
-"""How long a sweep will take on a cluster, and how often it loads each model: a discrete-event
-simulation of the runner's own policy (sweep.schedule: load order, admission, placement, keeping
-instances loaded for judging) on the cost model's clock (sweep.cost). Pure: ``plan=true`` prints
-it, bench/scheduler_sim.py measures the policy with it.
+"""How long a sweep will take on a cluster, and how often it loads each model: the live run's own
+scheduling loop (sweep.scheduler, with the policy of sweep.schedule) on a simulated clock driven by
+the cost model (sweep.cost). Pure: ``plan=true`` prints it, bench/scheduler_sim.py measures the
+policy with it, and the live run takes the load order whose forecast ends first (``best_policy``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import heapq
 import math
 import os
 from dataclasses import dataclass, field
@@ -17,10 +19,12 @@ from sweep import engine_args, suite_file
 from sweep.bound import Bound, lower_bound
 from sweep.core.cells import SweepPlan
 from sweep.core.config import ModelCard, SweepConfig
-from sweep.cost import load_seconds, seconds, total, work_by_respondent, work_seconds
+from sweep.cost import CellWork, cell_work, load_seconds, seconds, total, work_by_respondent
 from sweep.plan import plan
-from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order,
-                            worth_another)
+from sweep.core.rows import GenerationRow
+from sweep.queue import CellQueue
+from sweep.schedule import Demand, Placement, Policy, demand
+from sweep.scheduler import ANSWERS, Batch, Done, Event, Scheduler
 from sweep.sizing import Inventory, Node, described, run_dtype, schedulable_memory, weight_bytes
 
 
@@ -48,6 +52,8 @@ class Forecast:
     gpus: int = 0
     bound: Optional[Bound] = None
     """The lower bound that counts the reloads peer judging forces (sweep/bound.py)."""
+    trace: list[Event] = field(default_factory=list)
+    """The loop's decisions (sweep.scheduler): what the live run would do."""
 
     @property
     def loads(self) -> int:
@@ -61,9 +67,11 @@ class Forecast:
         return max(self.gpu_s / self.gpus if self.gpus else 0.0, max(self.model_s.values(), default=0.0))
 
 
-def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, policy: Policy = Policy()) -> Forecast:
-    """Simulate the runner on ``inventory``: answers (every model), then judging, with the same
-    order, admission, placement, keep and early-judging rules as sweep.run.Executor."""
+def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, policy: Policy = Policy(),
+             per: Optional[CellWork] = None) -> Forecast:
+    """The scheduling loop of the live run (sweep.scheduler) on the cost model's clock: every answer and
+    judgment of the plan, on ``inventory`` (``per``: the plan's ``cell_work``, if known)."""
+    per = cell_work(the_plan) if per is None else per
     gen, by_respondent = work_by_respondent(the_plan)
     judge = {j: total(by.values()) for j, by in by_respondent.items()}
     cards = list(the_plan.cards)
@@ -86,93 +94,57 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
                                  for c in cards if c.name in gen}, busy_s, judge_by, inventory)
     else:
         out.gpus = len(inventory.nodes)  # CPU instances take turns per node: a node is one "GPU"
-    loads = {c.name: load_seconds(c, demands[c.name]) for c in cards}
-    capacity = Capacity(inventory)
-    alive: dict[str, Span] = {}
-    clock = 0.0
-
-    def start(card: ModelCard) -> bool:
-        where = capacity.take(demands[card.name])
-        if where is None:
-            return False
-        span = Span(card.name, demands[card.name], where, clock, clock + loads[card.name])
-        alive[card.name] = span
-        out.spans.append(span)
-        return True
-
-    def stop(name: str) -> None:
-        span = alive.pop(name)
-        span.end = clock
-        capacity.give_back(span.where, span.demand)
-
-    # Judging not done early, per judge and respondent (see ``early`` in the answers phase).
-    left = {j: dict(by) for j, by in by_respondent.items()}
-    keep = set(judge)
-    for (phase, phase_work), order_by in zip((("answers", gen), ("judgments", judge)),
-                                             work_seconds(the_plan, conf, inventory)):
-        if phase == "judgments":
-            phase_work = {j: total(by.values()) for j, by in left.items() if by}
-        pending = load_order([c for c in cards if c.name in phase_work], demands, order_by, loads, policy)
-        pending.sort(key=lambda c: c.name not in alive)  # loaded ones first (stable), as the runner
-        running: list[list] = []  # [end, card, the replica's span or None, whether it answers]
-        while pending or running:
-            admit(pending, alive, start)
-            # CPU instances on one node, and API cards on one endpoint, take turns, as in the runner.
-            spans = (replica or alive[c.name] for _, c, replica, _ in running)
-            busy = {lane(s.demand, s.where) for s in spans} - {None}
-            for card in [c for c in pending if c.name in alive]:
-                span = alive[card.name]
-                turn = lane(span.demand, span.where)
-                if turn:
-                    if turn in busy:
-                        continue
-                    busy.add(turn)
-                pending.remove(card)
-                took = seconds(card, span.demand, phase_work[card.name], inventory, batch)
-                load = loads[card.name]
-                instances: list[Optional[Span]] = [None]  # None: the model's own instance
-                while (policy.replicas and span.demand.shape is not None and all(c.name in alive for c in pending)
-                       and worth_another(took, load, len(instances))):
-                    where = capacity.take(span.demand)
-                    if where is None:
-                        break
-                    instances.append(Span(card.name, span.demand, where, clock, clock + load))
-                    out.spans.append(instances[-1])
-                for replica in instances:
-                    (replica or span).busy_s += took / len(instances)
-                    running.append([max(clock, (replica or span).ready) + took / len(instances), card, replica,
-                                    phase == "answers"])
-            if phase == "answers" and policy.early_judging and (pending or any(r[3] for r in running)):
-                # Loaded judges with nothing to do judge the answers that exist, as the runner.
-                answered = {c.name for c in cards if c.name in gen} - {c.name for c in pending} - {
-                    r[1].name for r in running if r[3]}
-                for name, span in alive.items():
-                    turn = lane(span.demand, span.where)
-                    ready = [r for r in left.get(name, {}) if r in answered]
-                    idle = not any(r[1].name == name and r[2] is None for r in running)
-                    if not ready or not idle or (turn and turn in busy):
-                        continue
-                    busy.add(turn)
-                    took = seconds(the_plan.card(name), span.demand, total(left[name].pop(r) for r in ready),
-                                   inventory, batch)
-                    span.busy_s += took
-                    running.append([max(clock, span.ready) + took, the_plan.card(name), None, False])
-                    if not left[name]:
-                        keep.discard(name)
-            if not running:
-                raise RuntimeError(f"{pending[0].name} never fits the cluster")  # check_fits prevents it
-            running.sort(key=lambda r: r[0])
-            clock, card, replica, _ = running.pop(0)
-            if replica is not None:
-                replica.end = clock
-                capacity.give_back(replica.where, replica.demand)
-            elif not any(r[1].name == card.name and r[2] is None for r in running) and not keep_loaded(
-                    phase == "answers" and card.name in keep, pending, alive, policy):
-                stop(card.name)
-    for name in list(alive):
-        stop(name)
-    out.makespan_s = clock
+    clock = Simulated(inventory)
+    loop = Scheduler(the_plan, conf, inventory, policy, clock, CellQueue(the_plan, conf.judge, {}), work=per)
+    loop.run()
+    out.spans, out.makespan_s, out.trace = clock.spans, clock.now, loop.trace
     return out
+
+
+SIMULATED = GenerationRow(
+    run_id="", cell_key="", model="", family="", pool_index=0, eval_id="", category="", sample=0, prompt="",
+    system_prompt=None, answer="", reasoning=None, status="ok", finish_reason="stop", prompt_tokens=0,
+    output_tokens=0, latency_s=0.0, ttft_s=None, queue_s=None, sampling="", engine="simulated", error=None,
+    attempts=1, created_at=dt.datetime.fromtimestamp(0, dt.timezone.utc))
+"""The answer the simulation lands for every answer cell: judges see it (the cost model counts every judgment)."""
+
+
+class Simulated:
+    """The cost model's clock as a scheduling backend (sweep.scheduler.Backend): an instance is ready
+    ``load_seconds`` after it starts, its batches run in turn, each for its job's estimate divided
+    among the instances sharing it (the even split ``worth_another`` assumes). Nothing fails."""
+
+    def __init__(self, inventory: Inventory) -> None:
+        self._inventory = inventory
+        self.now = 0.0
+        self.spans: list[Span] = []
+        self._alive: dict[str, Span] = {}
+        self._free_at: dict[str, float] = {}
+        self._ends: list[tuple[float, int, Batch]] = []
+        """Running batches by end, then by submission (ties end in the order they were submitted)."""
+
+    def start(self, card: ModelCard, key: str, d: Demand, where: Placement) -> None:
+        span = Span(card.name, d, where, self.now, self.now + load_seconds(card, d))
+        self._alive[key] = span
+        self._free_at[key] = span.ready
+        self.spans.append(span)
+
+    def submit(self, batch: Batch) -> None:
+        took = batch.estimate_s / batch.job.part[1]
+        self._alive[batch.instance].busy_s += took
+        end = self._free_at[batch.instance] = max(self.now, self._free_at[batch.instance]) + took
+        heapq.heappush(self._ends, (end, batch.id, batch))
+
+    def wait(self) -> Done:
+        self.now, _, batch = heapq.heappop(self._ends)
+        cells, _ = batch.carried()
+        return Done(batch, (), dict.fromkeys((c.key for c in cells), SIMULATED) if batch.job.kind == ANSWERS else {})
+
+    def stop(self, key: str) -> None:
+        self._alive.pop(key).end = self.now
+
+    def inventory(self) -> Inventory:
+        return self._inventory
 
 
 ORDERS = ("largest", "cheap_last_loaded")
@@ -182,7 +154,8 @@ def best_policy(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory) ->
     """The load order whose forecast ends first (then: fewer loads), with the configured replicas
     and early judging; the live run uses it."""
     policies = (Policy(order=o, replicas=conf.run.replicas, early_judging=conf.run.early_judging) for o in ORDERS)
-    runs = [(p, forecast(the_plan, conf, inventory, p)) for p in policies]
+    per = cell_work(the_plan)
+    runs = [(p, forecast(the_plan, conf, inventory, p, per)) for p in policies]
     return min(runs, key=lambda r: (round(r[1].makespan_s), r[1].loads))
 
 

@@ -15,27 +15,38 @@ The design is fixed in the plan, so resume and the forecast see the same panel, 
 
 ``min_other_families`` = M: the first M judges of an answer are picked (by the same rule) among the
 eligible judges of another family, the rest among all.
+
+A respondent may also be a pair of cards (pairwise verdicts at K): the pair's K judges are drawn by the
+same design from the judges eligible for both, "another family" meaning neither card's.
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import random
-from collections import defaultdict
-from typing import Hashable, Mapping, Sequence
+from typing import Hashable, Mapping, Sequence, Union
 
 from sweep.core.errors import SweepError
 
 Slot = Hashable
 """What a respondent answered: (eval_id, sample) in the planner."""
+Respondent = Union[str, tuple[str, ...]]
+"""A card, or the cards whose answers one pairwise verdict compares."""
+
+
+def _families(family: Mapping[str, str], respondent: Respondent) -> frozenset[str]:
+    return frozenset(family[n] for n in (respondent if isinstance(respondent, tuple) else (respondent,)))
+
+
+def _named(family: Mapping[str, str], respondent: Respondent) -> str:
+    return " and ".join(f"{n} ({family[n]})" for n in (respondent if isinstance(respondent, tuple) else (respondent,)))
 
 
 def _rank(seed: int, *parts: object) -> str:
     return hashlib.sha256(repr((seed, *parts)).encode()).hexdigest()
 
 
-def check(eligible: Mapping[str, Sequence[str]], family: Mapping[str, str], k: int, min_other: int) -> None:
+def check(eligible: Mapping[Respondent, Sequence[str]], family: Mapping[str, str], k: int, min_other: int) -> None:
     """Refuse a K or M the pool can't give every respondent, before anything runs."""
     if k < 0 or min_other < 0:
         raise SweepError(f"judge.judges_per_answer={k}, judge.min_other_families={min_other} must not be negative",
@@ -44,48 +55,53 @@ def check(eligible: Mapping[str, Sequence[str]], family: Mapping[str, str], k: i
         raise SweepError(f"judge.min_other_families={min_other} is more than judge.judges_per_answer={k}",
                          f"set judge.min_other_families to at most {k}")
     for respondent, judges in eligible.items():
+        pair = isinstance(respondent, tuple)
         if k > len(judges):
-            raise SweepError(f"judge.judges_per_answer={k} but {respondent} has only {len(judges)} eligible judge(s) "
+            who = f"the pair {_named(family, respondent)}" if pair else respondent
+            raise SweepError(f"judge.judges_per_answer={k} but {who} has only {len(judges)} eligible judge(s) "
                              f"({', '.join(judges)})", f"set judge.judges_per_answer to at most {len(judges)}, or 0 for "
-                             "every eligible peer")
-        others = [j for j in judges if family[j] != family[respondent]]
+                             "every eligible peer" + (" (pairwise verdicts), or judge.pairwise=false" if pair else ""))
+        kin = _families(family, respondent)
+        others = [j for j in judges if family[j] not in kin]
         if min_other > len(others):
-            raise SweepError(f"judge.min_other_families={min_other} but {respondent} ({family[respondent]}) has "
-                             f"{len(others)} eligible judge(s) of other families",
+            raise SweepError(f"judge.min_other_families={min_other} but {'the pair ' * pair}"
+                             f"{_named(family, respondent)} has {len(others)} eligible judge(s) of other families",
                              f"set judge.min_other_families to at most {len(others)}, or add cards of other families")
 
 
-def assign(answers: Sequence[tuple[str, Slot]], eligible: Mapping[str, Sequence[str]], family: Mapping[str, str],
-           k: int, min_other: int = 0, seed: int = 0) -> dict[tuple[str, Slot], frozenset[str]]:
+def assign(answers: Sequence[tuple[Respondent, Slot]], eligible: Mapping[Respondent, Sequence[str]],
+           family: Mapping[str, str], k: int, min_other: int = 0, seed: int = 0,
+           ) -> dict[tuple[Respondent, Slot], frozenset[str]]:
     """(respondent, slot) -> its judges: K of ``eligible[respondent]`` (all of them when K = 0)."""
     check(eligible, family, k, min_other)
     if k == 0:
         return {(r, s): frozenset(eligible[r]) for r, s in answers}
     slot_rank = {s: _rank(seed, "slot", s) for s in dict.fromkeys(s for _, s in answers)}
     order = sorted(answers, key=lambda a: (slot_rank[a[1]], _rank(seed, "order", a[1], a[0])))
-    ties = random.Random(seed)  # drawn in that order, so a pure function of the answers and the seed
-    pairs: dict[tuple[str, str], int] = defaultdict(int)
-    load: dict[str, int] = defaultdict(int)
-    out: dict[tuple[str, Slot], frozenset[str]] = {}
+    draw = random.Random(seed).random  # drawn in that order, so a pure function of the answers and the seed
+    pairs = {r: dict.fromkeys(js, 0) for r, js in eligible.items()}  # respondent -> judge -> answers judged
+    load = dict.fromkeys((j for js in eligible.values() for j in js), 0)
+    other = {r: [family[j] not in _families(family, r) for j in js] for r, js in eligible.items()}
+    out: dict[tuple[Respondent, Slot], frozenset[str]] = {}
     for respondent, slot in order:
-        tie = {j: ties.random() for j in eligible[respondent]}
-
-        def best(pool: list[str], n: int) -> list[str]:
-            return heapq.nsmallest(n, pool, key=lambda j: (pairs[respondent, j], load[j], tie[j])) if n else []
-
-        others = [j for j in eligible[respondent] if family[j] != family[respondent]]
-        chosen = best(others, min_other)
-        chosen += best([j for j in eligible[respondent] if j not in chosen], k - len(chosen))
+        pool, mine = eligible[respondent], pairs[respondent]
+        # Fewest judgments of this respondent, then least load, then a seeded draw, then the pool's order.
+        ranked = [i for *_, i in sorted(zip(map(mine.__getitem__, pool), map(load.__getitem__, pool),
+                                            [draw() for _ in pool], range(len(pool))))]
+        if min_other:
+            first = [i for i in ranked if other[respondent][i]][:min_other]
+            ranked = first + [i for i in ranked if i not in first]
+        chosen = [pool[i] for i in ranked[:k]]
         for j in chosen:
-            pairs[respondent, j] += 1
+            mine[j] += 1
             load[j] += 1
         out[respondent, slot] = frozenset(chosen)
     _even_loads(out, eligible, family, min_other, pairs, load)
     return out
 
 
-def _even_loads(out: dict[tuple[str, Slot], frozenset[str]], eligible: Mapping[str, Sequence[str]],
-                family: Mapping[str, str], min_other: int, pairs: dict[tuple[str, str], int],
+def _even_loads(out: dict[tuple[Respondent, Slot], frozenset[str]], eligible: Mapping[Respondent, Sequence[str]],
+                family: Mapping[str, str], min_other: int, pairs: dict[Respondent, dict[str, int]],
                 load: dict[str, int]) -> None:
     """Hand answers from the busiest judge to the idlest while their loads differ by 2 or more.
 
@@ -100,13 +116,14 @@ def _even_loads(out: dict[tuple[str, Slot], frozenset[str]], eligible: Mapping[s
                 return
             move = next(((r, s) for (r, s), js in out.items()
                          if busy in js and idle not in js and idle in eligible[r]
-                         and pairs[r, busy] > pairs[r, idle]
-                         and sum(family[j] != family[r] for j in js - {busy} | {idle}) >= min_other), None)
+                         and pairs[r][busy] > pairs[r][idle]
+                         and sum(family[j] not in _families(family, r) for j in js - {busy} | {idle}) >= min_other),
+                        None)
             if move is not None:
                 r = move[0]
                 out[move] = out[move] - {busy} | {idle}
-                pairs[r, busy] -= 1
-                pairs[r, idle] += 1
+                pairs[r][busy] -= 1
+                pairs[r][idle] += 1
                 load[busy] -= 1
                 load[idle] += 1
                 break

@@ -6,12 +6,15 @@ and the runner only has to execute it.
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections import defaultdict
 from dataclasses import asdict, fields
 from typing import Any, Sequence
 
 from sweep import engine_args, panel, sizing
-from sweep.core.cells import CompareCell, GenerateCell, JudgeCell, SamplingParams, SweepPlan, content_key
+from sweep.core.cells import (HOLE, AnswerSizes, CompareCell, GenerateCell, JudgeCell, PanelLoad, SamplingParams,
+                              SweepPlan, key_template, prefill_estimate)
 from sweep.core.config import Mode, ModelCard, NodeGroup, Panel, PromptFormat, Sampling, SweepConfig
 from sweep.core.errors import SweepError
 from sweep.core.prompts import (COMPARE_TEMPLATE, CUT_OFF_NOTICE, JUDGE_TEMPLATE, PLAIN_STOP, SOFT_TOP_K, answer_messages,
@@ -65,51 +68,58 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
     check_fits(cards, cfg, inventory)
     suite = cfg.evals
     answers: list[GenerateCell] = []
+    sizes: list[AnswerSizes] = []
     for card in cards:
+        samplings = [resolve_sampling(card, card.mode, cfg.sampling, seed=cfg.run.seed + s)
+                     for s in range(cfg.run.samples)]
+        # The eval id too: two suite items with the same text are two cells, each judged on its own rubric.
+        keys = [key_template("generate", _identity(card), HOLE, HOLE, sampling) for sampling in samplings]
+        longest = prefill = 0
         for item in suite.prompts:
-            for sample in range(cfg.run.samples):
-                sampling = resolve_sampling(card, card.mode, cfg.sampling, seed=cfg.run.seed + sample)
-                messages = answer_messages(card.system_prompt, item.prompt)
-                # The eval id too: two suite items with the same text are two cells, each judged on its own rubric.
-                key = content_key("generate", _identity(card), item.id, messages, sampling)
-                answers.append(GenerateCell(key, card.name, item.id, sample, messages, sampling))
+            messages = answer_messages(card.system_prompt, item.prompt)
+            longest = max(longest, engine_args.message_tokens(messages))
+            prefill += prefill_estimate(messages) * cfg.run.samples
+            for sample, (sampling, key) in enumerate(zip(samplings, keys)):
+                answers.append(GenerateCell(key(item.id, messages), card.name, item.id, sample, messages, sampling))
+        sizes.append(AnswerSizes(card.name, len(suite.prompts) * cfg.run.samples, longest, prefill,
+                                 max(s.max_tokens for s in samplings)))
 
     labels = {c.name: f"Response {chr(ord('A') + i % 26)}{i // 26 or ''}" for i, c in enumerate(cards)}
     rubric = {item.id: item.rubric for item in suite.prompts}
     scrub = identity_terms(cards)
-    judgments: list[JudgeCell] = []
     chosen = panel.assign([(a.model, (a.eval_id, a.sample)) for a in answers], eligible_judges(cfg.judge, cards),
                           {c.name: c.family for c in cards}, cfg.judge.judges_per_answer,
                           cfg.judge.min_other_families, cfg.judge.seed)
-    for judge_card in cards:
-        sampling = resolve_sampling(judge_card, cfg.judge.mode, cfg.judge.sampling, seed=cfg.run.seed)
-        for answer in answers:
-            if judge_card.name not in chosen[answer.model, (answer.eval_id, answer.sample)]:
-                continue
-            key = content_key(
-                "judge", _identity(judge_card), cfg.judge.mode.value, answer.key, JUDGE_TEMPLATE,
-                suite.judge_brief, [asdict(c) for c in suite.criteria], rubric[answer.eval_id],
-                cfg.judge.justification_max_chars, sampling, scrub,
-                # Only when on, so the keys of runs without soft scores stay as they were.
-                *((("soft_scores", SOFT_TOP_K),) if cfg.judge.soft_scores else ()), *cut_off_rule(cfg.judge),
-            )
-            judgments.append(
-                JudgeCell(key, judge_card.name, answer.model, answer.eval_id, answer.sample,
-                          labels[answer.model], answer.key, sampling, scrub)
-            )
+    judge_sampling = {c.name: resolve_sampling(c, cfg.judge.mode, cfg.judge.sampling, seed=cfg.run.seed) for c in cards}
+    criteria = [asdict(c) for c in suite.criteria]
+    judge_key = {c.name: key_template(
+        "judge", _identity(c), cfg.judge.mode.value, HOLE, JUDGE_TEMPLATE, suite.judge_brief, criteria, HOLE,
+        cfg.judge.justification_max_chars, judge_sampling[c.name], scrub,
+        # Only when on, so the keys of runs without soft scores stay as they were.
+        *((("soft_scores", SOFT_TOP_K),) if cfg.judge.soft_scores else ()), *cut_off_rule(cfg.judge),
+    ) for c in cards}
+    by_judge: dict[str, list[JudgeCell]] = {c.name: [] for c in cards}  # each judge's cells in answer order
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for answer in answers:
+        for judge in chosen[answer.model, (answer.eval_id, answer.sample)]:
+            counts[judge, answer.model] += 1
+            by_judge[judge].append(JudgeCell(
+                judge_key[judge](answer.key, rubric[answer.eval_id]), judge, answer.model, answer.eval_id,
+                answer.sample, labels[answer.model], answer.key, judge_sampling[judge], scrub))
+    judgments = tuple(itertools.chain.from_iterable(by_judge.values()))
+    loads = tuple(PanelLoad(j.name, r.name, counts[j.name, r.name], judge_sampling[j.name].max_tokens)
+                  for j in cards for r in cards if counts.get((j.name, r.name)))
     comparisons = pairs(cfg, cards, answers, scrub) if cfg.judge.pairwise else ()
-    prompts = {c.model: (0, 0) for c in answers}
-    for c in answers:
-        prompt, budget = prompts[c.model]
-        prompts[c.model] = (max(prompt, engine_args.message_tokens(c.messages)), max(budget, c.sampling.max_tokens))
     reads: dict[str, set[tuple[str, ...]]] = {}  # per judge: whose answers one of its prompts holds
-    for j in judgments:
-        reads.setdefault(j.judge, set()).add((j.respondent,))
+    for load in loads:
+        reads.setdefault(load.judge, set()).add((load.respondent,))
     for p in comparisons:
         reads.setdefault(p.judge, set()).add((p.first, p.second))
-    verdicts = {j.judge: j.sampling.max_tokens for j in judgments}
-    windows = engine_args.contexts(cards, prompts, reads, suite, verdicts, cfg, inventory)
-    return SweepPlan(run_id, cards, suite, tuple(answers), tuple(judgments), comparisons, tuple(windows.values()))
+    verdicts = {load.judge: load.verdict_budget for load in loads}
+    by_card = {s.model: s for s in sizes}
+    windows = engine_args.contexts(cards, by_card, reads, suite, verdicts, cfg, inventory)
+    return SweepPlan(run_id, cards, suite, tuple(answers), judgments, comparisons, tuple(windows.values()),
+                     tuple(sizes), loads)
 
 
 def cut_off_rule(judging: Panel) -> tuple[tuple[str, str], ...]:
@@ -122,29 +132,44 @@ def cut_off_rule(judging: Panel) -> tuple[tuple[str, str], ...]:
 def pairs(cfg: SweepConfig, cards: tuple[ModelCard, ...], answers: list[GenerateCell],
           scrub: tuple[str, ...]) -> tuple[CompareCell, ...]:
     """For each judge, prompt and sample, every unordered pair of respondents it may judge, once in
-    each order (pool order first), so a preference for a position shows against the answers' merit."""
+    each order (pool order first), so a preference for a position shows against the answers' merit.
+    With judge.judges_per_answer = K, each pair of answers gets K of the judges that may judge both,
+    drawn by the panel's balanced design (sweep.panel), each of them in both orders."""
     suite = cfg.evals
     rubric = {item.id: item.rubric for item in suite.prompts}
     by_cell = {(a.model, a.eval_id, a.sample): a for a in answers}
-    out: list[CompareCell] = []
-    for judge_card in cards:
-        sampling = resolve_sampling(judge_card, cfg.judge.mode, cfg.judge.sampling, seed=cfg.run.seed)
-        peers = [c.name for c in cards if judges(cfg.judge, judge_card, c)]
-        for item in suite.prompts:
-            for sample in range(cfg.run.samples):
-                for i, a in enumerate(peers):
-                    for b in peers[i + 1:]:
-                        for first, second in ((a, b), (b, a)):
-                            one, two = by_cell[first, item.id, sample], by_cell[second, item.id, sample]
-                            key = content_key(
-                                "compare", _identity(judge_card), cfg.judge.mode.value, one.key, two.key,
-                                COMPARE_TEMPLATE, suite.judge_brief, [asdict(c) for c in suite.criteria],
-                                rubric[item.id], cfg.judge.justification_max_chars, sampling, scrub,
-                                *cut_off_rule(cfg.judge),
-                            )
-                            out.append(CompareCell(key, judge_card.name, item.id, sample, first, second,
-                                                   one.key, two.key, sampling, scrub))
-    return tuple(out)
+    slots = [(item.id, sample) for item in suite.prompts for sample in range(cfg.run.samples)]
+    both = pair_judges(cfg.judge, cards)
+    chosen = panel.assign([(pair, slot) for slot in slots for pair in both], both, {c.name: c.family for c in cards},
+                          cfg.judge.judges_per_answer, cfg.judge.min_other_families, cfg.judge.seed)
+    keys, samplings = {}, {}
+    for c in cards:
+        samplings[c.name] = resolve_sampling(c, cfg.judge.mode, cfg.judge.sampling, seed=cfg.run.seed)
+        keys[c.name] = key_template("compare", _identity(c), cfg.judge.mode.value, HOLE, HOLE, COMPARE_TEMPLATE,
+                                    suite.judge_brief, [asdict(x) for x in suite.criteria], HOLE,
+                                    cfg.judge.justification_max_chars, samplings[c.name], scrub,
+                                    *cut_off_rule(cfg.judge))
+    by_judge: dict[str, list[CompareCell]] = {c.name: [] for c in cards}  # each judge's in (slot, pair) order
+    for eval_id, sample in slots:
+        for pair in both:
+            for judge in chosen[pair, (eval_id, sample)]:
+                for first, second in (pair, pair[::-1]):
+                    one, two = by_cell[first, eval_id, sample], by_cell[second, eval_id, sample]
+                    by_judge[judge].append(CompareCell(keys[judge](one.key, two.key, rubric[eval_id]), judge, eval_id,
+                                                       sample, first, second, one.key, two.key, samplings[judge],
+                                                       scrub))
+    return tuple(itertools.chain.from_iterable(by_judge.values()))
+
+
+def pair_judges(panel_cfg: Panel, cards: Sequence[ModelCard]) -> dict[tuple[str, str], list[str]]:
+    """Each unordered pair of cards (pool order) that some card may judge both of -> those judges, in pool order."""
+    out = {}
+    for i, a in enumerate(cards):
+        for b in cards[i + 1:]:
+            judges_both = [j.name for j in cards if judges(panel_cfg, j, a) and judges(panel_cfg, j, b)]
+            if judges_both:
+                out[a.name, b.name] = judges_both
+    return out
 
 
 def judges(panel: Panel, judge: ModelCard, respondent: ModelCard) -> bool:
@@ -180,8 +205,10 @@ def validate(cfg: SweepConfig) -> None:
             "the pool has no card of another family",
             "add a card of another family, or set judge.exclude_same_family=false",
         )
-    panel.check(eligible_judges(cfg.judge, cards), {c.name: c.family for c in cards}, cfg.judge.judges_per_answer,
-                cfg.judge.min_other_families)
+    family = {c.name: c.family for c in cards}
+    panel.check(eligible_judges(cfg.judge, cards), family, cfg.judge.judges_per_answer, cfg.judge.min_other_families)
+    if cfg.judge.pairwise:
+        panel.check(pair_judges(cfg.judge, cards), family, cfg.judge.judges_per_answer, cfg.judge.min_other_families)
     for key, card in cfg.model.cards.items():
         if card.remote:
             validate_endpoint(key, card)

@@ -1,58 +1,49 @@
-"""Plan -> Ray task graph -> warehouse rows -> report: the driver of one sweep.
+"""The driver of one sweep: config -> plan (cells) -> queue + scheduling loop on Ray -> rows -> report.
 
-One Ray actor per loaded model. Answers first (every model), then judgments (every
-judge reads every other model's answers). Instances still loaded when the answers are
-done judge first, so a pool that fits the cluster is loaded exactly once.
+Checks the config before anything loads, joins (or starts) Ray, plans, takes the load order whose
+forecast ends first, and runs the scheduling loop (sweep.scheduler) on Ray actors (sweep.ray_backend),
+the same loop the forecast runs on a simulated clock. Here the loop's results become warehouse rows,
+progress and log lines.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Iterator, Sequence
 
 import ray
-from ray.util.placement_group import (NODE_ID_LABEL_KEY, placement_group, placement_group_table,
-                                      remove_placement_group)
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
 
-from jobs.models import check_weights
-from sweep import engine_args, local_ray, provenance, sizing, suite_file
-from sweep.checks import typed
-from sweep.core.config import ModelCard, SweepConfig
-from sweep.core.errors import SweepError
-from sweep.cost import load_seconds, work_seconds
-from sweep.endpoints import check_endpoints
-from sweep.forecast import best_policy, plan_table
-from jobs.generate import failed as generate_failed
 from jobs import compare as comparing
+from jobs.generate import failed as generate_failed
 from jobs.judge import failed as judge_failed
 from jobs.judge import rows as judge_rows
-from sweep.instance import Instance
-from sweep.resume import Reuse, reconcile
+from jobs.models import check_weights
+from sweep import local_ray, provenance, sizing, suite_file
+from sweep.checks import typed
 from sweep.core.cells import CompareCell, JudgeCell, SweepPlan, content_key
+from sweep.core.config import ModelCard, SweepConfig
+from sweep.core.rows import ComparisonRow, JudgmentRow, RunRow
+from sweep.endpoints import check_endpoints
+from sweep.forecast import best_policy, plan_table
 from sweep.plan import plan, validate
 from sweep.queue import CellQueue
-from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order, share,
-                            worth_another)
-from sweep.core.rows import ComparisonRow, GenerationRow, JudgmentRow, RunRow
+from sweep.ray_backend import Landing, RayBackend, inventory_from_ray
+from sweep.resume import Reuse, reconcile
+from sweep.schedule import Policy
+from sweep.scheduler import ANSWERS, JUDGMENTS, Batch, Event, Failed, Phase, Scheduler, Split, Started, Submitted
 from warehouse.report import console as wide_console
 from warehouse.store import Store
 
 console = wide_console(stderr=True)  # piped to a file: 160 columns, as the report's tables, not rich's 80
-
-# In-process vLLM inside the actor (no EngineCore/worker subprocesses), all cores used,
-# nothing fetched from a hub for local weights.
-CPU_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "HF_HUB_OFFLINE": "1"}
 
 
 class TokensPerSecond(ProgressColumn):
@@ -61,15 +52,6 @@ class TokensPerSecond(ProgressColumn):
     def render(self, task: Task) -> Text:
         rate = task.fields.get("tokens", 0) / task.elapsed if task.elapsed else 0.0
         return Text(f"{rate:,.0f} tok/s")
-
-
-@dataclass(frozen=True)
-class Landing:
-    """Where one GPU instance's placement group was planned and where Ray put it (node ids per bundle)."""
-
-    model: str
-    planned: tuple[str, ...]
-    landed: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -82,6 +64,8 @@ class RunResult:
     starts: tuple[str, ...] = ()
     """Instances in the order they started (a replica as "<card> #<n>"): the load decisions the plan's
     forecast makes too."""
+    trace: tuple[Event, ...] = ()
+    """Every decision of the scheduling loop (sweep.scheduler), as the forecast's trace lists them."""
 
 
 def to_config(cfg: DictConfig | SweepConfig) -> tuple[SweepConfig, str]:
@@ -142,8 +126,10 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
             run_row = replace(run_row, finished_at=end, status=status, model_loads=executor.loads,
                               instance_failures=executor.failures, wall_s=wall)
             store.write("runs", [run_row], "run.parquet", run_id=run_id)
+            store.fold_run(run_id)  # one commit per table for the run, so opening the warehouse stays quick
     console.print(f"sweep {run_id}: {executor.loads} model loads for {len(the_plan.cards)} models")
-    return RunResult(run_id, store, executor.loads, wall, tuple(executor.landings), tuple(executor.starts))
+    return RunResult(run_id, store, executor.loads, wall, tuple(executor.backend.landings), tuple(executor.starts),
+                     tuple(executor.loop.trace))
 
 
 def reusable(store: Store, the_plan: SweepPlan, resume: bool, judge_retries: int) -> Reuse:
@@ -192,368 +178,113 @@ def ray_cluster(conf: SweepConfig) -> Iterator[sizing.Inventory]:
             watchdog.close()
 
 
-def inventory_from_ray(conf: SweepConfig) -> sizing.Inventory:
-    nodes = []
-    for n in ray.nodes():
-        if not n.get("Alive"):
-            continue
-        res = n["Resources"]
-        gpus = int(res.get("GPU", 0))
-        accel = next((k.split(":", 1)[1] for k in res if k.startswith("accelerator_type:")), "")
-        gib = sizing.GPU_MEMORY_GIB.get(accel, conf.cluster.gpu_memory_gib) if gpus else 0
-        nodes.append(sizing.Node(res.get("CPU", 0.0), gpus, int(res.get("memory", 0)), int(gib * sizing.GiB),
-                                 accel if gpus else "", n["NodeID"]))
-    return sizing.Inventory(tuple(nodes))
-
-
-@dataclass
-class Live:
-    actor: Any
-    where: Placement
-    demand: Demand
-    group: Any = None
-    """The instance's placement group (GPU instances), removed when it stops."""
-
-    @property
-    def lane(self) -> Optional[str]:
-        return lane(self.demand, self.where)
-
-
-Part = tuple[int, int]
-"""Part i of n of a model's cells in a phase (sweep.schedule.share); (0, 1) is all of them."""
-
-
-@dataclass
-class Batch:
-    """One part of a model's cells for a phase, as submitted to one of its instances."""
-
-    card: ModelCard
-    part: Part
-    instance: str
-    """Its key in Executor.alive: the card's name, or a replica's."""
-    ref: Any
-    deadline: float
-    lane: Optional[str]
-    """Batches on one lane take turns (see ``lane``)."""
-    early: Optional[Callable[[], None]] = None
-    """Judging submitted while models still answer: puts its cells back for the judging phase if it
-    fails (the phase's retries apply there). None: a batch of the phase itself."""
-
-
 class Executor:
-    """Runs a plan's cells on model-instance actors and writes each batch as it lands.
+    """The driver's side of the scheduling loop (sweep.scheduler) on Ray actors (sweep.ray_backend):
+    writes each batch's rows to the warehouse as it lands, shows progress and logs what the loop does.
 
     Faults: an instance that dies (actor or node lost), raises, or misses its deadline is
     killed and replaced, and its batch resubmitted, ``run.retries`` times; after that its
     cells are written as errors. Finished batches are already in the warehouse, so nothing
     done is redone.
-
-    Replicas: when a model's batch is submitted and no model of the phase waits for room,
-    more instances of it start on idle GPUs while each pays off (schedule.worth_another), and
-    the batch is split among them; a replica stops when its part is done.
-
-    Early judging: while models still answer, a loaded judge with nothing to do judges the
-    answers that have landed; the judging phase does the rest.
     """
 
     def __init__(self, the_plan: SweepPlan, conf: SweepConfig, store: Store, inventory: sizing.Inventory,
                  reuse: Reuse, policy: Policy = Policy()) -> None:
-        self.plan, self.conf, self.store, self.inventory, self.reuse = the_plan, conf, store, inventory, reuse
-        self.policy = policy
-        self.remote = ray.remote(Instance)
-        self.capacity = Capacity(inventory)
-        self.alive: dict[str, Live] = {}
-        self.started = 0
-        """Instances started (their actor names count them)."""
-        self.loads = 0
-        """Instances that loaded weights (API clients load none)."""
-        self.failures = 0
-        self.landings: list[Landing] = []
-        self.starts: list[str] = []
+        self.plan, self.conf, self.store, self.reuse = the_plan, conf, store, reuse
         self.queue = CellQueue(the_plan, conf.judge, reuse.answers, reuse.judged, reuse.compared)
-        self.task: Any = None  # the progress bar of the current phase
+        self.backend = RayBackend(the_plan, conf, inventory, self.queue, console.log)
+        self.loop = Scheduler(the_plan, conf, inventory, policy, self.backend, self.queue, self)
+        self.pool_index = {c.name: i for i, c in enumerate(the_plan.cards)}
         self.progress = Progress(
             TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("ETA"), TimeRemainingColumn(), TokensPerSecond(), TextColumn("{task.fields[note]}"),
             console=console, disable=not conf.run.progress,
         )
+        p = the_plan
+        self.answers = self.progress.add_task("answers", total=len(p.generate), note="", tokens=0,
+                                              completed=len(reuse.answers))
+        self.judgments = self.progress.add_task("judgments", total=len(p.judge), note="", tokens=0, start=False,
+                                                completed=len(reuse.judged))
+        # Pairwise verdicts count apart: "judgments 36/36" read as 36 judgments when half were verdicts.
+        self.pairwise = self.progress.add_task("pairwise", total=len(p.compare), note="", tokens=0, start=False,
+                                               completed=len(reuse.compared), visible=bool(p.compare))
+        self.task = self.answers  # the progress bar of the current phase
 
     def execute(self) -> None:
-        p, retry, q = self.plan, self.conf.run.retry_truncated, self.queue
-        pool_index = {c.name: i for i, c in enumerate(p.cards)}
         with self.progress:
-            gen_task = self.progress.add_task("answers", total=len(p.generate), note="", tokens=0,
-                                              completed=len(self.reuse.answers))
-            judge_task = self.progress.add_task("judgments", total=len(p.judge), note="", tokens=0, start=False,
-                                                completed=len(self.reuse.judged))
-            # Pairwise verdicts count apart: "judgments 36/36" read as 36 judgments when half were verdicts.
-            pair_task = self.progress.add_task("pairwise", total=len(p.compare), note="", tokens=0, start=False,
-                                               completed=len(self.reuse.compared), visible=bool(p.compare))
-            self.task = gen_task
+            self.loop.run()
 
-            def saved_judgments(card: ModelCard, rows: list[JudgmentRow | ComparisonRow]) -> None:
-                self._write("judgments", [r for r in rows if isinstance(r, JudgmentRow)], judge=card.name)
-                self._write("comparisons", [r for r in rows if isinstance(r, ComparisonRow)], judge=card.name)
-                self._advance(judge_task, [r for r in rows if isinstance(r, JudgmentRow)])
-                self._advance(pair_task, [r for r in rows if isinstance(r, ComparisonRow)])
-                self._log(card, "judgments", rows)
+    @property
+    def loads(self) -> int:
+        return self.loop.loads
 
-            def write_unseen() -> None:
-                """Verdicts on answers judges don't see (empty, failed, or cut off) need no model."""
-                for name, (cells, pairs) in q.unseen().items():
-                    card = p.card(name)
-                    rows: list[JudgmentRow | ComparisonRow] = []
-                    if cells:
-                        rows += judge_rows(card, p.suite, cells, q.answers_for(cells), p.run_id, {})
-                    if pairs:
-                        rows += comparing.rows(card, pairs, q.answers, p.run_id, {})
-                    saved_judgments(card, rows)
+    @property
+    def failures(self) -> int:
+        return self.loop.failures
 
-            def answer(live: Live, card: ModelCard, part: Part) -> Any:
-                cells = share(q.generate[card.name], part)
-                return live.actor.generate.remote(pool_index[card.name], p.suite, cells, p.run_id, retry)
+    @property
+    def starts(self) -> list[str]:
+        """Instances in the order they started."""
+        return [e.instance for e in self.loop.trace if isinstance(e, Started)]
 
-            def saved_answers(card: ModelCard, rows: list[GenerationRow]) -> None:
-                self._write("generations", rows, model=card.name)
-                q.land(rows)
-                self._advance(gen_task, rows)
-                self._log(card, "answers", rows)
-                write_unseen()
+    def event(self, e: Event) -> None:
+        if isinstance(e, Started):
+            self.progress.update(self.task, note=f"loading {e.model}")
+        elif isinstance(e, Phase) and e.kind == JUDGMENTS:
+            self.progress.update(self.answers, note="")
+            self._judging_started()
+            self.task = self.judgments
+        elif isinstance(e, Submitted) and e.early:
+            self._judging_started()
+        elif isinstance(e, Split):
+            console.log(f"{e.model}: {e.instances - 1} data-parallel replica(s) on idle GPUs share its batch")
+        elif isinstance(e, Failed):
+            console.log(f"{e.model}: " + {
+                "early": f"instance failed while judging early ({e.error}); its cells wait for the judging phase",
+                "retry": f"instance failed ({e.error}); restarting ({e.tries}/{self.conf.run.retries})",
+                "gave up": f"instance failed {e.tries} times ({e.error}); its cells are recorded as errors"}[e.then])
 
-            def failed_answers(card: ModelCard, part: Part, error: str) -> list[GenerationRow]:
-                return generate_failed(card, pool_index[card.name], p.suite, share(q.generate[card.name], part),
-                                       p.run_id, error, self.conf.run.retries + 1)
+    def _judging_started(self) -> None:
+        self.progress.start_task(self.judgments)
+        self.progress.start_task(self.pairwise)
 
-            def judge_batch(live: Live, cells: list[JudgeCell], pairs: list[CompareCell]) -> Any:
-                return live.actor.judge.remote(p.suite, self.conf.judge, cells, q.answers_for(cells, pairs),
-                                               p.run_id, pairs)
+    def landed(self, batch: Batch, rows: Sequence[Any]) -> None:
+        card = self.plan.card(batch.job.model)
+        if batch.job.kind == JUDGMENTS:
+            self._saved_judgments(card, rows)
+            return
+        self._write("generations", rows, model=card.name)
+        self._advance(self.answers, rows)
+        self._log(card, "answers", rows)
 
-            def early(running: list[Batch], busy: set[Optional[str]]) -> list[Batch]:
-                """Loaded judges with nothing to do judge the ready cells while others answer."""
-                out = []
-                for name, live in list(self.alive.items()):
-                    idle = not any(b.instance == name for b in running)
-                    if not idle or (live.lane and live.lane in busy):
-                        continue
-                    cells, pairs = q.ready(name)
-                    if not cells and not pairs:
-                        continue
-                    q.take(name, cells, pairs)
+    def unseen(self, judge: str, cells: Sequence[JudgeCell], pairs: Sequence[CompareCell]) -> None:
+        """Verdicts on answers judges don't see (empty, failed, or cut off) need no model."""
+        card, p, q = self.plan.card(judge), self.plan, self.queue
+        rows: list[JudgmentRow | ComparisonRow] = []
+        if cells:
+            rows += judge_rows(card, p.suite, cells, q.answers_for(cells), p.run_id, {})
+        if pairs:
+            rows += comparing.rows(card, pairs, q.answers, p.run_id, {})
+        self._saved_judgments(card, rows)
 
-                    def put_back(name: str = name, cells: list = cells, pairs: list = pairs) -> None:
-                        q.put_back(name, cells, pairs)
+    def _saved_judgments(self, card: ModelCard, rows: Sequence[Any]) -> None:
+        self._write("judgments", [r for r in rows if isinstance(r, JudgmentRow)], judge=card.name)
+        self._write("comparisons", [r for r in rows if isinstance(r, ComparisonRow)], judge=card.name)
+        self._advance(self.judgments, [r for r in rows if isinstance(r, JudgmentRow)])
+        self._advance(self.pairwise, [r for r in rows if isinstance(r, ComparisonRow)])
+        self._log(card, "judgments", rows)
 
-                    if live.lane:
-                        busy.add(live.lane)
-                    self.progress.start_task(judge_task)
-                    self.progress.start_task(pair_task)
-                    deadline = time.monotonic() + self.conf.engine.timeout_s
-                    out.append(Batch(p.card(name), (0, 1), name, judge_batch(live, cells, pairs), deadline, live.lane,
-                                     put_back))
-                return out
-
-            write_unseen()  # verdicts on reused answers judges don't see
-            demands = {c.name: demand(c, self.conf, self.inventory) for c in p.cards}
-            gen_s, judge_s = work_seconds(p, self.conf, self.inventory)
-            loads = {c.name: load_seconds(c, demands[c.name]) for c in p.cards}
-            gen_order = load_order([c for c in p.cards if c.name in q.generate], demands, gen_s, loads, self.policy)
-            self._phase(gen_order, gen_s, answer, saved_answers, failed_answers, q.needs_model,
-                        early if self.policy.early_judging else None, saved_judgments)
-
-            def judgment(live: Live, card: ModelCard, part: Part) -> Any:
-                cells, pairs = q.left(card.name)
-                return judge_batch(live, share(cells, part), share(pairs, part))
-
-            def failed_judgments(card: ModelCard, part: Part, error: str) -> list[JudgmentRow | ComparisonRow]:
-                cells, pairs = (share(left, part) for left in q.left(card.name))
-                attempts = self.conf.run.retries + 1
-                return [*judge_failed(card, p.suite, cells, q.answers_for(cells), p.run_id, error, attempts),
-                        *comparing.failed(card, pairs, q.answers_for((), pairs), p.run_id, error, attempts)]
-
-            # Judges already loaded go first; the rest load as room frees up.
-            self.progress.update(gen_task, note="")
-            self.progress.start_task(judge_task)
-            self.progress.start_task(pair_task)
-            self.task = judge_task
-            judges = [c for c in p.cards if c.name in q.judges()]
-            judge_order = load_order(judges, demands, judge_s, loads, self.policy)
-            judge_order.sort(key=lambda c: c.name not in self.alive)
-            self._phase(judge_order, judge_s, judgment, saved_judgments, failed_judgments, keep=lambda _: False)
-            for name in list(self.alive):  # loaded for answers, nothing left to judge
-                self._stop(name)
-
-    def _phase(
-        self, cards: list[ModelCard], work_s: dict[str, float], submit: Callable[[Live, ModelCard, Part], Any],
-        collect: Callable[[ModelCard, Any], None], failed: Callable[[ModelCard, Part, str], list[Any]],
-        keep: Callable[[str], bool],
-        early: Optional[Callable[[list[Batch], set[Optional[str]]], list[Batch]]] = None,
-        collect_early: Optional[Callable[[ModelCard, Any], None]] = None,
-    ) -> None:
-        """Run one batch per card (split over replicas where they pay off, see ``_replicas``);
-        ``keep`` says which cards stay loaded for the next phase (sweep.queue: cells a model must compute). While batches of this phase
-        are pending or running, ``early`` may add batches of the next one on idle instances
-        (written by ``collect_early``)."""
-        pending: list[tuple[ModelCard, Part]] = [(c, (0, 1)) for c in cards]
-        running: list[Batch] = []
-        tries: dict[str, int] = defaultdict(int)
-        while pending or running:
-            admit([c for c, _ in pending], self.alive, self._start)
-            busy = {b.lane for b in running if b.lane}
-            for card, part in [j for j in pending if j[0].name in self.alive]:
-                live = self.alive[card.name]
-                if live.lane in busy:
-                    continue
-                if live.lane:
-                    busy.add(live.lane)
-                pending.remove((card, part))
-                deadline = time.monotonic() + self.conf.engine.timeout_s
-                waiting = any(c.name not in self.alive for c, _ in pending)
-                instances = self._replicas(card, work_s.get(card.name, 0.0)) if part == (0, 1) and not waiting else []
-                for i, key in enumerate([card.name, *instances]):
-                    piece = (i, len(instances) + 1) if instances else part
-                    running.append(Batch(card, piece, key, submit(self.alive[key], card, piece), deadline, live.lane))
-            if early and (pending or any(b.early is None for b in running)):
-                running += early(running, busy)
-            if not running:
-                raise SweepError(f"{pending[0][0].name} does not fit in the free cluster", "use a larger cluster")
-            timeout = max(0.0, min(b.deadline for b in running) - time.monotonic())
-            done, _ = ray.wait([b.ref for b in running], num_returns=1, timeout=timeout)
-            if done:
-                batch = next(b for b in running if b.ref == done[0])
-                error = None
-                try:
-                    rows = ray.get(batch.ref)
-                except (ray.exceptions.RayError, ray.exceptions.RayTaskError) as e:
-                    error = failure(e)
-            else:
-                batch = min(running, key=lambda b: b.deadline)
-                error = f"no result within engine.timeout_s={self.conf.engine.timeout_s:g} s (hung engine)"
-            running.remove(batch)
-            card = batch.card
-            if error is None:
-                (collect_early if batch.early else collect)(card, rows)
-                if batch.instance != card.name or not keep_loaded(keep(card.name), [c for c, _ in pending], self.alive,
-                                                                   self.policy):
-                    if not any(b.instance == batch.instance for b in running):
-                        self._stop(batch.instance)
-                continue
-            self.failures += 1
-            self._stop(batch.instance)  # a replacement loads fresh: a failed engine is not reused
-            for lost in [b for b in running if b.instance == batch.instance]:  # queued behind the failed batch
-                running.remove(lost)
-                if lost.early:
-                    lost.early()
-                else:
-                    pending.insert(0, (lost.card, lost.part))
-            self._recount()  # the failure may have taken a node with it
-            if batch.early:
-                console.log(f"{card.name}: instance failed while judging early ({error}); its cells wait for the "
-                            "judging phase")
-                batch.early()
-                continue
-            tries[card.name] += 1
-            if tries[card.name] <= self.conf.run.retries:
-                console.log(f"{card.name}: instance failed ({error}); restarting ({tries[card.name]}/{self.conf.run.retries})")
-                pending.insert(0, (card, batch.part))
-            else:
-                console.log(f"{card.name}: instance failed {tries[card.name]} times ({error}); its cells are recorded as errors")
-                collect(card, failed(card, batch.part, error))
-
-    def _replicas(self, card: ModelCard, work_s: float) -> list[str]:
-        """Start data-parallel replicas of a GPU model on idle GPUs while one more pays off
-        (same rule as the simulation in sweep/forecast.py); their keys in ``alive``."""
-        live = self.alive[card.name]
-        if not self.policy.replicas or live.demand.shape is None:
-            return []
-        keys: list[str] = []
-        load = load_seconds(card, live.demand)
-        while worth_another(work_s, load, len(keys) + 1):
-            key = f"{card.name} #{len(keys) + 2}"
-            if not self._start(card, key):
-                break
-            keys.append(key)
-        if keys:
-            console.log(f"{card.name}: {len(keys)} data-parallel replica(s) on idle GPUs share its batch")
-        return keys
-
-    def _start(self, card: ModelCard, key: Optional[str] = None) -> bool:
-        """Load an instance of ``card`` as ``alive[key]`` (default: the card's name) if there is room."""
-        d = demand(card, self.conf, self.inventory)
-        where = self.capacity.take(d)
-        if where is None:
-            return False
-        shape = d.shape
-        key_env = card.endpoint.api_key_env if card.endpoint else None
-        ctx = self.plan.context(card.name)
-        settings = engine_args.settings(card, shape, where, self.conf, ctx, os.environ.get(key_env) if key_env else None)
-        console.log(f"{key or card.name}: loading {engine_args.describe(settings, ctx)}")
-        group = None
-        if d.endpoint:  # an API client: waits on the network, holds nothing
-            options: dict[str, Any] = {"num_cpus": 0}
-        elif shape is not None:
-            group, options = self._gpu_options(shape, where)
-        else:
-            node = self.inventory.nodes[where.nodes[0]]
-            threads = str(int(node.cpus) or os.cpu_count() or 1)
-            # CPU instances share the cores (num_cpus=0); Ray still accounts their memory.
-            options = {"num_cpus": 0, "memory": d.memory_bytes,
-                       "runtime_env": {"env_vars": {**CPU_ENV, "OMP_NUM_THREADS": threads}}}
-            if node.node_id:  # where the room was counted, so turn-taking per node holds
-                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node.node_id, soft=False)
-        self.progress.update(self.task, note=f"loading {card.name}")
-        self.started += 1
-        self.starts.append(key or card.name)
-        self.loads += not d.endpoint
-        name = f"sweep/{self.plan.run_id}/{card.name}/{self.started}"
-        self.alive[key or card.name] = Live(self.remote.options(name=name, **options).remote(card, settings), where, d,
-                                            group)
-        return True
-
-    def _gpu_options(self, shape: sizing.Shape, where: Placement) -> tuple[Any, dict[str, Any]]:
-        """One placement group per instance, its bundles pinned to the planned nodes.
-
-        On one node (pattern A): a single bundle of all its GPUs, which the actor takes, so
-        vLLM's mp executor inside it sees them (with num_gpus=0 Ray hides the GPUs). Across
-        nodes (pattern B): a {GPU: 1, CPU: 1} bundle per vLLM worker, each on its stage's
-        node; the actor sits in bundle 0 holding nothing and captures its children, so vLLM's
-        Ray executor starts the workers in this group.
-        """
-        if not where.spans_nodes:
-            bundles = [{"GPU": float(shape.gpus), "CPU": 1.0}]
-            actor = {"num_gpus": shape.gpus, "num_cpus": 1}
-        else:
-            bundles = [{"GPU": 1.0, "CPU": 1.0}] * shape.gpus
-            actor = {"num_gpus": 0, "num_cpus": 0}
-        ids = bundle_node_ids(shape, where, self.inventory)
-        selector = [{NODE_ID_LABEL_KEY: i} for i in ids] if all(ids) else None  # no ids: Ray chooses
-        group = placement_group(bundles, strategy="STRICT_PACK" if not where.spans_nodes else "PACK",
-                                bundle_label_selector=selector)
-        strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0,
-                                                    placement_group_capture_child_tasks=where.spans_nodes)
-        return group, {**actor, "scheduling_strategy": strategy}
+    def error_rows(self, batch: Batch, error: str, attempts: int) -> list[Any]:
+        card, p = self.plan.card(batch.job.model), self.plan
+        cells, pairs = batch.carried()
+        if batch.job.kind == ANSWERS:
+            return generate_failed(card, self.pool_index[card.name], p.suite, cells, p.run_id, error, attempts)
+        return [*judge_failed(card, p.suite, cells, self.queue.answers_for(cells), p.run_id, error, attempts),
+                *comparing.failed(card, pairs, self.queue.answers_for((), pairs), p.run_id, error, attempts)]
 
     def _advance(self, task: Any, rows: Sequence[Any]) -> None:
         tokens = self.progress.tasks[task].fields["tokens"] + sum(r.output_tokens for r in rows)
         self.progress.update(task, advance=len(rows), tokens=tokens)
-
-    def _recount(self) -> None:
-        """Rebuild the room accounting from the nodes Ray sees now."""
-        self.inventory = inventory_from_ray(self.conf)
-        self.capacity = Capacity(self.inventory)
-        for live in self.alive.values():
-            live.where = self.capacity.take(live.demand) or live.where
-
-    def _stop(self, name: str) -> None:
-        """Process exit is the only reliable way to free vLLM's memory."""
-        live = self.alive.pop(name)
-        ray.kill(live.actor)
-        if live.group is not None:
-            landed = placement_group_table(live.group).get("bundles_to_node_id", {})
-            assert live.demand.shape is not None
-            planned = bundle_node_ids(live.demand.shape, live.where, self.inventory)
-            self.landings.append(Landing(name, planned, tuple(landed.get(i, "") for i in range(len(planned)))))
-            remove_placement_group(live.group)
-        self.capacity.give_back(live.where, live.demand)
 
     def _write(self, table: str, rows: Sequence[Any], **parts: str) -> None:
         """One file per batch of a model or judge: the file count follows the work, not the cells (a rerun
@@ -570,21 +301,3 @@ class Executor:
         tokens = sum(r.output_tokens for r in rows)
         counts = ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
         console.log(f"{card.name}: {len(rows)} {what} ({counts}), {tokens} output tokens")
-
-
-def failure(e: Exception) -> str:
-    """A failed batch in one line. A task that raised is named by its own exception, not by Ray's
-    wrapper (whose first line is only where it ran)."""
-    cause = getattr(e, "cause", None)
-    shown = cause if isinstance(cause, BaseException) else e
-    first = (str(shown).splitlines() or [""])[0][:300]
-    return f"{type(shown).__name__}: {first}"
-
-
-def bundle_node_ids(shape: sizing.Shape, where: Placement, inventory: sizing.Inventory) -> tuple[str, ...]:
-    """The Ray node of each bundle of an instance's placement group (see Executor._gpu_options)."""
-    if not where.spans_nodes:
-        return (inventory.nodes[where.nodes[0]].node_id,)
-    return tuple(inventory.nodes[n].node_id for n in where.nodes for _ in range(shape.tp))
-
-

@@ -2,9 +2,9 @@
 
 The runner asks ``take`` before it starts an instance and calls ``give_back`` after it
 kills one, so it never asks Ray for more than the cluster has (a request Ray can't meet
-would wait forever while finished instances hold the room). The same code places
-instances in ``plan=true`` tables and in bench/scheduler_sim.py, so what a plan prints
-is what the live run does.
+would wait forever while finished instances hold the room). One scheduling loop
+(sweep.scheduler) calls these rules on Ray and on the simulated clock of ``plan=true`` tables
+and bench/scheduler_sim.py, so what a plan prints is what the live run does.
 """
 
 from __future__ import annotations
@@ -131,8 +131,8 @@ class Policy:
     data-parallel replicas on idle GPUs while each instance's share stays worth a load
     (``worth_another``); the batch is split evenly among them (``share``)."""
     early_judging: bool = True
-    """While models still answer, a loaded judge with nothing to do judges the answers that exist
-    (in the runner: every answer landed; in the simulation: models whose answers all landed)."""
+    """While models still answer, a loaded judge with nothing to do judges the answers that have landed
+    (sweep.scheduler, on Ray and in the simulation alike)."""
 
 
 def worth_another(work_s: float, load_s: float, instances: int) -> bool:

@@ -1,5 +1,6 @@
 """The warehouse catalog (issue 13): opening reads the commits, not every file's footer; a crash at any step
-of a write or a compaction leaves the views whole; compaction swaps a run's files for one sorted file."""
+of a write, a compaction or a fold leaves the views whole; compaction swaps a run's files for one sorted file
+and stores the run's eval_judgments, which the views read only while they are true to the run."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+import warehouse.db as db_module
 import warehouse.store as store_module
 from tests.test_warehouse import GENERATIONS, JUDGMENTS, fill, gen, judgment, rows_of
 from tests.test_warehouse import store  # noqa: F401  (the fixture: a local and an S3 warehouse)
@@ -20,10 +22,10 @@ from warehouse.store import CATALOG, Store
 VIEWS = [v for v in MODELS if not v.startswith("stg_")] + ["generations", "judgments"]
 
 
-def snapshot(store: Store) -> dict[str, list[tuple]]:
+def snapshot(store: Store, views: list[str] = VIEWS) -> dict[str, list[tuple]]:
     con = connect(store)
     out = {}
-    for view in VIEWS:
+    for view in views:
         data = con.sql(f"select * from {view}").arrow()
         out[view] = sorted(map(repr, (data.read_all() if hasattr(data, "read_all") else data).to_pylist()))
     return out
@@ -122,3 +124,94 @@ def test_the_compact_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert "r1: judgments 3 files -> 1 (3 rows)" in capsys.readouterr().out
     assert snapshot(store) == before
     assert (tmp_path / CATALOG).is_dir()
+
+
+def stored_runs(store: Store) -> list[tuple]:
+    """The runs whose eval_judgments the views read from the stored file, and whether their judgments say so."""
+    return rows_of(connect(store), "select run_id, count(*), bool_and(_aggregated) from stg_judgments "
+                                   "where run_id in (select run_id from raw_eval_judgments) group by run_id")
+
+
+SUMMED = ["eval_judgments", "judged_models", "eval_scores", "model_scores", "rankings", "efficiency",
+          "common_evals_ranking", "failure_aware_ranking", "coverage"]
+"""The views over eval_judgments."""
+LATE = judgment("late", "e2", criteria={"correctness": 3}, score=3.0)
+"""A judgment a resumed run adds after its compaction."""
+
+
+def test_stored_eval_judgments_are_read_only_while_they_sum_the_runs_live_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compaction stores r1's eval_judgments; every view answers as before from them. A file the run writes
+    afterwards (a resume) makes them stale: the views sum r1's judgments again, as a warehouse that was never
+    compacted does, until the next compaction stores them again. A stored file of another definition is not read."""
+    store, fresh = Store(str(tmp_path / "compacted")), Store(str(tmp_path / "fresh"))
+    many_files(store)
+    many_files(fresh)
+    compact(store, "r1")
+    assert stored_runs(store) == [("r1", 3, True)]
+    assert snapshot(store, SUMMED) == snapshot(fresh, SUMMED)
+    for wh in (store, fresh):
+        wh.write("judgments", [LATE], "part-late.parquet", run_id="r1", judge="J")
+    assert stored_runs(store) == []
+    want = snapshot(fresh, SUMMED)
+    assert snapshot(store, SUMMED) == want
+    late = "select eval_score from eval_scores where run_id = 'r1' and eval_id = 'e2'"
+    assert rows_of(connect(store), late) == [(3.0,)]
+    compact(store, "r1")
+    assert stored_runs(store) == [("r1", 4, True)]
+    assert snapshot(store, SUMMED) == want
+    monkeypatch.setattr(db_module, "AGGREGATE_VERSION", "another definition")
+    assert stored_runs(store) == []
+    assert snapshot(store, SUMMED) == want
+
+
+def test_a_stored_eval_judgments_file_with_corrupt_pages_is_skipped_and_its_run_summed_again(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The report path of the CLI: the first query fails on the file, which is then left out (named in a
+    warning) and its run summed from the judgments; one helper (db.on_sound_files) retries for query and report."""
+    store = Store(str(tmp_path))
+    many_files(store)
+    expected = rows_of(connect(store), "select * from rankings")
+    compact(store, "r1")
+    (stored,) = store.files("eval_judgments")
+    with open(stored, "r+b") as f:  # the footer stays whole, the first pages don't; the size the catalog has is kept
+        f.seek(4)
+        f.write(b"\xff" * 64)
+    assert main(["--root", str(tmp_path), "query", "select * from rankings order by all"]) == 0
+    out = capsys.readouterr()
+    assert f"warning: skipping {stored}" in out.err
+    assert rows_of(connect(store, [stored]), "select count(*) from raw_eval_judgments") == [(0,)]
+    assert rows_of(connect(store, [stored]), "select * from rankings") == expected
+
+
+def test_folding_a_runs_commits_keeps_its_files_and_survives_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capfd: pytest.CaptureFixture) -> None:
+    """fold_run (the runner calls it when a run ends) leaves one commit per table of the run, the same live
+    files, vouched and unique as before, and a removed file still in place still unread; killed after the
+    folded commit, before the old ones moved, the views are the same too."""
+    store = Store(str(tmp_path))
+    many_files(store)
+    store.write("judgments", [LATE], "part-late.parquet", unique=True, run_id="r1", judge="J")
+    victim = store.files("judgments", "r1")[0]
+    store._commit(store._catalog_folder(victim), remove=[victim])  # removed, not yet moved: a crash
+    before = snapshot(store)
+    lives = {t: store.live(t, "r1") for t in ("generations", "judgments")}
+    assert len(lives["judgments"].commits) == 5 and len(lives["generations"].commits) == 3
+
+    def die(*a: object, **kw: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Store, "_move_aside", die)
+    with pytest.raises(KeyboardInterrupt):
+        store.fold_run("r1")
+    monkeypatch.undo()
+    assert snapshot(store) == before
+    assert store.fold_run("r1") == 3 + 1 + 5  # generations': the old ones and the crash's; judgments' old ones
+    assert snapshot(store) == before
+    for table, live in lives.items():
+        now = store.live(table, "r1")
+        assert len(now.commits) == 1
+        assert (now.files, now.unique, now.entries) == (live.files, live.unique, live.entries)
+    assert Path(victim).exists() and victim not in store.files("judgments")
+    assert store.fold_run("r1") == 0
+    assert "warning" not in capfd.readouterr().err

@@ -17,8 +17,9 @@ from sweep import suite_file
 from sweep.core.config import Endpoint, Mode, PromptFormat, SweepConfig
 from sweep.core.errors import SweepError
 from sweep.plan import plan, validate
-from sweep.run import Live, to_config
+from sweep.run import to_config
 from sweep.schedule import Demand, Placement, demand
+from sweep.scheduler import Loaded
 from sweep.sizing import Inventory, Node, Shape
 from tests.conftest import CONF, compose_config, exact_rows, fake_cli
 from warehouse.db import connect
@@ -253,8 +254,8 @@ def test_an_api_card_needs_no_weights_gpus_or_sizing_and_holds_nothing() -> None
     api, local = demand(card, cfg, cpu_only), demand(cfg.model.cards["smollm2_expert"], cfg, cpu_only)
     node0 = Placement((0,))
     gpu = Demand(Shape("m", "bfloat16", tp=1, pp=1, weight_bytes=1, kv_bytes_per_gpu=1, overhead_bytes=1), 0)
-    assert Live(None, node0, api).lane == Live(None, node0, api).lane == "endpoint http://127.0.0.1:8000/v1"
-    assert Live(None, node0, local).lane == "node 0" and Live(None, node0, gpu).lane is None
+    assert Loaded("m", api, node0).lane == Loaded("n", api, node0).lane == "endpoint http://127.0.0.1:8000/v1"
+    assert Loaded("m", local, node0).lane == "node 0" and Loaded("m", gpu, node0).lane is None
     # The endpoint is part of what a cell's key depends on: another server is another model.
     moved = api_pool(base_url="http://127.0.0.1:9000/v1")
     assert {c.key for c in plan(moved, "r", cpu_only).generate} != {c.key for c in the_plan.generate}

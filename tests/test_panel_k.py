@@ -162,3 +162,63 @@ def test_intervals_and_agreement_on_the_incomplete_design(tmp_path: Path) -> Non
     assert alpha == pytest.approx(alpha_by_pairs(units_of(rows)), abs=1e-12)
     assert all(len(v) == 3 for v in units_of(rows).values())
     assert len(list(itertools.chain(*chosen.values()))) == 8 * 6 * 3
+
+
+@pytest.mark.parametrize("k, exclude_family", [(2, False), (2, True), (1, False)])
+def test_pairwise_verdicts_at_k_get_k_judges_of_both_answers_by_the_same_design(k: int, exclude_family: bool) -> None:
+    """judge.pairwise with judges_per_answer=K: each pair of answers to a prompt gets K of the judges that may
+    judge both (never one of the two, nor their families with exclude_same_family), each in both orders; loads
+    and (pair, judge) counts balanced to within one; a subset of the full panel's cells."""
+    overrides = (f"judge.exclude_same_family={exclude_family}", "judge.pairwise=true")
+    p = plan(six_cards(f"judge.judges_per_answer={k}", *overrides), "r", LAPTOP)
+    full = plan(six_cards(*overrides), "r", LAPTOP)
+    verdicts: dict[tuple[str, str, str, int], Counter] = {}
+    for c in p.compare:
+        verdicts.setdefault((*sorted((c.first, c.second)), c.eval_id, c.sample), Counter())[c.judge] += 1
+    # 15 pairs of 6 cards; with exclude_same_family the 3 same-family pairs are judged too (by the other families).
+    assert len(verdicts) == 15 * 11 * 2
+    for (a, b, _, _), by_judge in verdicts.items():
+        assert len(by_judge) == k and set(by_judge.values()) == {2}  # K judges, each in both orders
+        assert not {a, b} & set(by_judge)
+        if exclude_family:
+            assert all(FAMILIES[j] not in (FAMILIES[a], FAMILIES[b]) for j in by_judge)
+    load = Counter(c.judge for c in p.compare)
+    assert len(load) == 6 and spread(load) <= 2 and sum(load.values()) == 15 * 22 * k * 2  # 2 cells per verdict pair
+    for a, b in itertools.combinations(FAMILIES, 2):
+        per = Counter(j for (x, y, _, _), js in verdicts.items() if (x, y) == (a, b) for j in js)
+        eligible = [j for j in FAMILIES if j not in (a, b)
+                    and not (exclude_family and FAMILIES[j] in (FAMILIES[a], FAMILIES[b]))]
+        assert set(per) == set(eligible) and spread(per) <= 1, (a, b, per)
+    assert set(p.compare) < set(full.compare)
+
+
+def test_the_pairwise_panel_is_fixed_by_the_seed() -> None:
+    p = plan(six_cards("judge.judges_per_answer=2", "judge.pairwise=true"), "r", LAPTOP)
+    assert p == plan(six_cards("judge.judges_per_answer=2", "judge.pairwise=true"), "r", LAPTOP)
+    reseeded = plan(six_cards("judge.judges_per_answer=2", "judge.pairwise=true", "judge.seed=3"), "r", LAPTOP)
+    assert reseeded.compare != p.compare and len(reseeded.compare) == len(p.compare)
+
+
+def test_pairwise_at_a_k_some_pair_cant_get_is_refused() -> None:
+    """Three cards: each answer has 2 peers, but a pair of answers only the third card (judges_per_answer=2)."""
+    with pytest.raises(SweepError) as e:
+        plan(compose_config("evals=smoke", "judge.judges_per_answer=2", "judge.pairwise=true"), "r", LAPTOP)
+    assert "judge.judges_per_answer=2 but the pair SmolLM2-135M (smollm2) and SmolLM2-135M-expert (smollm2) has " \
+           "only 1 eligible judge(s) (Gemma3-270M-base)" in e.value.problem
+    assert "at most 1" in e.value.fix and "judge.pairwise=false" in e.value.fix
+    assert len(plan(compose_config("evals=smoke", "judge.judges_per_answer=1", "judge.pairwise=true"), "r",
+                    LAPTOP).compare) == 3 * 3 * 2
+
+
+def test_pairwise_min_other_families_counts_judges_of_neither_answers_family() -> None:
+    """For a pair, "another family" is neither card's: with min_other_families=2 every pair of answers gets 2 judges
+    whose family is neither of the pair's (without the rule some pairs get a judge of a respondent's family)."""
+    def families_apart(*overrides: str) -> Counter:
+        p = plan(six_cards("judge.pairwise=true", "judge.judges_per_answer=2", *overrides), "r", LAPTOP)
+        verdicts: dict[tuple[str, str, int], set[str]] = {}
+        for c in p.compare:
+            verdicts.setdefault((frozenset((c.first, c.second)), c.eval_id, c.sample), set()).add(c.judge)
+        return Counter(sum(FAMILIES[j] not in {FAMILIES[r] for r in pair} for j in js)
+                       for (pair, _, _), js in verdicts.items())
+    assert set(families_apart("judge.min_other_families=2")) == {2}
+    assert families_apart()[1] > 0

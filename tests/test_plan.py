@@ -135,3 +135,54 @@ def test_two_prompts_with_the_same_text_are_two_cells() -> None:
     assert len(set(keys)) == len(keys) == len(p.generate) + len(p.judge)
     by_eval = {(c.model, c.eval_id): c.key for c in p.generate}
     assert all(by_eval[m, "capital-france"] != by_eval[m, "addition"] for m, _ in by_eval)
+
+
+def test_keys_are_the_content_keys_of_their_parts() -> None:
+    """The planner builds keys from templates (the parts that don't vary encoded once); they must be the
+    content_key of every part, as written by runs before, or a resume would recompute everything."""
+    from dataclasses import asdict
+
+    from sweep.core.cells import content_key
+    from sweep.plan import _identity
+
+    cfg = compose_config("evals=smoke", "run.samples=2", "judge.soft_scores=true", "judge.pairwise=true")
+    p = plan(cfg, "r", LAPTOP)
+    cards = {c.name: c for c in p.cards}
+    item = {i.id: i for i in cfg.evals.prompts}
+    for a in p.generate:
+        assert a.key == content_key("generate", _identity(cards[a.model]), a.eval_id, a.messages, a.sampling)
+    answer = {a.key: a for a in p.generate}
+    for j in p.judge:
+        assert j.key == content_key(
+            "judge", _identity(cards[j.judge]), cfg.judge.mode.value, j.answer_key, prompts.JUDGE_TEMPLATE,
+            cfg.evals.judge_brief, [asdict(c) for c in cfg.evals.criteria], item[j.eval_id].rubric,
+            cfg.judge.justification_max_chars, j.sampling, j.scrub, ("soft_scores", prompts.SOFT_TOP_K),
+            ("cut_off", prompts.CUT_OFF_NOTICE))  # judge.judge_truncated, on by default
+        assert answer[j.answer_key].model == j.respondent
+    for c in p.compare:
+        assert c.key == content_key(
+            "compare", _identity(cards[c.judge]), cfg.judge.mode.value, c.first_key, c.second_key,
+            prompts.COMPARE_TEMPLATE, cfg.evals.judge_brief, [asdict(x) for x in cfg.evals.criteria],
+            item[c.eval_id].rubric, cfg.judge.justification_max_chars, c.sampling, c.scrub,
+            ("cut_off", prompts.CUT_OFF_NOTICE))
+    assert (len(p.judge), len(p.compare)) == (3 * 2 * 3 * 2, 3 * 3 * 2 * 2)
+
+
+def test_the_plan_counts_its_answer_sizes_and_panel_once() -> None:
+    """What the cost model and the context windows read instead of walking the cells: per card its answers,
+    longest prompt, prefill estimate and budget; per (judge, respondent) the judgments, as the cells have them."""
+    from collections import Counter
+
+    from sweep.engine_args import message_tokens
+
+    p = plan(compose_config("evals=smoke", "run.samples=2", "judge.judges_per_answer=1"), "r", LAPTOP)
+    for s in p.sizes:
+        mine = [a for a in p.generate if a.model == s.model]
+        assert (s.answers, s.prompt_tokens, s.prefill_tokens, s.budget) == (
+            len(mine), max(message_tokens(a.messages) for a in mine),
+            sum(sum(len(t.split()) for _, t in a.messages) * 4 // 3 for a in mine),
+            max(a.sampling.max_tokens for a in mine))
+    assert [s.model for s in p.sizes] == [c.name for c in p.cards]
+    counted = Counter((j.judge, j.respondent) for j in p.judge)
+    assert {(x.judge, x.respondent): x.judgments for x in p.loads} == counted and sum(counted.values()) == 3 * 3 * 2
+    assert all(x.verdict_budget == 512 for x in p.loads)

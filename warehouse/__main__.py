@@ -13,7 +13,7 @@ import duckdb
 from rich.console import Console
 from sweep.core.config import Warehouse
 from sweep.core.errors import SweepError
-from warehouse.db import compact, connect, damaged, script
+from warehouse.db import compact, connect, on_sound_files, script
 from warehouse.html import compare_page, run_page
 from warehouse.readonly import connect_read_only, refusal
 from warehouse.report import console, coverage_table, deltas_table, latest_run, print_report
@@ -66,38 +66,31 @@ def command(args: argparse.Namespace, r: argparse.ArgumentParser, c: argparse.Ar
     out = console()
     if args.command == "query":
         warn_if_empty(store, args.root)
-        con = opened(lambda: connect_read_only(store), args.root)
-        for first in (True, False):
-            try:  # a relation runs lazily: errors can also come from show()
-                result = con.sql(args.sql)
-                if result is not None:
-                    result.show(max_width=200, max_rows=200)
-                return 0
-            except duckdb.Error as e:
-                reason = refusal(e)
-                if first and reason is None and (broken := damaged(store)):
-                    con = connect_read_only(store, broken)  # warns about each, and reads the rest
-                    continue
-                if reason is None:
-                    print(f"error: {e}", file=sys.stderr)
-                else:
-                    print(f"error: the warehouse is opened read-only, and this query would write or reconfigure: "
-                          f"{reason}\nfix: query with SELECT; to export, use the duckdb CLI: python -m warehouse views",
-                          file=sys.stderr)
-                return 2
-    con = opened(lambda: connect(store), args.root)
+        def show(con: duckdb.DuckDBPyConnection) -> None:
+            result = con.sql(args.sql)  # a relation runs lazily: errors can also come from show()
+            if result is not None:
+                result.show(max_width=200, max_rows=200)
+        try:
+            on_sound_files(store, lambda skip: opened(lambda: connect_read_only(store, skip), args.root), show,
+                           worth_checking=lambda e: refusal(e) is None)
+            return 0
+        except duckdb.Error as e:
+            if (reason := refusal(e)) is None:
+                print(f"error: {e}", file=sys.stderr)
+            else:
+                print(f"error: the warehouse is opened read-only, and this query would write or reconfigure: "
+                      f"{reason}\nfix: query with SELECT; to export, use the duckdb CLI: python -m warehouse views",
+                      file=sys.stderr)
+            return 2
     if args.command == "compact":
+        con = opened(lambda: connect(store), args.root)
         for run in args.runs or [r for (r,) in con.execute("select run_id from runs order by run_id").fetchall()]:
             for table, (files, rows) in compact(store, run).items():
                 out.print(f"{run}: {table} {files} files -> 1 ({rows} rows); the old files are in superseded/")
         return 0
-    try:
-        return tables(args, store, con, r, c, out)
-    except duckdb.Error:
-        # A file with a sound footer and corrupt pages fails the first query that reads it.
-        if not (broken := damaged(store)):
-            raise
-        return tables(args, store, connect(store, broken), r, c, out)
+    # A file with a sound footer and corrupt pages fails the first query that reads it.
+    return on_sound_files(store, lambda skip: opened(lambda: connect(store, skip), args.root),
+                          lambda con: tables(args, store, con, r, c, out))
 
 
 def opened(open_: Callable[[], duckdb.DuckDBPyConnection], root: str) -> duckdb.DuckDBPyConnection:

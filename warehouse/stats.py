@@ -73,8 +73,9 @@ def load_cube(con: duckdb.DuckDBPyConnection, run_id: str) -> ScoreCube:
     respondents = tuple(m for _, m in sorted({(r[3], r[2]) for r in rows}))
     total = np.zeros((len(evals), len(judges), len(respondents)))
     count = np.zeros_like(total)
-    for eval_id, judge, respondent, _, score_sum, n in rows:
-        at = evals.index(eval_id), judges.index(judge), respondents.index(respondent)
+    e, j, r = ({name: i for i, name in enumerate(names)} for names in (evals, judges, respondents))
+    for eval_id, judge, respondent, _, score_sum, n in rows:  # dicts: tuple.index per row is O(rows x evals)
+        at = e[eval_id], j[judge], r[respondent]
         total[at], count[at] = score_sum, n
     return ScoreCube(evals, judges, respondents, total, count)
 

@@ -7,6 +7,7 @@ Layout (Hive-style folders, values percent-encoded; one file per unit of work)::
     {root}/judgments/run_id=R/judge=J/part-{key}.parquet         (a batch of verdicts)
     {root}/comparisons/run_id=R/judge=J/part-{key}.parquet       (judge.pairwise)
     {root}/{table}/run_id=R/compact-{uuid}.parquet               (python -m warehouse compact)
+    {root}/eval_judgments/run_id=R/agg-{uuid}.parquet            (derived at compaction: see warehouse/db.py)
     {root}/_catalog/{table}/run_id=R/{uuid}.json                 the commits: files added and removed
     {root}/reports/R.html                      (not a table: the run's page)
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import posixpath
 import re
 import time
@@ -38,6 +40,9 @@ from sweep.core.errors import SweepError
 from sweep.core.rows import IDENTITY, from_table, to_table
 
 TABLES = ("runs", "generations", "judgments", "comparisons")
+DERIVED = ("eval_judgments",)
+"""Tables computed from the others (never the only copy of anything): a file the catalog doesn't list
+is not read, and a reader checks a file's recorded sources before trusting it."""
 CATALOG = "_catalog"
 ROW_GROUP = 128 * 1024
 """Rows per Parquet row group: big enough that a scan is a few reads per file, small enough to skip."""
@@ -59,6 +64,8 @@ class Live:
     compacted run): latest_rows looks for a cell's older writes only among the other files' cells."""
     stranded: tuple[str, ...] = ()
     """Files the catalog removed that are still in place (a crash before the move to superseded/)."""
+    entries: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """The catalog's entry (bytes, columns, unique, meta) of each live file it vouches for."""
 
 
 @dataclass
@@ -100,13 +107,14 @@ class Store:
         return posixpath.join(self.path, table, *(f"{k}={segment(k, v)}" for k, v in parts.items()))
 
     def write(self, table: str, rows: Sequence[Any] | pa.Table, name: str, replaces: Sequence[str] = (),
-              unique: bool = False, **parts: str) -> str:
+              unique: bool = False, meta: Mapping[str, Any] | None = None, **parts: str) -> str:
         """Write rows as one Parquet file and commit it, all or nothing: readers never see half a file.
 
         ``replaces`` leave the table in the same commit (readers see them or the new file, never both or
         neither), then move to superseded/. A file already at the new path (the same cells computed again,
         a run's row updated) moves to superseded/ first: nothing is overwritten in place. ``unique``: the
-        writer vouches that the rows hold each cell once and no other live file of the run holds them."""
+        writer vouches that the rows hold each cell once and no other live file of the run holds them.
+        ``meta`` is kept in the file's catalog entry (a derived file's sources)."""
         data = rows if isinstance(rows, pa.Table) else to_table(rows, table)
         buf = io.BytesIO()
         pq.write_table(data, buf, compression="zstd", row_group_size=ROW_GROUP)
@@ -114,8 +122,9 @@ class Store:
         if self.fs.exists(final):
             self.supersede(final)
         self._put(final, buf.getvalue())
-        self._commit(self._catalog_folder(final), add={final: (buf.tell(), data.column_names, unique)},
-                     remove=replaces)
+        entry = {"bytes": buf.tell(), "columns": data.column_names, "unique": unique,
+                 **({"meta": meta} if meta else {})}
+        self._commit(self._catalog_folder(final), add={final: entry}, remove=replaces)
         for path in replaces:
             self._move_aside(path)
         return self.url(final)
@@ -144,13 +153,29 @@ class Store:
             self.fs.pipe_file(final, data)
         return self.url(final)
 
-    def _commit(self, folder: str, add: Mapping[str, tuple[int, Sequence[str], bool]] = {},
-                remove: Sequence[str] = ()) -> None:
+    def fold_run(self, run_id: str) -> int:
+        """Fold each table's commits of a run into one, so opening the warehouse reads one commit per
+        (table, run) however many batches wrote it (call it when the run ends; a resume adds commits
+        again, and folds again when it ends). The new commit lists every live file the old ones vouched
+        for and removes the files they removed that are still in place, so it alone gives the same live
+        files: a crash anywhere leaves the views as they were. Returns the commits moved aside."""
+        folded = 0
+        for table in (*TABLES, *DERIVED):
+            live = self.live(table, run_id)
+            if len(live.commits) < 2:
+                continue
+            folder = posixpath.dirname(live.commits[0])
+            self._commit(folder, add={path: dict(entry) for path, entry in live.entries.items()}, remove=live.stranded)
+            for path in live.commits:
+                self._move_aside(path)
+            folded += len(live.commits)
+        return folded
+
+    def _commit(self, folder: str, add: Mapping[str, Mapping[str, Any]] = {}, remove: Sequence[str] = ()) -> None:
         """One commit file per change, so a reader sees a change whole or not at all. Named by time, then a
         random part: readers replay commits in name order (a path removed, then written again, is live),
         and concurrent writers never collide. Paths are relative to the root (the root can move)."""
-        commit = {"add": [{"path": self._rel(p), "bytes": size, "columns": list(cols), "unique": unique}
-                          for p, (size, cols, unique) in add.items()],
+        commit = {"add": [{"path": self._rel(p), **entry} for p, entry in add.items()],
                   "remove": [self._rel(p) for p in remove]}
         self._put(posixpath.join(folder, f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.json"),
                   json.dumps(commit).encode())
@@ -167,7 +192,7 @@ class Store:
         """The files a reader should see: one listing of the table's folders and the catalog's commits."""
         listed = {p: info.get("size") for p, info in self._find(self._base(table, run_id)).items()
                   if p.endswith(".parquet") and "/." not in p}
-        added: dict[str, tuple[int, tuple[str, ...], bool]] = {}
+        added: dict[str, dict[str, Any]] = {}
         removed: set[str] = set()
         commits = self._commits(table, run_id)
         for commit in commits.values():
@@ -175,8 +200,8 @@ class Store:
                 added.pop(path := posixpath.join(self.path, p), None)
                 removed.add(path)
             for entry in commit["add"]:
-                added[path := posixpath.join(self.path, entry["path"])] = (
-                    entry["bytes"], tuple(entry["columns"]), entry.get("unique", False))
+                path = posixpath.join(self.path, entry["path"])
+                added[path] = {k: v for k, v in entry.items() if k != "path"}
                 removed.discard(path)
         files: dict[str, tuple[str, ...]] = {}
         bad: list[str] = []
@@ -185,14 +210,17 @@ class Store:
             if path in removed:  # superseded, and the move to superseded/ did not happen (a crash)
                 stranded.append(path)
                 continue
-            if path in added and added[path][0] == size:
-                files[path] = added[path][1]
+            if path in added and added[path]["bytes"] == size:
+                files[path] = tuple(added[path]["columns"])
+            elif table in DERIVED:  # recomputed rather than trusted when the catalog can't vouch for it
+                continue
             elif (columns := self._columns(path, table)) is not None:  # the catalog can't vouch for it
                 files[path] = columns
             else:
                 bad.append(path)
-        unique = frozenset(p for p in files if p in added and added[p][2])
-        return Live(files, tuple(bad), tuple(commits), unique, tuple(stranded))
+        entries = {p: added[p] for p in files if p in added and added[p]["bytes"] == listed[p]}
+        unique = frozenset(p for p, entry in entries.items() if entry.get("unique", False))
+        return Live(files, tuple(bad), tuple(commits), unique, tuple(stranded), entries)
 
     def _columns(self, path: str, table: str) -> tuple[str, ...] | None:
         """Column names from the footer, or None when the file is not this table's Parquet (no footer, as a
@@ -212,6 +240,10 @@ class Store:
         return {p: json.loads(blobs[p]) for p in paths}
 
     def _find(self, folder: str) -> dict[str, dict[str, Any]]:
+        """Every file under folder, with its size. On local disk os.scandir: fsspec's find costs a stat and
+        a dict per entry in Python, which is most of an open at thousands of files."""
+        if self.local:
+            return _scan(folder)
         try:
             return self.fs.find(folder, detail=True)
         except FileNotFoundError:
@@ -253,6 +285,20 @@ class Store:
     def files(self, table: str, run_id: str | None = None) -> list[str]:
         """A table's live Parquet files (temp files are hidden by their leading dot)."""
         return sorted(self.live(table, run_id).files)
+
+
+def _scan(folder: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return out
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            out.update(_scan(entry.path))
+        else:
+            out[entry.path] = {"size": entry.stat().st_size}
+    return out
 
 
 def segment(key: str, value: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from sweep.core.config import ModelCard, Suite
 
@@ -135,6 +135,38 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
+class AnswerSizes:
+    """One card's answers, summed once by the planner: what the cost model and the context windows
+    (sweep.engine_args) read instead of walking the cells."""
+
+    model: str
+    answers: int
+    prompt_tokens: int
+    """Its longest answer prompt, in tokens bounded by UTF-8 bytes (engine_args.message_tokens)."""
+    prefill_tokens: int
+    """The cost model's prefill estimate over all its answer prompts (``prefill_estimate`` of each, summed,
+    so the per-card total equals the sum over its cells in sweep.cost.cell_work)."""
+    budget: int
+    """max_tokens of its answers: one figure, as a card's sampling doesn't depend on the prompt."""
+
+
+def prefill_estimate(messages: Sequence[tuple[str, str]]) -> int:
+    """Prefill tokens of one prompt for the cost model: ~4 tokens per 3 whitespace-separated words."""
+    return sum(len(text.split()) for _, text in messages) * 4 // 3
+
+
+@dataclass(frozen=True)
+class PanelLoad:
+    """How many of one respondent's answers one judge scores (the panel, counted once by the planner)."""
+
+    judge: str
+    respondent: str
+    judgments: int
+    verdict_budget: int
+    """The judge's max_tokens per verdict."""
+
+
+@dataclass(frozen=True)
 class SweepPlan:
     run_id: str
     cards: tuple[ModelCard, ...]
@@ -146,6 +178,10 @@ class SweepPlan:
     """Pairwise verdicts (judge.pairwise): each unordered pair in both orders."""
     contexts: tuple[Context, ...] = ()
     """Each local card's context window (max_model_len) on the planned cluster."""
+    sizes: tuple[AnswerSizes, ...] = ()
+    """Per card, its answers' sizes (pool order)."""
+    loads: tuple[PanelLoad, ...] = ()
+    """Per (judge, respondent) with judgments, their count (judge in pool order, then respondent)."""
 
     def card(self, name: str) -> ModelCard:
         return next(c for c in self.cards if c.name == name)
@@ -157,13 +193,44 @@ class SweepPlan:
 
 def content_key(*parts: Any) -> str:
     """Stable hash of everything that determines a cell's output."""
-    blob = json.dumps(parts, sort_keys=True, default=_jsonable)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    return hashlib.sha256(_ENCODER.encode(parts).encode()).hexdigest()[:20]
+
+
+HOLE = object()
+"""A part of ``key_template`` given per cell."""
+
+
+def key_template(*parts: Any) -> Callable[..., str]:
+    """``content_key(*parts)`` with each ``HOLE`` taken from the call's arguments, in order: the parts
+    that don't vary are encoded once. The same bytes are hashed (json.dumps writes a tuple as its items'
+    encodings joined by ", "), so the keys are content_key's; a plan's 10^5 cells cost a hash each."""
+    glue: list[str] = []  # the text before each hole's value, separators included
+    text = "["
+    for i, part in enumerate(parts):
+        text += ", " if i else ""
+        if part is HOLE:
+            glue.append(text)
+            text = ""
+        else:
+            text += _ENCODER.encode(part)
+    pieces = [p for g in glue for p in (g, "")] + [text + "]"]  # the values go to the odd places
+    encode = _ENCODER.encode
+
+    def key(*values: Any) -> str:
+        blob = pieces.copy()
+        blob[1::2] = map(encode, values)  # a ValueError unless one value per hole
+        return hashlib.sha256("".join(blob).encode()).hexdigest()[:20]
+
+    return key
 
 
 def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "value"):  # Enum
         return obj.value
     return asdict(obj)
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True, default=_jsonable)
+"""What json.dumps(..., sort_keys=True, default=_jsonable) encodes with."""
 
 

@@ -288,7 +288,8 @@ class Panel:
     request per ordered pair of peers a judge may judge, per prompt and sample."""
     judges_per_answer: int = 0
     """K: each answer is judged by K of its eligible peers, chosen by a balanced design fixed in the
-    plan (sweep/panel.py); 0 = every eligible peer. Scores only: pairwise verdicts keep every pair."""
+    plan (sweep/panel.py); 0 = every eligible peer. With pairwise, each pair of answers likewise gets K of
+    the judges that may judge both, each in both orders."""
     min_other_families: int = 0
     """With judges_per_answer: at least this many of an answer's K judges come from other families."""
     seed: int = 0

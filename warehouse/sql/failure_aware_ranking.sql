@@ -1,5 +1,5 @@
 -- failure_aware_ranking: a ranking no model wins by not answering, one row per model of a run.
--- Input: stg_judgments, rankings. Grain: (run_id, model).
+-- Input: stg_judgments, judged_models, model_scores (scope 'all'). Grain: (run_id, model).
 -- The study averages only over the evals a model appears in, so an answer it failed to give (empty:
 -- its reasoning used the whole budget; an engine error; cut off with nothing a judge may see) simply
 -- drops out. Here each such answer counts as the scale's minimum from every judge that would have
@@ -53,24 +53,24 @@ answers as (
     group by run_id, model
 ),
 
+study as (
+    select run_id, model, rank from model_scores where scope = 'all'
+),
+
 final as (
     select
         row_number() over (
-            partition by r.run_id order by p.mean_score desc nulls last, o.pool_index
+            partition by o.run_id order by p.mean_score desc nulls last, o.pool_index
         ) as rank,
-        r.run_id,
-        r.model,
+        o.run_id,
+        o.model,
         p.avg_score,
         coalesce(p.evals, 0) as evals,
         coalesce(a.answers, 0) as answers,
         coalesce(a.failed_answers, 0) as failed_answers,
         r.rank as study_rank
-    from rankings as r
-    inner join (
-        select run_id, respondent as model, any_value(pool_index) as pool_index
-        from stg_judgments
-        group by run_id, respondent
-    ) as o using (run_id, model)
+    from judged_models as o
+    left join study as r using (run_id, model)
     left join per_model as p using (run_id, model)
     left join answers as a using (run_id, model)
 )

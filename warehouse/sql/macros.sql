@@ -28,30 +28,35 @@ create or replace macro rest_2dp(total, n, run, part) as (
     sum_2dp(sum(total) over (partition by run, part) - total, sum(n) over (partition by run, part) - n)
 );
 
+-- A mean from an exact integer total of scores in millionths (round(score * 1000000)) and a count,
+-- rounded half-to-even to 2 decimals: what mean_2dp gives, for totals summed at a finer grain first.
+create or replace macro micro_2dp(total, n) as (
+    div_half_even(total, nullif(n, 0) * 10000)::decimal(18, 0) / 100
+);
+
 -- The rows of a raw table (named as a string) that are the latest write of their cell: a retried cell
 -- may have been written twice, and the newest row wins; rows written at the same instant go to the
 -- later file name, then the later row, so the choice (and every sum over it) is the same on every run.
 -- Rows of files marked _unique (their writer vouched no other live file holds their cells: the runner's
 -- batches, a compacted run) pass through unless another file holds their cell too; only the other
--- rows, and those, go through the window, so a warehouse the runner wrote is read in one pass.
+-- rows, and those, go through the window, so a warehouse the runner wrote is read in one pass. No CTE
+-- here: DuckDB materializes a CTE read twice, which reads every column of every file; written inline,
+-- a query reads only the columns it uses, and when no file is doubtful the window folds away.
 create or replace macro latest_rows(raw_table) as table
-    with doubtful as (
-        select distinct run_id, cell_key from query_table(raw_table) where not _unique
-    ),
-
-    candidates as (
-        select * from query_table(raw_table) where not _unique
-        union all by name
-        select * from query_table(raw_table) semi join doubtful using (run_id, cell_key) where _unique
-    )
-
     select * exclude (filename, file_row_number, _unique)
     from query_table(raw_table)
-    anti join doubtful using (run_id, cell_key)
+    anti join (select distinct run_id, cell_key from query_table(raw_table) where not _unique) using (run_id, cell_key)
     where _unique
     union all by name
     select * exclude (filename, file_row_number, _unique)
-    from candidates
+    from (
+        select * from query_table(raw_table) where not _unique
+        union all by name
+        select * from query_table(raw_table)
+        semi join (select distinct run_id, cell_key from query_table(raw_table) where not _unique)
+            using (run_id, cell_key)
+        where _unique
+    )
     qualify row_number() over (
         partition by run_id, cell_key order by created_at desc, filename desc, file_row_number desc
     ) = 1;

@@ -3,6 +3,8 @@
 -- valid: the verdict parsed (status = 'ok') and its weighted score is above 0 and at most
 -- the scale's top. Invalid rows stay: valid/total counts every row. A cell written twice (retried)
 -- counts once: its newest row (macro latest_rows).
+-- _aggregated: the run's eval_judgments rows are stored (see eval_judgments); the judgments view
+-- leaves this column out.
 with latest as (
     select * from latest_rows('raw_judgments')
 ),

@@ -1,0 +1,194 @@
+"""The scheduling loop's live backend (sweep.scheduler.Backend): one Ray actor per model instance.
+
+Each GPU instance gets its own placement group, its bundles pinned to the planned nodes; CPU
+instances are pinned to their node; API clients hold nothing. A batch is an actor call with a
+deadline (``engine.timeout_s``): an actor or node lost, an exception in the engine or a missed
+deadline comes back as ``Lost``, and the loop decides what follows.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+import ray
+from ray.util.placement_group import (NODE_ID_LABEL_KEY, placement_group, placement_group_table,
+                                      remove_placement_group)
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
+
+from sweep import engine_args, sizing
+from sweep.core.cells import SweepPlan
+from sweep.core.config import ModelCard, SweepConfig
+from sweep.instance import Instance
+from sweep.queue import CellQueue
+from sweep.schedule import Demand, Placement
+from sweep.scheduler import ANSWERS, Batch, Done, Lost
+
+# In-process vLLM inside the actor (no EngineCore/worker subprocesses), all cores used,
+# nothing fetched from a hub for local weights.
+CPU_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "HF_HUB_OFFLINE": "1"}
+
+
+@dataclass(frozen=True)
+class Landing:
+    """Where one GPU instance's placement group was planned and where Ray put it (node ids per bundle)."""
+
+    model: str
+    planned: tuple[str, ...]
+    landed: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Actor:
+    handle: Any
+    group: Any = None
+    """The instance's placement group (GPU instances), removed when it stops."""
+    planned: tuple[str, ...] = ()
+    """The Ray node of each of its bundles, as requested."""
+
+
+@dataclass(frozen=True)
+class Call:
+    batch: Batch
+    ref: Any
+    deadline: float
+
+
+class RayBackend:
+    """Instances as Ray actors; ``log`` gets one line per load."""
+
+    def __init__(self, the_plan: SweepPlan, conf: SweepConfig, inventory: sizing.Inventory, queue: CellQueue,
+                 log: Callable[[str], None]) -> None:
+        self.plan, self.conf, self.queue, self.log = the_plan, conf, queue, log
+        self._inventory = inventory
+        self.remote = ray.remote(Instance)
+        self.actors: dict[str, Actor] = {}
+        self.calls: list[Call] = []
+        self.started = 0
+        """Instances started (their actor names count them)."""
+        self.landings: list[Landing] = []
+        self.pool_index = {c.name: i for i, c in enumerate(the_plan.cards)}
+
+    def start(self, card: ModelCard, key: str, d: Demand, where: Placement) -> None:
+        key_env = card.endpoint.api_key_env if card.endpoint else None
+        ctx = self.plan.context(card.name)
+        settings = engine_args.settings(card, d.shape, where, self.conf, ctx,
+                                        os.environ.get(key_env) if key_env else None)
+        self.log(f"{key}: loading {engine_args.describe(settings, ctx)}")
+        group, planned = None, ()
+        if d.endpoint:  # an API client: waits on the network, holds nothing
+            options: dict[str, Any] = {"num_cpus": 0}
+        elif d.shape is not None:
+            planned = bundle_node_ids(d.shape, where, self._inventory)
+            group, options = self._gpu_options(d.shape, where, planned)
+        else:
+            options = self._cpu_options(d, where)
+        self.started += 1
+        name = f"sweep/{self.plan.run_id}/{card.name}/{self.started}"
+        self.actors[key] = Actor(self.remote.options(name=name, **options).remote(card, settings), group, planned)
+
+    def _cpu_options(self, d: Demand, where: Placement) -> dict[str, Any]:
+        """CPU instances share the cores (num_cpus=0); Ray still accounts their memory."""
+        node = self._inventory.nodes[where.nodes[0]]
+        threads = str(int(node.cpus) or os.cpu_count() or 1)
+        options = {"num_cpus": 0, "memory": d.memory_bytes,
+                   "runtime_env": {"env_vars": {**CPU_ENV, "OMP_NUM_THREADS": threads}}}
+        if node.node_id:  # where the room was counted, so turn-taking per node holds
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node.node_id, soft=False)
+        return options
+
+    def _gpu_options(self, shape: sizing.Shape, where: Placement, ids: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
+        """One placement group per instance, its bundles pinned to the planned nodes.
+
+        On one node (pattern A): a single bundle of all its GPUs, which the actor takes, so
+        vLLM's mp executor inside it sees them (with num_gpus=0 Ray hides the GPUs). Across
+        nodes (pattern B): a {GPU: 1, CPU: 1} bundle per vLLM worker, each on its stage's
+        node; the actor sits in bundle 0 holding nothing and captures its children, so vLLM's
+        Ray executor starts the workers in this group.
+        """
+        if not where.spans_nodes:
+            bundles = [{"GPU": float(shape.gpus), "CPU": 1.0}]
+            actor = {"num_gpus": shape.gpus, "num_cpus": 1}
+        else:
+            bundles = [{"GPU": 1.0, "CPU": 1.0}] * shape.gpus
+            actor = {"num_gpus": 0, "num_cpus": 0}
+        selector = [{NODE_ID_LABEL_KEY: i} for i in ids] if all(ids) else None  # no ids: Ray chooses
+        group = placement_group(bundles, strategy="STRICT_PACK" if not where.spans_nodes else "PACK",
+                                bundle_label_selector=selector)
+        strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0,
+                                                    placement_group_capture_child_tasks=where.spans_nodes)
+        return group, {**actor, "scheduling_strategy": strategy}
+
+    def submit(self, batch: Batch) -> None:
+        actor = self.actors[batch.instance].handle
+        cells, pairs = batch.carried()
+        p = self.plan
+        if batch.job.kind == ANSWERS:
+            ref = actor.generate.remote(self.pool_index[batch.job.model], p.suite, cells, p.run_id,
+                                        self.conf.run.retry_truncated)
+        else:
+            ref = actor.judge.remote(p.suite, self.conf.judge, cells, self.queue.answers_for(cells, pairs), p.run_id,
+                                     pairs)
+        self.calls.append(Call(batch, ref, time.monotonic() + self.conf.engine.timeout_s))
+
+    def wait(self) -> Union[Done, Lost]:
+        timeout = max(0.0, min(c.deadline for c in self.calls) - time.monotonic())
+        done, _ = ray.wait([c.ref for c in self.calls], num_returns=1, timeout=timeout)
+        if not done:
+            call = min(self.calls, key=lambda c: c.deadline)
+            self.calls.remove(call)
+            return Lost(call.batch, f"no result within engine.timeout_s={self.conf.engine.timeout_s:g} s (hung engine)")
+        call = next(c for c in self.calls if c.ref == done[0])
+        self.calls.remove(call)
+        try:
+            rows = ray.get(call.ref)
+        except (ray.exceptions.RayError, ray.exceptions.RayTaskError) as e:
+            return Lost(call.batch, failure(e))
+        answers = {r.cell_key: r for r in rows} if call.batch.job.kind == ANSWERS else {}
+        return Done(call.batch, rows, answers)
+
+    def stop(self, key: str) -> None:
+        """Process exit is the only reliable way to free vLLM's memory."""
+        actor = self.actors.pop(key)
+        self.calls = [c for c in self.calls if c.batch.instance != key]
+        ray.kill(actor.handle)
+        if actor.group is not None:
+            landed = placement_group_table(actor.group).get("bundles_to_node_id", {})
+            self.landings.append(Landing(key, actor.planned, tuple(landed.get(i, "") for i in range(len(actor.planned)))))
+            remove_placement_group(actor.group)
+
+    def inventory(self) -> sizing.Inventory:
+        self._inventory = inventory_from_ray(self.conf)
+        return self._inventory
+
+
+def inventory_from_ray(conf: SweepConfig) -> sizing.Inventory:
+    nodes = []
+    for n in ray.nodes():
+        if not n.get("Alive"):
+            continue
+        res = n["Resources"]
+        gpus = int(res.get("GPU", 0))
+        accel = next((k.split(":", 1)[1] for k in res if k.startswith("accelerator_type:")), "")
+        gib = sizing.GPU_MEMORY_GIB.get(accel, conf.cluster.gpu_memory_gib) if gpus else 0
+        nodes.append(sizing.Node(res.get("CPU", 0.0), gpus, int(res.get("memory", 0)), int(gib * sizing.GiB),
+                                 accel if gpus else "", n["NodeID"]))
+    return sizing.Inventory(tuple(nodes))
+
+
+def failure(e: Exception) -> str:
+    """A failed batch in one line. A task that raised is named by its own exception, not by Ray's
+    wrapper (whose first line is only where it ran)."""
+    cause = getattr(e, "cause", None)
+    shown = cause if isinstance(cause, BaseException) else e
+    first = (str(shown).splitlines() or [""])[0][:300]
+    return f"{type(shown).__name__}: {first}"
+
+
+def bundle_node_ids(shape: sizing.Shape, where: Placement, inventory: sizing.Inventory) -> tuple[str, ...]:
+    """The Ray node of each bundle of an instance's placement group (see RayBackend._gpu_options)."""
+    if not where.spans_nodes:
+        return (inventory.nodes[where.nodes[0]].node_id,)
+    return tuple(inventory.nodes[n].node_id for n in where.nodes for _ in range(shape.tp))

@@ -1,0 +1,384 @@
+"""The scheduling loop: the policy (sweep.schedule) over the cell queue (sweep.queue), against a
+backend that starts instances and computes batches. Pure: the live run drives it on Ray actors
+(sweep.ray_backend), ``plan=true`` and bench/scheduler_sim.py on the cost model's clock
+(sweep.forecast.Simulated). One loop, so the forecast makes the live run's decisions; ``trace`` lists them.
+
+Answers phase: models load in the policy's order as room frees up (``admit``), each answers in one
+batch, split over data-parallel replicas on idle GPUs while one more pays off (``worth_another``,
+``share``); CPU instances on a node and API cards on an endpoint take turns (``lane``). While models
+still answer, a loaded judge with nothing to do judges its ready cells (early judging). An instance
+that answered stays loaded when it has cells left to judge and no model waits for its room
+(``keep_loaded``). Judging phase: what is left, judges already loaded first.
+
+Faults: an instance whose batch fails (the backend says why) is stopped, the batches queued behind it
+go back, and the batch is retried ``run.retries`` times on a fresh instance; after that its cells get
+error rows (the sink makes them). A failed early batch puts its cells back for the judging phase.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union
+
+from sweep.core.cells import CompareCell, SweepPlan
+from sweep.core.config import ModelCard, SweepConfig
+from sweep.core.errors import SweepError
+from sweep.core.rows import GenerationRow
+from sweep.cost import CellWork, cell_work, load_seconds, seconds, work_of, work_seconds
+from sweep.queue import CellQueue
+from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order, share,
+                            worth_another)
+from sweep.sizing import Inventory
+
+ANSWERS, JUDGMENTS = "answers", "judgments"
+Part = tuple[int, int]
+"""Part i of n of a job's cells (sweep.schedule.share); (0, 1) is all of them."""
+
+
+@dataclass(frozen=True, eq=False)  # two jobs are the same job only if they are one object
+class Job:
+    """One model's cells for a batch, before it is split over instances."""
+
+    model: str
+    kind: str
+    """ANSWERS (cells are GenerateCells) or JUDGMENTS (JudgeCells, and pairwise verdicts)."""
+    cells: tuple[Any, ...]
+    pairs: tuple[CompareCell, ...] = ()
+    part: Part = (0, 1)
+    early: bool = False
+    """Judging while models still answer: a failure puts its cells back for the judging phase."""
+
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    """Part of a job as submitted to one instance."""
+
+    id: int
+    instance: str
+    """The instance's key: its card's name, or a replica's ("<card> #<n>")."""
+    job: Job
+    estimate_s: float
+    """The cost model's seconds for the whole job on one instance (sweep.cost)."""
+    lane: Optional[str]
+
+    def carried(self) -> tuple[list[Any], list[CompareCell]]:
+        """The cells this batch computes: its part of the job's."""
+        return share(self.job.cells, self.job.part), share(self.job.pairs, self.job.part)
+
+
+@dataclass(frozen=True)
+class Started:
+    instance: str
+    model: str
+    nodes: tuple[int, ...]
+    """Inventory index of each pipeline stage's node (sweep.schedule.Placement)."""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    batch: int
+    instance: str
+    kind: str
+    cells: tuple[str, ...]
+    """Keys of the cells it carries (answers, or judgments then pairwise verdicts)."""
+    early: bool
+
+
+@dataclass(frozen=True)
+class Stopped:
+    instance: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    instance: str
+    model: str
+    error: str
+    then: str
+    """"retry", "gave up" (its cells get error rows) or "early" (its cells wait for the judging phase)."""
+    tries: int
+
+
+@dataclass(frozen=True)
+class Phase:
+    kind: str
+
+
+@dataclass(frozen=True)
+class Split:
+    model: str
+    instances: int
+
+
+Event = Union[Started, Submitted, Stopped, Failed, Phase, Split]
+
+
+@dataclass(frozen=True)
+class Done:
+    batch: Batch
+    rows: Sequence[Any]
+    """What the instance returned (the sink writes it)."""
+    answers: Mapping[str, GenerationRow]
+    """An answers batch's answers by cell key (the queue lands them)."""
+
+
+@dataclass(frozen=True)
+class Lost:
+    batch: Batch
+    error: str
+
+
+class Backend(Protocol):
+    """Where instances run: Ray actors (sweep.ray_backend) or the cost model's clock (sweep.forecast)."""
+
+    def start(self, card: ModelCard, key: str, d: Demand, where: Placement) -> None: ...
+
+    def submit(self, batch: Batch) -> None:
+        """Queue ``batch`` on its instance (started; batches on one instance run in turn)."""
+
+    def wait(self) -> Union[Done, Lost]:
+        """The next batch that finished, or failed (its instance died, raised or missed its deadline)."""
+
+    def stop(self, key: str) -> None:
+        """Stop the instance and forget its batches."""
+
+    def inventory(self) -> Inventory:
+        """The nodes there are now (after a failure, one may be gone)."""
+
+
+class Sink(Protocol):
+    """What the driver does with the loop's results: write rows, show progress, log."""
+
+    def event(self, e: Event) -> None: ...
+
+    def landed(self, batch: Batch, rows: Sequence[Any]) -> None: ...
+
+    def unseen(self, judge: str, cells: Sequence[Any], pairs: Sequence[CompareCell]) -> None:
+        """Verdicts on answers no judge sees: written at once, no model."""
+
+    def error_rows(self, batch: Batch, error: str, attempts: int) -> list[Any]:
+        """The rows of a batch given up on."""
+
+
+class NullSink:
+    """The simulation's: nothing is written, nothing fails."""
+
+    def event(self, e: Event) -> None:
+        pass
+
+    def landed(self, batch: Batch, rows: Sequence[Any]) -> None:
+        pass
+
+    def unseen(self, judge: str, cells: Sequence[Any], pairs: Sequence[CompareCell]) -> None:
+        pass
+
+    def error_rows(self, batch: Batch, error: str, attempts: int) -> list[Any]:
+        raise AssertionError(f"simulated batches don't fail ({error})")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    model: str
+    demand: Demand
+    where: Placement
+
+    @property
+    def lane(self) -> Optional[str]:
+        return lane(self.demand, self.where)
+
+
+class Scheduler:
+    """Runs a plan's cells (those ``queue`` holds) on ``backend``; ``run`` returns when every cell has a row."""
+
+    def __init__(self, the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, policy: Policy,
+                 backend: Backend, queue: CellQueue, sink: Sink = NullSink(), work: Optional[CellWork] = None) -> None:
+        self.plan, self.conf, self.inventory, self.policy = the_plan, conf, inventory, policy
+        self.backend, self.queue, self.sink = backend, queue, sink
+        self.cards = {c.name: c for c in the_plan.cards}
+        self.demands = {c.name: demand(c, conf, inventory) for c in the_plan.cards}
+        self.load_s = {c.name: load_seconds(c, self.demands[c.name]) for c in the_plan.cards}
+        self.work = cell_work(the_plan) if work is None else work
+        """The cost model's tokens per cell (sweep.cost.cell_work)."""
+        self.capacity = Capacity(inventory)
+        self.alive: dict[str, Loaded] = {}
+        self.pending: list[Job] = []
+        self.running: dict[int, Batch] = {}
+        self.tries: dict[str, int] = defaultdict(int)
+        self.trace: list[Event] = []
+        self.loads = 0
+        """Instances that loaded weights (API clients load none)."""
+        self.failures = 0
+        self._ids = itertools.count()
+
+    def run(self) -> None:
+        gen_s, judge_s = work_seconds(self.plan, self.conf, self.inventory)
+        self._write_unseen()  # verdicts on reused answers judges don't see
+        answering = [c for c in self.plan.cards if c.name in self.queue.generate]
+        self._phase(ANSWERS, [Job(c.name, ANSWERS, tuple(self.queue.generate[c.name]))
+                              for c in load_order(answering, self.demands, gen_s, self.load_s, self.policy)])
+        judges = [c for c in self.plan.cards if c.name in self.queue.judges()]
+        order = load_order(judges, self.demands, judge_s, self.load_s, self.policy)
+        order.sort(key=lambda c: c.name not in self.alive)  # judges already loaded go first
+        self._phase(JUDGMENTS, [self._judging(c.name) for c in order])
+        for key in list(self.alive):  # loaded for answers, nothing left to judge
+            self._stop(key)
+
+    def _judging(self, judge: str) -> Job:
+        cells, pairs = self.queue.left(judge)
+        self.queue.take(judge, cells, pairs)
+        return Job(judge, JUDGMENTS, tuple(cells), tuple(pairs))
+
+    def _phase(self, kind: str, jobs: list[Job]) -> None:
+        self._event(Phase(kind))
+        self.pending = jobs
+        keep: Callable[[str], bool] = self.queue.needs_model if kind == ANSWERS else (lambda _: False)
+        while self.pending or self.running:
+            admit([self.cards[j.model] for j in self.pending], self.alive, self._start)
+            busy = {b.lane for b in self.running.values() if b.lane}
+            self._submit_pending(busy)
+            if kind == ANSWERS and self.policy.early_judging and (
+                    self.pending or any(not b.job.early for b in self.running.values())):
+                self._judge_early(busy)
+            if not self.running:
+                raise SweepError(f"{self.pending[0].model} does not fit in the free cluster", "use a larger cluster")
+            self._settle(self.backend.wait(), keep)
+
+    def _submit_pending(self, busy: set[Optional[str]]) -> None:
+        """Submit each pending job whose model is loaded and whose lane is free, split over replicas
+        when no model of the phase waits for room."""
+        for job in [j for j in self.pending if j.model in self.alive]:
+            turn = self.alive[job.model].lane
+            if turn in busy:
+                continue
+            if turn:
+                busy.add(turn)
+            self.pending = [j for j in self.pending if j is not job]
+            estimate = self._seconds(job)
+            waiting = any(j.model not in self.alive for j in self.pending)
+            replicas = self._replicas(job.model, estimate) if job.part == (0, 1) and not waiting else []
+            for i, key in enumerate([job.model, *replicas]):
+                self._submit(key, replace(job, part=(i, len(replicas) + 1)) if replicas else job, estimate, turn)
+
+    def _replicas(self, model: str, estimate_s: float) -> list[str]:
+        """Start data-parallel replicas of a GPU model on idle GPUs while one more pays off; their keys."""
+        if not self.policy.replicas or self.demands[model].shape is None:
+            return []
+        keys: list[str] = []
+        while worth_another(estimate_s, self.load_s[model], len(keys) + 1):
+            key = f"{model} #{len(keys) + 2}"
+            if not self._start(self.cards[model], key):
+                break
+            keys.append(key)
+        if keys:
+            self._event(Split(model, len(keys) + 1))
+        return keys
+
+    def _judge_early(self, busy: set[Optional[str]]) -> None:
+        """Loaded judges with nothing to do judge their ready cells while others answer."""
+        for key, live in list(self.alive.items()):
+            # A replica is never idle: it stops once its part is done.
+            idle = key == live.model and not any(b.instance == key for b in self.running.values())
+            if not idle or (live.lane and live.lane in busy):
+                continue
+            cells, pairs = self.queue.ready(key)
+            if not cells and not pairs:
+                continue
+            self.queue.take(key, cells, pairs)
+            if live.lane:
+                busy.add(live.lane)
+            job = Job(key, JUDGMENTS, tuple(cells), tuple(pairs), early=True)
+            self._submit(key, job, self._seconds(job), live.lane)
+
+    def _submit(self, key: str, job: Job, estimate_s: float, turn: Optional[str]) -> None:
+        batch = Batch(next(self._ids), key, job, estimate_s, turn)
+        self.running[batch.id] = batch
+        self.backend.submit(batch)
+        cells, pairs = batch.carried()
+        self._event(Submitted(batch.id, key, job.kind, tuple(c.key for c in (*cells, *pairs)), job.early))
+
+    def _seconds(self, job: Job) -> float:
+        """The cost model's estimate for ``job`` on one instance of its model."""
+        card = self.cards[job.model]
+        w = work_of(self.work, (c.key for c in job.cells))  # pairwise verdicts are not counted (sweep.cost)
+        return seconds(card, self.demands[job.model], w, self.inventory, self.conf.engine.concurrency)
+
+    def _settle(self, outcome: Union[Done, Lost], keep: Callable[[str], bool]) -> None:
+        batch = outcome.batch
+        del self.running[batch.id]
+        if isinstance(outcome, Lost):
+            self._failed(batch, outcome.error)
+            return
+        self._collect(batch, outcome.rows, outcome.answers)
+        model = batch.job.model
+        pending = [self.cards[j.model] for j in self.pending]
+        if batch.instance != model or not keep_loaded(keep(model), pending, self.alive, self.policy):
+            if not any(b.instance == batch.instance for b in self.running.values()):
+                self._stop(batch.instance)
+
+    def _collect(self, batch: Batch, rows: Sequence[Any], answers: Mapping[str, GenerationRow]) -> None:
+        self.sink.landed(batch, rows)
+        if batch.job.kind == ANSWERS:
+            self.queue.land_answers(answers)
+            self._write_unseen()
+
+    def _write_unseen(self) -> None:
+        for judge, (cells, pairs) in self.queue.unseen().items():
+            self.sink.unseen(judge, cells, pairs)
+
+    def _failed(self, batch: Batch, error: str) -> None:
+        """A replacement loads fresh: a failed engine is not reused."""
+        self.failures += 1
+        self._stop(batch.instance)
+        for lost in [b for b in self.running.values() if b.instance == batch.instance]:  # queued behind it
+            del self.running[lost.id]
+            if lost.job.early:
+                self.queue.put_back(lost.job.model, *lost.carried())
+            else:
+                self.pending.insert(0, lost.job)
+        self._recount()  # the failure may have taken a node with it
+        job = batch.job
+        if job.early:
+            self._event(Failed(batch.instance, job.model, error, "early", 0))
+            self.queue.put_back(job.model, *batch.carried())
+            return
+        self.tries[job.model] += 1
+        tries = self.tries[job.model]
+        if tries <= self.conf.run.retries:
+            self._event(Failed(batch.instance, job.model, error, "retry", tries))
+            self.pending.insert(0, job)
+            return
+        self._event(Failed(batch.instance, job.model, error, "gave up", tries))
+        rows = self.sink.error_rows(batch, error, self.conf.run.retries + 1)
+        self._collect(batch, rows, {r.cell_key: r for r in rows} if job.kind == ANSWERS else {})
+
+    def _recount(self) -> None:
+        """Rebuild the room accounting from the nodes there are now."""
+        self.inventory = self.backend.inventory()
+        self.capacity = Capacity(self.inventory)
+        for key, live in self.alive.items():
+            self.alive[key] = replace(live, where=self.capacity.take(live.demand) or live.where)
+
+    def _start(self, card: ModelCard, key: Optional[str] = None) -> bool:
+        """Load an instance of ``card`` as ``alive[key]`` (default: the card's name) if there is room."""
+        d = self.demands[card.name]
+        where = self.capacity.take(d)
+        if where is None:
+            return False
+        key = key or card.name
+        self.backend.start(card, key, d, where)
+        self.alive[key] = Loaded(card.name, d, where)
+        self.loads += not d.endpoint
+        self._event(Started(key, card.name, where.nodes))
+        return True
+
+    def _stop(self, key: str) -> None:
+        live = self.alive.pop(key)
+        self.backend.stop(key)
+        self.capacity.give_back(live.where, live.demand)
+        self._event(Stopped(key))
+
+    def _event(self, e: Event) -> None:
+        self.trace.append(e)
+        self.sink.event(e)

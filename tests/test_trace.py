@@ -1,0 +1,66 @@
+"""One plan on both scheduling backends: the live run on a real multi-node Ray cluster (fake engine,
+logical GPUs) and the forecast's simulated clock make the same decisions (sweep.scheduler's trace)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import pytest
+
+from sweep.forecast import best_policy
+from sweep.plan import plan
+from sweep.ray_backend import inventory_from_ray
+from sweep.run import run
+from sweep.scheduler import Event, Phase, Started, Stopped, Submitted
+from tests.conftest import exact_rows, fake_pool
+
+pytestmark = pytest.mark.ray
+
+Life = tuple[str, int]
+"""An instance key and which of its starts (the 397B loads twice)."""
+
+
+def decisions(trace: Sequence[Event]) -> tuple[list[tuple[str, tuple[int, ...]]], dict[Life, list[tuple]]]:
+    """The load order (instance and nodes per start), and per instance life what it was given, in
+    order: the phase and kind of each batch, whether it judged early, the cells it carried; then its stop.
+    Lives of different instances run side by side; their interleaving is not a decision."""
+    starts, lives, current, phase = [], {}, {}, ""
+    for e in trace:
+        if isinstance(e, Phase):
+            phase = e.kind
+        elif isinstance(e, Started):
+            starts.append((e.instance, e.nodes))
+            current[e.instance] = (e.instance, sum(s[0] == e.instance for s in starts))
+            lives[current[e.instance]] = []
+        elif isinstance(e, Submitted):
+            lives[current[e.instance]].append((phase, e.kind, e.early, tuple(sorted(e.cells))))
+        elif isinstance(e, Stopped):
+            lives[current[e.instance]].append(("stopped",))
+    return starts, lives
+
+
+def test_the_live_run_makes_the_forecasts_decisions(ray_nodes, tmp_path: Path) -> None:  # noqa: ANN001
+    """The 397B in BF16 takes both nodes' 16 GPUs (TP 8 x PP 2): it answers alone, stops for the two
+    small models, and loads again to judge. Deterministic because nothing the loop decides here depends
+    on how long a batch takes, except one ordering that both backends share by a wide margin: the
+    fake Qwen3.5-9B answers 12 s late (SWEEP_FAKE_SLOW), as the cost model has it answer after Qwen3-8B
+    (18.0 GB of weights read per step against 16.4 GB), so on both Qwen3-8B alone judges early (the
+    397B's answers) and the 9B's answers, the last of the phase, leave nothing to judge early. The order
+    in which independent batches end is not compared (``decisions``). No replicas: the smoke suite's
+    work is worth no extra load."""
+    cfg = fake_pool("model=[qwen3_5_397b_a17b,qwen3_8b,qwen3_5_9b]", "engine.concurrency=8",
+                    f"warehouse.root={tmp_path}", "run.name=trace")
+    ray_nodes(workers=2, gpus=8, cpus=8, SWEEP_FAKE_SLOW="Qwen3.5-9B:12")
+    inventory = inventory_from_ray(cfg)
+    _, forecast = best_policy(plan(cfg, "trace", inventory), cfg, inventory)
+    result = run(cfg)
+    assert exact_rows(result.store, "trace") == (9, 9, 18, 18)
+    live, simulated = decisions(result.trace), decisions(forecast.trace)
+    head = next(i for i, n in enumerate(inventory.nodes) if not n.gpus)
+    both = tuple(i for i in range(3) if i != head)
+    assert [name for name, _ in live[0]] == ["Qwen3.5-397B-A17B", "Qwen3.5-9B", "Qwen3-8B", "Qwen3.5-397B-A17B"]
+    assert live[0][0][1] == both  # one pipeline stage on each GPU node
+    assert live == simulated
+    early = [b for life in live[1].values() for b in life if b[0] == "answers" and b[1] == "judgments"]
+    assert len(early) == 1 and early[0][2] and len(early[0][3]) == 3  # Qwen3-8B on the 397B's 3 answers
