@@ -68,12 +68,14 @@ def baseline(overrides: list[str]) -> dict:
                               distributed_executor_backend="uni")
         cells = [c for c in p.generate if c.model == card.name]
         outs = ask(llms[card.name], card, [c.messages for c in cells], [params(c.sampling) for c in cells])
-        answers.update((c.key, o.outputs[0].text) for c, o in zip(cells, outs))
+        answers.update((c.key, o.outputs[0]) for c, o in zip(cells, outs))
         tokens += sum(len(o.outputs[0].token_ids) for o in outs)
     schema = verdict_schema(p.suite, cfg.judge.justification_max_chars)
     for card in p.cards:
-        cells = [c for c in p.judge if c.judge == card.name and answers[c.answer_key].strip()]
-        msgs = [build_messages(p.suite, c.eval_id, answers[c.answer_key], c.label, cfg.judge.justification_max_chars)
+        cells = [c for c in p.judge if c.judge == card.name and answers[c.answer_key].text.strip()]
+        # A cut-off answer's judge is told so, as the sweep's is (sweep.core.prompts.CUT_OFF_NOTICE).
+        msgs = [build_messages(p.suite, c.eval_id, answers[c.answer_key].text, c.label,
+                               cfg.judge.justification_max_chars, answers[c.answer_key].finish_reason == "length")
                 for c in cells]
         outs = ask(llms[card.name], card, msgs, [params(c.sampling, schema) for c in cells])
         tokens += sum(len(o.outputs[0].token_ids) for o in outs)
@@ -100,8 +102,8 @@ def pipeline(overrides: list[str]) -> dict:
             "cells": gens + judged}
 
 
-# Same work on both sides: no re-asks (the baseline doesn't re-ask), every non-empty answer judged.
-SAME_WORK = ["run.retry_truncated=0", "judge.retries=0", "judge.judge_truncated=true"]
+# Same work on both sides: no re-asks (the baseline doesn't re-ask), every non-empty answer judged (the default).
+SAME_WORK = ["run.retry_truncated=0", "judge.retries=0"]
 
 
 def main(overrides: list[str]) -> None:

@@ -17,7 +17,7 @@ from jobs.engines.base import Completion, Engine, Request, complete_with_retries
 from jobs.judge import Verdict, json_object, reask
 from sweep.core.cells import CompareCell
 from sweep.core.config import Mode, ModelCard, Panel, Suite
-from sweep.core.prompts import WINNERS, compare_messages, compare_schema, scrub, shown
+from sweep.core.prompts import WINNERS, compare_messages, compare_schema, cut_off, scrub, shown
 from sweep.core.rows import ComparisonRow, GenerationRow
 
 def parse(completion: Completion) -> Verdict:
@@ -44,7 +44,8 @@ def compare(
     requests = [
         Request(
             compare_messages(suite, c.eval_id, scrub(answers[c.first_key].answer, c.scrub)[0],
-                           scrub(answers[c.second_key].answer, c.scrub)[0], panel.justification_max_chars),
+                           scrub(answers[c.second_key].answer, c.scrub)[0], panel.justification_max_chars,
+                           (cut_off(answers[c.first_key]), cut_off(answers[c.second_key]))),
             c.sampling, json_schema=schema, thinking=panel.mode is Mode.thinking,
         )
         for c in todo

@@ -27,17 +27,18 @@ def answer_status(c: Completion) -> str:
 
 def generate(
     engine: Engine, card: ModelCard, pool_index: int, suite: Suite, cells: Sequence[GenerateCell], run_id: str,
-    retry_truncated: int = 0, max_model_len: int = 1 << 30,
+    retry_truncated: Optional[int] = 0, max_model_len: int = 1 << 30,
 ) -> list[GenerationRow]:
     """All of a model's requests go to the engine in one call, so it batches them; answers
-    cut off at max_tokens are asked again with a larger budget, ``retry_truncated`` times."""
+    cut off at max_tokens are asked again with a larger budget, ``retry_truncated`` times (None: the
+    card's own count)."""
     requests = [Request(c.messages, c.sampling, thinking=card.mode is Mode.thinking) for c in cells]
 
     def cut_off(request: Request, last: Completion, attempt: int) -> Optional[Request]:
         return larger_budget(request, last, max_model_len) if last.finish_reason == "length" else None
 
     sent: list[Request] = []
-    completions, attempts = complete_with_retries(engine, requests, cut_off, retry_truncated, sent)
+    completions, attempts = complete_with_retries(engine, requests, cut_off, card.re_asks(retry_truncated), sent)
     # The sampling a re-asked answer was last asked with (a larger budget), not the planned one.
     asked = [replace(c, sampling=r.sampling) for c, r in zip(cells, sent, strict=True)]
     return rows(card, pool_index, suite, asked, run_id, completions, attempts)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from jobs.engines.base import Completion, Engine, Request, Retry, complete_with_retries, larger_budget
 from sweep.core.cells import JudgeCell
 from sweep.core.config import Mode, ModelCard, Panel, Suite
-from sweep.core.prompts import SOFT_TOP_K, answerable, judge_messages, judge_schema, scrub
+from sweep.core.prompts import SOFT_TOP_K, answerable, cut_off, judge_messages, judge_schema, scrub
 from sweep.core.rows import GenerationRow, JudgmentRow
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def judge(
     requests = [
         Request(
             judge_messages(suite, c.eval_id, scrub(answers[c.answer_key].answer, c.scrub)[0], c.label,
-                           panel.justification_max_chars),
+                           panel.justification_max_chars, cut_off(answers[c.answer_key])),
             c.sampling, json_schema=schema, thinking=panel.mode is Mode.thinking,
             logprobs=SOFT_TOP_K if panel.soft_scores else 0,
         )

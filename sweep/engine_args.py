@@ -78,7 +78,7 @@ def context(card: ModelCard, sizes: Mapping[str, AnswerSizes], reads: Mapping[st
     """``sizes``: per card its longest answer prompt and answer budget (the plan's); ``reads``: per
     judge the respondents whose answers one of its prompts holds (two for a pairwise verdict)."""
     prompt, budget = sizes[card.name].prompt_tokens, sizes[card.name].budget
-    again = 2 ** cfg.run.retry_truncated
+    again = 2 ** card.re_asks(cfg.run.retry_truncated)
     need, want = max(prompt + budget, judge_prompt + verdict if reads.get(card.name) else 0), prompt + budget * again
     for shown in reads.get(card.name, []):
         answers = sum(sizes[r].budget * again for r in shown)
@@ -101,12 +101,12 @@ def contexts(cards: Sequence[ModelCard], sizes: Mapping[str, AnswerSizes],
     """Every local card's context; refuses (one SweepError for all) cards whose first request can't fit."""
     slot = inventory.slot(int(cfg.cluster.gpu_memory_gib * sizing.GiB)) if inventory.gpus else None
     budget = sizing.budget(cfg.engine)
-    max_chars = cfg.judge.justification_max_chars
+    max_chars, cut = cfg.judge.justification_max_chars, cfg.judge.judge_truncated  # with the cut-off notice
     # Each prompt in a suite of its own: the templates look their prompt up by id (linear in the suite).
     alone = (replace(suite, prompts=[p]) for p in suite.prompts)
     judge_prompt = max(
-        max(message_tokens(judge_messages(one, one.prompts[0].id, "", "Response A", max_chars)),
-            message_tokens(compare_messages(one, one.prompts[0].id, "", "", max_chars)))
+        max(message_tokens(judge_messages(one, one.prompts[0].id, "", "Response A", max_chars, cut)),
+            message_tokens(compare_messages(one, one.prompts[0].id, "", "", max_chars, (cut, cut))))
         for one in alone)
     out = {}
     for card in cards:

@@ -7,7 +7,7 @@ loaded once per sweep when the cluster has room for the whole pool.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 from jobs import engines
 from jobs.compare import compare
@@ -35,7 +35,8 @@ class Instance:
                 "tokenizer) vLLM loads, or change the card's engine settings") from e
 
     def generate(
-        self, pool_index: int, suite: Suite, cells: Sequence[GenerateCell], run_id: str, retry_truncated: int,
+        self, pool_index: int, suite: Suite, cells: Sequence[GenerateCell], run_id: str,
+        retry_truncated: Optional[int],
     ) -> list[GenerationRow]:
         return generate(self.engine, self.card, pool_index, suite, cells, run_id, retry_truncated, self.max_model_len)
 

@@ -17,7 +17,8 @@ from sweep.core.cells import (HOLE, AnswerSizes, CompareCell, GenerateCell, Judg
                               SweepPlan, key_template, prefill_estimate)
 from sweep.core.config import Mode, ModelCard, NodeGroup, Panel, PromptFormat, Sampling, SweepConfig
 from sweep.core.errors import SweepError
-from sweep.core.prompts import COMPARE_TEMPLATE, JUDGE_TEMPLATE, PLAIN_STOP, SOFT_TOP_K, answer_messages, identity_terms
+from sweep.core.prompts import (COMPARE_TEMPLATE, CUT_OFF_NOTICE, JUDGE_TEMPLATE, PLAIN_STOP, SOFT_TOP_K, answer_messages,
+                                identity_terms)
 
 
 def resolve_sampling(card: ModelCard, mode: Mode, override: Sampling, seed: int) -> SamplingParams:
@@ -95,7 +96,7 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
         "judge", _identity(c), cfg.judge.mode.value, HOLE, JUDGE_TEMPLATE, suite.judge_brief, criteria, HOLE,
         cfg.judge.justification_max_chars, judge_sampling[c.name], scrub,
         # Only when on, so the keys of runs without soft scores stay as they were.
-        *((("soft_scores", SOFT_TOP_K),) if cfg.judge.soft_scores else ()),
+        *((("soft_scores", SOFT_TOP_K),) if cfg.judge.soft_scores else ()), *cut_off_rule(cfg.judge),
     ) for c in cards}
     by_judge: dict[str, list[JudgeCell]] = {c.name: [] for c in cards}  # each judge's cells in answer order
     counts: dict[tuple[str, str], int] = defaultdict(int)
@@ -121,6 +122,13 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
                      tuple(sizes), loads)
 
 
+def cut_off_rule(judging: Panel) -> tuple[tuple[str, str], ...]:
+    """What a verdict's key holds of the cut-off rule: which answers a judge reads depends on it (and
+    how, by the notice), and an answer's status is known only once it lands. Empty when off, so the keys
+    of runs that didn't judge cut-off answers stay as they were."""
+    return (("cut_off", CUT_OFF_NOTICE),) if judging.judge_truncated else ()
+
+
 def pairs(cfg: SweepConfig, cards: tuple[ModelCard, ...], answers: list[GenerateCell],
           scrub: tuple[str, ...]) -> tuple[CompareCell, ...]:
     """For each judge, prompt and sample, every unordered pair of respondents it may judge, once in
@@ -139,7 +147,8 @@ def pairs(cfg: SweepConfig, cards: tuple[ModelCard, ...], answers: list[Generate
         samplings[c.name] = resolve_sampling(c, cfg.judge.mode, cfg.judge.sampling, seed=cfg.run.seed)
         keys[c.name] = key_template("compare", _identity(c), cfg.judge.mode.value, HOLE, HOLE, COMPARE_TEMPLATE,
                                     suite.judge_brief, [asdict(x) for x in suite.criteria], HOLE,
-                                    cfg.judge.justification_max_chars, samplings[c.name], scrub)
+                                    cfg.judge.justification_max_chars, samplings[c.name], scrub,
+                                    *cut_off_rule(cfg.judge))
     by_judge: dict[str, list[CompareCell]] = {c.name: [] for c in cards}  # each judge's in (slot, pair) order
     for eval_id, sample in slots:
         for pair in both:
@@ -241,8 +250,9 @@ def validate(cfg: SweepConfig) -> None:
             raise SweepError(f"{key}={value} must be positive", f"set {key} to a value above 0")
     if not 0 < cfg.engine.gpu_memory_utilization <= 1:
         raise SweepError(f"engine.gpu_memory_utilization={cfg.engine.gpu_memory_utilization}", "use a value in (0, 1]")
-    counts = {"run.retries": cfg.run.retries, "run.retry_truncated": cfg.run.retry_truncated,
+    counts = {"run.retries": cfg.run.retries, "run.retry_truncated": cfg.run.retry_truncated or 0,
               "judge.retries": cfg.judge.retries, "engine.tensor_parallel_size": cfg.engine.tensor_parallel_size}
+    counts |= {f"model.cards.{key}.retry_truncated": card.retry_truncated for key, card in cfg.model.cards.items()}
     for key, value in counts.items():
         if value < 0:
             raise SweepError(f"{key}={value} is negative", f"set {key} to 0 or more")

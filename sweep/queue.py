@@ -81,9 +81,11 @@ class CellQueue:
     def land_answers(self, answers: Mapping[str, GenerationRow]) -> None:
         """``land`` by answer key (the simulation lands keys with a stand-in row)."""
         self.answers.update(answers)
+        moved: set[str] = set()  # a pair whose two answers land together is listed under both
         for key in answers:
             for cell in self._waiting.pop(key, ()):
-                if all(k in self.answers for k in _needs(cell)):
+                if cell.key not in moved and all(k in self.answers for k in _needs(cell)):
+                    moved.add(cell.key)
                     self._waits[cell.judge] -= 1
                     pair = isinstance(cell, CompareCell)
                     seen = shown(cell, self.answers, self.panel) if pair else answerable(  # type: ignore[arg-type]

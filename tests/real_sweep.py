@@ -2,9 +2,9 @@
 SmolLM2 (float32) in CPU vLLM, in-process inside its Ray actor, as ``python -m sweep`` runs it.
 
 One real sweep serves every check (each real load costs 20-60 s here), kept small: two SmolLM2
-cards on the smoke suite, answers with max_tokens=8 (most are cut off once and asked again) and
-short justifications. Its driver is SIGKILLed once the first answers have landed; the same command
-is run again, and while that rerun generates, the Ray actor process holding a vLLM engine is
+cards on the smoke suite, answers with max_tokens=8 (most are cut off once and asked again: re-asks
+on, run.retry_truncated=1) and short justifications. Its driver is SIGKILLed once the first answers
+have landed; the same command is run again, and while that rerun generates, the Ray actor process holding a vLLM engine is
 SIGKILLed too. tests/test_html.py opens the resulting page.
 """
 
@@ -42,9 +42,13 @@ class Resumed:
     rerun: subprocess.CompletedProcess
 
 
+CONFIG = ("model=smol_pair", "evals=smoke", f"sampling.max_tokens={BUDGET}", "run.retry_truncated=1",
+          "judge.justification_max_chars=60")
+"""What the sweep runs, as overrides (tests/test_real_engine.py plans it again to rebuild the judge prompts)."""
+
+
 def sweep_cli(root: Path) -> list[str]:
-    return [sys.executable, "-m", "sweep", "model=smol_pair", "evals=smoke", f"sampling.max_tokens={BUDGET}",
-            "judge.justification_max_chars=60", f"warehouse.root={root}", f"run.name={RUN}", "run.progress=false"]
+    return [sys.executable, "-m", "sweep", *CONFIG, f"warehouse.root={root}", f"run.name={RUN}", "run.progress=false"]
 
 
 def resumed_sweep(root: Path) -> Resumed:

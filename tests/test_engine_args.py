@@ -60,9 +60,10 @@ def started(seen: dict[str, Any], key: str, *overrides: str, inventory: sizing.I
 
 def test_a_cpu_card_gets_its_kv_cache_eager_mode_and_float32_in_process(llm_kwargs: dict[str, Any]) -> None:
     kw = started(llm_kwargs, "smollm2", "model=cpu", inventory=LAPTOP)
-    # Judging: the hard suite's judge prompt (4,014 bytes) + 1.1 x a peer's 384-token answer re-asked at
-    # twice that (845) + a 512-token verdict re-asked twice (2,048): 6,907, under its 8,192 context.
-    assert kw == {"model": "packaged", "dtype": "float32", "max_model_len": 6907, "enforce_eager": True, "seed": 0,
+    # Judging: the hard suite's longest judge prompt (4,332 bytes: a pairwise one, with room for the cut-off
+    # notice under both answers) + 1.1 x a peer's 384-token answer (423; no re-asks by default) + a 512-token
+    # verdict re-asked twice (2,048): 6,803, under its 8,192 context.
+    assert kw == {"model": "packaged", "dtype": "float32", "max_model_len": 6803, "enforce_eager": True, "seed": 0,
                   "disable_log_stats": False, "kv_cache_memory_bytes": 1 * GiB, "distributed_executor_backend": "uni"}
 
 
@@ -82,9 +83,9 @@ def test_a_tp4_card_runs_mp_on_one_node(llm_kwargs: dict[str, Any]) -> None:
     assert (kw["tensor_parallel_size"], kw["pipeline_parallel_size"], kw["distributed_executor_backend"]) == (4, 1, "mp")
     assert (kw["model"], kw["dtype"], kw["enforce_eager"]) == ("Qwen/Qwen3.5-122B-A10B", "bfloat16", False)
     assert "kv_cache_memory_bytes" not in kw
-    # Judging Coder-Next's answers re-asked at 2 x 65,536 tokens: 4,014 + 1.1 x 131,072 + 4 x 512 = 150,242,
+    # Judging Coder-Next's answers re-asked at 2 x 65,536 tokens: 4,332 + 1.1 x 131,072 + 4 x 512 = 150,560,
     # within its 262,144 context.
-    assert kw["max_model_len"] == 150242
+    assert kw["max_model_len"] == 150560
 
 
 def test_a_tp_x_pp_card_across_nodes_runs_on_rays_executor(llm_kwargs: dict[str, Any]) -> None:
@@ -92,7 +93,7 @@ def test_a_tp_x_pp_card_across_nodes_runs_on_rays_executor(llm_kwargs: dict[str,
     assert (kw["tensor_parallel_size"], kw["pipeline_parallel_size"], kw["distributed_executor_backend"]) == (8, 2, "ray")
     assert (kw["model"], kw["revision"], kw["dtype"], kw["enforce_eager"]) == (
         "Qwen/Qwen3.5-397B-A17B", "main", "bfloat16", False)
-    assert "kv_cache_memory_bytes" not in kw and kw["max_model_len"] == 150242
+    assert "kv_cache_memory_bytes" not in kw and kw["max_model_len"] == 150560
 
 
 def test_prefer_fp8_loads_the_fp8_checkpoint_in_vllms_auto_dtype(llm_kwargs: dict[str, Any]) -> None:
@@ -150,7 +151,7 @@ def test_the_prefer_fp8_plan_on_one_h100_node_shows_what_each_engine_starts_with
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
             for line in text.splitlines() if line.startswith("│")}
     # The 397B fits one node in FP8: 8 x (0.9 x 80 GiB - 399 GB / 8 - 3 GiB) = 193.7 GB of KV cache.
-    assert rows["Qwen3.5-397B-A17B"][:8] == ["8", "8 x 1", "0", "fp8", "399.0", "193.7", "150,242", "yes"]
+    assert rows["Qwen3.5-397B-A17B"][:8] == ["8", "8 x 1", "0", "fp8", "399.0", "193.7", "150,560", "yes"]
     assert rows["Qwen3.5-9B"][3] == "bfloat16"  # no FP8 checkpoint
     assert rows["Qwen3-8B"][3:8] == ["fp8", "9.4", "64.6", "40,960*", "yes"]
 
@@ -166,11 +167,11 @@ def test_the_load_log_line_names_the_figures_the_engine_starts_with() -> None:
     ctx = the_plan.context(card.name)
     line = engine_args.describe(engine_args.settings(card, d.shape, where, cfg, ctx), ctx)
     # 0.9 x 80 GiB - 794 GB / 16 - 3 GiB = 24.5 GB per GPU left for the KV cache.
-    assert line == ("Qwen/Qwen3.5-397B-A17B@main bfloat16, TP 8 x PP 2 (ray), max_model_len 150,242, "
+    assert line == ("Qwen/Qwen3.5-397B-A17B@main bfloat16, TP 8 x PP 2 (ray), max_model_len 150,560, "
                     "KV from gpu_memory_utilization=0.9 (~24.5 GB per GPU estimated), CUDA graphs")
     cpu = compose_config("model=cpu", "evals=hard")
     cpu_plan = plan(cpu, "t", LAPTOP)
     smol = cpu_plan.card("SmolLM2-135M")
     assert engine_args.describe(engine_args.settings(smol, None, Placement((0,)), cpu, cpu_plan.context(smol.name)),
                                 cpu_plan.context(smol.name)) == (
-        "local weights float32, TP 1 x PP 1 (uni), max_model_len 6,907, KV 1.0 GiB, eager")
+        "local weights float32, TP 1 x PP 1 (uni), max_model_len 6,803, KV 1.0 GiB, eager")

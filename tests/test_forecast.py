@@ -93,7 +93,7 @@ def test_plan_cli_prints_the_table_without_ray(tmp_path: Path) -> None:
     # KV GB: what gpu_memory_utilization leaves the engine, 16 x (0.9 x 80 GiB - 794 GB / 16 - 3 GiB) = 391.4 GB.
     # max_model_len: judging Coder-Next's answers re-asked at 2 x 65,536 tokens, 1.1 x for the judge's tokenizer,
     # plus the judge prompt and a verdict re-asked twice (4 x 512); Qwen3-8B stops at its 40,960 (capped: *).
-    assert rows["Qwen3.5-397B-A17B"][:8] == ["16", "8 x 2", "0,1", "bfloat16", "794.0", "391.4", "150,242", "yes"]
+    assert rows["Qwen3.5-397B-A17B"][:8] == ["16", "8 x 2", "0,1", "bfloat16", "794.0", "391.4", "150,560", "yes"]
     assert rows["Qwen3-8B"][:8] == ["1", "1 x 1", "1", "bfloat16", "16.4", "57.7", "40,960*", "yes"]
     assert "warning: Qwen3-8B: max_model_len capped at 40,960 tokens (its context length)" in flat
     # The BF16 397B spans both nodes: loaded once, last (widest_last), it answers and judges everyone; the

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from typing import Sequence
 
 import pytest
 
-from jobs.engines.base import Completion
-from jobs.judge import parse, weighted_score
-from sweep.core.prompts import judge_schema as verdict_schema
+from jobs.engines.base import Completion, Request
+from jobs.judge import judge, parse, weighted_score
+from sweep.core.prompts import CUT_OFF_NOTICE, judge_schema as verdict_schema
+from sweep.plan import plan
 from tests.conftest import compose_config
+from tests.test_plan import LAPTOP
+from tests.test_rankings import gen
 
 SUITE = compose_config("evals=smoke").evals
 GOOD = {"correctness": 7, "completeness": 6, "clarity": 8, "depth": 5, "usefulness": 6, "justification": "Fine."}
@@ -55,3 +60,44 @@ def test_schema_bounds_scores_and_justification() -> None:
     assert schema["required"] == [*names, "justification"] and schema["additionalProperties"] is False
     assert all(schema["properties"][n] == {"type": "integer", "minimum": 1, "maximum": 10} for n in names)
     assert schema["properties"]["justification"]["maxLength"] == 120
+
+
+class Recorder:
+    """An engine that keeps every request it is sent and answers each with the GOOD verdict."""
+
+    def __init__(self) -> None:
+        self.sent: list[Request] = []
+
+    def complete(self, requests: Sequence[Request]) -> list[Completion]:
+        self.sent += requests
+        return [done(json.dumps(GOOD)) for _ in requests]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("judge_truncated", [True, False])
+def test_a_cut_off_answer_is_judged_with_a_notice_and_an_empty_one_never(judge_truncated: bool) -> None:
+    """judge.judge_truncated (the default): the judge of a cut-off answer with content is told it was cut off
+    at its budget, under the answer; a complete answer's judge is not; an empty answer is not judged. Off:
+    the cut-off answer is not judged either."""
+    cfg = compose_config("evals=smoke", f"judge.judge_truncated={judge_truncated}")
+    p = plan(cfg, "r", LAPTOP)
+    judge_card = p.cards[2]
+    cells = [c for c in p.judge if c.judge == judge_card.name and c.eval_id == "addition"]
+    complete, cut = "17 + 25 = 42.", "To add 17 and 25, first add the tens: 10 + 20 = 30, then the ones: 7"
+    for status, text in (("ok", complete), ("truncated", cut), ("empty", "")):
+        answers = {c.answer_key: replace(gen("m-alpha", c.eval_id, 0, 0.1, 8), cell_key=c.answer_key, answer=text,
+                                         status=status, model=c.respondent) for c in cells}
+        engine = Recorder()
+        rows = judge(engine, judge_card, p.suite, cfg.judge, cells, answers, "r")
+        asked = status == "ok" or (status == "truncated" and judge_truncated)
+        assert len(rows) == len(cells) == 2 and len(engine.sent) == (2 if asked else 0), status
+        assert [r.status for r in rows] == ["ok" if asked else "no_answer"] * 2, status
+        for request in engine.sent:
+            ((_, prompt),) = request.messages
+            # The answer, then the notice for a cut-off one, then the task.
+            if status == "truncated":
+                assert f"{text}\n\n{CUT_OFF_NOTICE}\n\n## Your task" in prompt and prompt.count(CUT_OFF_NOTICE) == 1
+            else:
+                assert f"{text}\n\n## Your task" in prompt and "cut off" not in prompt

@@ -95,8 +95,8 @@ def test_a_cpu_vllm_sweep_across_nodes_matches_one_node(ray_nodes, tmp_path: Pat
     assert a == b and len(a[0]) == len(a[1]) == 6
     answered = {key: status for key, _, status, _ in a[0]}
     assert set(answered.values()) <= {"ok", "truncated"} and "ok" in answered.values(), a[0]  # no instance failed
-    # Every answer judges see got a parsed verdict; the others are not shown to judges.
-    assert [r[3] for r in a[1]] == ["ok" if answered[r[5]] == "ok" else "no_answer" for r in a[1]], a[1]
+    # Every answer judges see (complete or cut off) got a parsed verdict.
+    assert [r[3] for r in a[1]] == ["ok"] * len(a[1]), a[1]
     assert single.model_loads == spread.model_loads == 2
 
 

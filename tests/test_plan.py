@@ -205,13 +205,15 @@ def test_keys_are_the_content_keys_of_their_parts() -> None:
         assert j.key == content_key(
             "judge", _identity(cards[j.judge]), cfg.judge.mode.value, j.answer_key, prompts.JUDGE_TEMPLATE,
             cfg.evals.judge_brief, [asdict(c) for c in cfg.evals.criteria], item[j.eval_id].rubric,
-            cfg.judge.justification_max_chars, j.sampling, j.scrub, ("soft_scores", prompts.SOFT_TOP_K))
+            cfg.judge.justification_max_chars, j.sampling, j.scrub, ("soft_scores", prompts.SOFT_TOP_K),
+            ("cut_off", prompts.CUT_OFF_NOTICE))  # judge.judge_truncated, on by default
         assert answer[j.answer_key].model == j.respondent
     for c in p.compare:
         assert c.key == content_key(
             "compare", _identity(cards[c.judge]), cfg.judge.mode.value, c.first_key, c.second_key,
             prompts.COMPARE_TEMPLATE, cfg.evals.judge_brief, [asdict(x) for x in cfg.evals.criteria],
-            item[c.eval_id].rubric, cfg.judge.justification_max_chars, c.sampling, c.scrub)
+            item[c.eval_id].rubric, cfg.judge.justification_max_chars, c.sampling, c.scrub,
+            ("cut_off", prompts.CUT_OFF_NOTICE))
     assert (len(p.judge), len(p.compare)) == (3 * 2 * 3 * 2, 3 * 3 * 2 * 2)
 
 

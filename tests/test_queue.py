@@ -46,3 +46,27 @@ def test_cells_become_ready_as_their_answers_land_and_unseen_ones_need_no_model(
     answered = [c for c in p.judge if c.judge == judge and c.respondent == smol]
     q.put_back(judge, answered, [])  # a failed batch's cells come back, ready
     assert q.ready(judge) == (answered, []) and q.needs_model(judge)
+
+
+def test_cut_off_answers_with_content_go_to_judges_and_empty_ones_never() -> None:
+    """The cut-off rule (judge.judge_truncated, on by default): an answer cut off at its budget that has
+    content is handed to its judges; an empty one is withheld (written as no_answer without a model);
+    with the rule off, the cut-off one is withheld too."""
+    judge, cut, empty = "Gemma3-270M-base", "SmolLM2-135M", "SmolLM2-135M-expert"
+    for judge_truncated in (True, False):
+        cfg = compose_config("evals=smoke", "judge.pairwise=true", f"judge.judge_truncated={judge_truncated}")
+        p = plan(cfg, "r", LAPTOP)
+        q = CellQueue(p, cfg.judge, {})
+        q.land([replace(gen("m-alpha", a.eval_id, a.sample, 0.1, 384), cell_key=a.key, model=a.model,
+                        answer="A long answer that was" if a.model == cut else "", finish_reason="length",
+                        status="truncated" if a.model == cut else "empty")
+                for a in p.generate if a.model in (cut, empty)])
+        on_cut = [c for c in p.judge if c.judge == judge and c.respondent == cut]
+        on_empty = [c for c in p.judge if c.judge == judge and c.respondent == empty]
+        assert len(on_cut) == len(on_empty) == len(cfg.evals.prompts)
+        cells, pairs = q.ready(judge)
+        assert cells == (on_cut if judge_truncated else []) and pairs == []  # the one pair shows the empty answer
+        unseen = q.unseen()
+        assert unseen[judge][0] == (on_empty if judge_truncated else on_cut + on_empty)
+        assert len(unseen[judge][1]) == 2 * len(cfg.evals.prompts)
+        assert q.needs_model(judge) is judge_truncated and q.left(judge) == (cells, [])

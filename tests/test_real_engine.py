@@ -16,8 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.models import local_weights
+from sweep.core.prompts import judge_messages, scrub
+from sweep.plan import plan
 from tests.conftest import compose_config, exact_rows, superseded
-from tests.real_sweep import BUDGET, GENERATING, ROOT, RUN, WIDE, Resumed
+from tests.real_sweep import BUDGET, CONFIG, GENERATING, ROOT, RUN, WIDE, Resumed
+from tests.test_plan import LAPTOP
 from warehouse.db import connect
 from warehouse.store import Store
 
@@ -73,10 +76,28 @@ def test_a_real_cut_off_answer_is_asked_again_with_twice_the_budget(resumed_swee
     # its sum ("17 + 25 = 32.") and its pen answer don't, and fit in 16.
     greedy = {e: (s, a) for m, e, s, _, a, _, _ in rows if m == "SmolLM2-135M"}
     assert greedy == {"capital-france": ("ok", 1), "addition": ("ok", 2), "pen-price": ("ok", 2)}
-    # An answer still cut off after its re-ask is not judged as if complete; the others are judged.
-    verdicts = con.execute("select g.status, j.status from raw_judgments j join raw_generations g "
-                           "on g.cell_key = j.answer_key").fetchall()
-    assert len(verdicts) == 6 and all(j == ("ok" if g == "ok" else "no_answer") for g, j in verdicts), verdicts
+    # Every answer has content and is judged, one still cut off after its re-ask too (the sampled expert
+    # runs past 16 tokens), its judge told so: the prompt vLLM read is exactly the judge prompt with the
+    # cut-off notice, counted by the judge's own tokenizer, and a complete answer's has none.
+    verdicts = con.execute("select g.status, j.status, j.cell_key, j.prompt_tokens, g.answer from raw_judgments j "
+                           "join raw_generations g on g.cell_key = j.answer_key").fetchall()
+    assert len(verdicts) == 6 and {j for _, j, *_ in verdicts} == {"ok"}, verdicts
+    assert "truncated" in {g for g, *_ in verdicts}, verdicts
+    from transformers import AutoTokenizer  # here: only this vllm-marked test needs it
+
+    planned = plan(compose_config(*CONFIG), RUN, LAPTOP)
+    cells = {c.key: c for c in planned.judge}
+    tokenizer = AutoTokenizer.from_pretrained(local_weights(planned.cards[0], "float32"))  # both judges' weights
+
+    def prompt_tokens(key: str, answer: str, notice: bool) -> int:
+        c = cells[key]
+        messages = judge_messages(planned.suite, c.eval_id, scrub(answer, c.scrub)[0], c.label, 60, notice)
+        return len(tokenizer.apply_chat_template([{"role": r, "content": t} for r, t in messages],
+                                                 add_generation_prompt=True, tokenize=True)["input_ids"])
+
+    for status, _, key, tokens, answer in verdicts:
+        cut = status == "truncated"
+        assert tokens == prompt_tokens(key, answer, cut) != prompt_tokens(key, answer, not cut), (status, key)
 
 
 def test_a_weights_folder_that_breaks_inside_the_load_ends_as_error_rows_naming_the_card(tmp_path: Path) -> None:
@@ -84,8 +105,9 @@ def test_a_weights_folder_that_breaks_inside_the_load_ends_as_error_rows_naming_
     starts (a model folder with a config.json; sizing reads only the safetensors headers), and vLLM's LLM(...)
     raises inside the actor. A failed LLM(...) spoils its process, so the retry is a fresh actor; after
     run.retries=1 the card's cells are error rows saying why and what to do. The other card is on the fake
-    engine (no load to wait for) and its answers are cut off, so nothing needs the broken card as a judge and
-    it is loaded only for its answers: two failed loads, the test's whole cost."""
+    engine (no load to wait for) and its answers are cut off and, with judge.judge_truncated=false, not judged,
+    so nothing needs the broken card as a judge and it is loaded only for its answers: two failed loads, the
+    test's whole cost."""
     good = Path(local_weights(compose_config("model=smollm2").model.cards["smollm2"], "float32"))
     broken = tmp_path / "broken-smollm2"
     broken.mkdir()
@@ -96,6 +118,7 @@ def test_a_weights_folder_that_breaks_inside_the_load_ends_as_error_rows_naming_
     wh = tmp_path / "wh"
     out = subprocess.run(
         [sys.executable, "-m", "sweep", "model=smol_pair", "evals=smoke", "sampling.max_tokens=8", "run.retries=1",
+         "judge.judge_truncated=false", "run.retry_truncated=1",
          *[f"model.cards.smollm2.{k}" for k in ("engine=fake", "gguf=null", "hf_repo=fake/smollm2")],
          "model.cards.smollm2_expert.gguf=null", f"model.cards.smollm2_expert.path={broken}",
          f"warehouse.root={wh}", "run.name=broken", "run.progress=false"],

@@ -15,8 +15,8 @@ from warehouse.db import connect
 def test_cut_off_answers_are_asked_again_with_a_larger_budget(ray_nodes, tmp_path: Path) -> None:  # noqa: ANN001
     ray_nodes(workers=1, worker_memory_gib=8, SWEEP_FAKE_NEEDS_TOKENS="100")
     wh = f"warehouse.root={tmp_path}"
-    retried = run(fake_pool(wh, "run.name=retried", "sampling.max_tokens=64"))  # 64 -> 128 on the re-ask
-    kept = run(fake_pool(wh, "run.name=kept", "sampling.max_tokens=64", "run.retry_truncated=0"))
+    retried = run(fake_pool(wh, "run.name=retried", "sampling.max_tokens=64", "run.retry_truncated=1"))  # 64 -> 128
+    kept = run(fake_pool(wh, "run.name=kept", "sampling.max_tokens=64"))  # no re-ask: the default
     con = connect(retried.store)
     answers = dict(con.execute("select run_id, list(distinct (status, attempts)) from generations group by 1").fetchall())
     assert answers["retried"] == [("ok", 2)]
@@ -25,9 +25,9 @@ def test_cut_off_answers_are_asked_again_with_a_larger_budget(ray_nodes, tmp_pat
     budgets = dict(con.execute("select run_id, list(distinct json_extract(sampling, '$.max_tokens')::int) "
                                "from generations group by 1").fetchall())
     assert budgets == {"retried": [128], "kept": [64]}
-    # A cut-off answer is not judged as if complete: its judgment rows say so and count as invalid.
+    # A cut-off answer with content is judged (its judges told so: tests/test_judge.py).
     verdicts = dict(con.execute("select run_id, list(distinct status) from judgments group by 1").fetchall())
-    assert verdicts == {"retried": ["ok"], "kept": ["no_answer"]}
+    assert verdicts == {"retried": ["ok"], "kept": ["ok"]}
     assert exact_rows(kept.store, "kept") == FULL
 
 

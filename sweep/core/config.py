@@ -166,6 +166,12 @@ class ModelCard:
     reasoning_parser: Optional[str] = None
     """vLLM reasoning parser that splits reasoning from the answer (``qwen3`` for Qwen)."""
     sampling: ModeSampling = field(default_factory=ModeSampling)
+    retry_truncated: int = 1
+    """Times this card's answers cut off at max_tokens are asked again with twice the budget (unless
+    run.retry_truncated sets it for every card). Pays where the model runs out of room, as thinking models
+    whose reasoning uses the budget do (the study lost 5 answers so); the packaged CPU cards set 0: their
+    re-asks almost all came back cut off again (they ramble; BENCHMARKS.md), and a cut-off answer is
+    judged anyway (judge.judge_truncated)."""
     cpu_ok: bool = False
     """Small enough to run on CPU vLLM. Cards without it need GPUs."""
     engine: str = "vllm"
@@ -173,6 +179,10 @@ class ModelCard:
     see ``endpoint``), or fake (tests of scheduling only)."""
     endpoint: Optional[Endpoint] = None
     """Where an ``openai`` card is served; such a card needs no weights, GPUs or sizing facts."""
+
+    def re_asks(self, override: Optional[int]) -> int:
+        """Times a cut-off answer of this card is asked again: ``override`` (run.retry_truncated) when set."""
+        return self.retry_truncated if override is None else override
 
     @property
     def remote(self) -> bool:
@@ -262,9 +272,11 @@ class Panel:
     retries: int = 2
     """Times an invalid or truncated verdict is asked again (new seed; truncated: twice the
     budget). The final status and the attempt count are stored."""
-    judge_truncated: bool = False
-    """Show judges answers that were cut off at max_tokens. Off: such answers are not judged
-    as if complete; their judgment rows say no_answer."""
+    judge_truncated: bool = True
+    """Judge answers that were cut off at max_tokens and have content, telling the judge so
+    (sweep.core.prompts.CUT_OFF_NOTICE under the answer; the answer row keeps status truncated).
+    Off: such answers are not judged and their judgment rows say no_answer, as before. An empty
+    answer (e.g. reasoning that used the whole budget) is never judged either way."""
     soft_scores: bool = False
     """Also store each judgment's soft score: the expected score under the judge's own probabilities
     of the score tokens (jobs.judge.soft_criteria), beside the sampled one (judgments.soft_score).
@@ -365,9 +377,9 @@ class Run:
     retries: int = 2
     """Times a model instance that dies, fails or hangs is restarted (its unfinished cells
     requeued) before those cells are recorded as errors."""
-    retry_truncated: int = 1
-    """Times an answer cut off at max_tokens is asked again with twice the budget (the study
-    lost 5 answers whose reasoning used the whole budget)."""
+    retry_truncated: Optional[int] = None
+    """Times an answer cut off at max_tokens is asked again with twice the budget, for every card; None:
+    each card's own retry_truncated."""
     replicas: bool = True
     """Start data-parallel replicas of a GPU model on idle GPUs when splitting its batch saves
     more time than a load (sweep/schedule.py, ``worth_another``)."""

@@ -87,10 +87,26 @@ def scrub(answer: str, terms: tuple[str, ...]) -> tuple[str, Optional[str]]:
     return text, json.dumps(dict(sorted(found.items())), ensure_ascii=False) if found else None
 
 
+CUT_OFF_NOTICE = ("[Note from the evaluators: this response was cut off at its length budget before it finished. "
+                  "Judge what it says; what it does not get to counts as missing.]")
+"""Shown under an answer that was cut off at max_tokens (panel.judge_truncated), so a judge neither
+takes the abrupt end for the model's choice nor scores the answer as if complete."""
+
+
 def answerable(answer: GenerationRow, panel: Panel) -> bool:
-    """Whether judges see this answer: complete ones always, cut-off ones only if the panel
-    says so, empty and failed ones never (the study's judges scored empty answers as answers)."""
+    """Whether judges see this answer: complete ones always, cut-off ones (which have content: a
+    cut-off answer with no text is ``empty``) unless the panel says not to, empty and failed ones
+    never (the study's judges scored empty answers as answers)."""
     return answer.status == "ok" or (answer.status == "truncated" and panel.judge_truncated)
+
+
+def cut_off(answer: GenerationRow) -> bool:
+    """Whether a judge must be told the answer was cut off at its budget (CUT_OFF_NOTICE)."""
+    return answer.status == "truncated"
+
+
+def _as_shown(answer: str, was_cut_off: bool) -> str:
+    return answer.strip() + (f"\n\n{CUT_OFF_NOTICE}" if was_cut_off else "")
 
 
 def shown(cell: CompareCell, answers: Mapping[str, GenerationRow], panel: Panel) -> bool:
@@ -98,8 +114,10 @@ def shown(cell: CompareCell, answers: Mapping[str, GenerationRow], panel: Panel)
     return answerable(answers[cell.first_key], panel) and answerable(answers[cell.second_key], panel)
 
 
-def judge_messages(suite: Suite, eval_id: str, answer: str, label: str, max_chars: int) -> tuple[tuple[str, str], ...]:
-    text = JUDGE_TEMPLATE.format(**task_fields(suite, eval_id, max_chars), label=label, answer=answer.strip())
+def judge_messages(suite: Suite, eval_id: str, answer: str, label: str, max_chars: int,
+                   was_cut_off: bool = False) -> tuple[tuple[str, str], ...]:
+    text = JUDGE_TEMPLATE.format(**task_fields(suite, eval_id, max_chars), label=label,
+                                 answer=_as_shown(answer, was_cut_off))
     return (("user", text),)
 
 
@@ -152,8 +170,10 @@ def compare_schema(max_chars: int) -> dict[str, Any]:
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
-def compare_messages(suite: Suite, eval_id: str, first: str, second: str, max_chars: int) -> tuple[tuple[str, str], ...]:
-    text = COMPARE_TEMPLATE.format(**task_fields(suite, eval_id, max_chars), first=first.strip(), second=second.strip())
+def compare_messages(suite: Suite, eval_id: str, first: str, second: str, max_chars: int,
+                     cut_offs: tuple[bool, bool] = (False, False)) -> tuple[tuple[str, str], ...]:
+    text = COMPARE_TEMPLATE.format(**task_fields(suite, eval_id, max_chars), first=_as_shown(first, cut_offs[0]),
+                                   second=_as_shown(second, cut_offs[1]))
     return (("user", text),)
 
 
