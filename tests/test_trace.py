@@ -41,14 +41,15 @@ def decisions(trace: Sequence[Event]) -> tuple[list[tuple[str, tuple[int, ...]]]
 
 
 def test_the_live_run_makes_the_forecasts_decisions(ray_nodes, tmp_path: Path) -> None:  # noqa: ANN001
-    """The 397B in BF16 takes both nodes' 16 GPUs (TP 8 x PP 2): it answers alone, stops for the two
-    small models, and loads again to judge. Deterministic because nothing the loop decides here depends
-    on how long a batch takes, except one ordering that both backends share by a wide margin: the
-    fake Qwen3.5-9B answers 12 s late (SWEEP_FAKE_SLOW), as the cost model has it answer after Qwen3-8B
-    (18.0 GB of weights read per step against 16.4 GB), so on both Qwen3-8B alone judges early (the
-    397B's answers) and the 9B's answers, the last of the phase, leave nothing to judge early. The order
-    in which independent batches end is not compared (``decisions``). No replicas: the smoke suite's
-    work is worth no extra load."""
+    """The 397B in BF16 takes both nodes' 16 GPUs (TP 8 x PP 2). The load order the forecast picks
+    (widest_last: sweep.schedule) loads it once, last: the two small models answer first and stop, as
+    it waits for their room; it answers and judges both of them in one residency; they load again to
+    judge its answers. Deterministic because nothing the loop decides here depends on how long a batch
+    takes, except one ordering that both backends share by a wide margin: the fake Qwen3.5-9B answers
+    12 s late (SWEEP_FAKE_SLOW), as the cost model has it answer after Qwen3-8B (18.0 GB of weights read
+    per step against 16.4 GB), so Qwen3-8B stops before the 9B's answers exist and neither judges early.
+    The order in which independent batches end is not compared (``decisions``). No replicas: the smoke
+    suite's work is worth no extra load."""
     cfg = fake_pool("model=[qwen3_5_397b_a17b,qwen3_8b,qwen3_5_9b]", "engine.concurrency=8",
                     f"warehouse.root={tmp_path}", "run.name=trace")
     ray_nodes(workers=2, gpus=8, cpus=8, SWEEP_FAKE_SLOW="Qwen3.5-9B:12")
@@ -59,8 +60,13 @@ def test_the_live_run_makes_the_forecasts_decisions(ray_nodes, tmp_path: Path) -
     live, simulated = decisions(result.trace), decisions(forecast.trace)
     head = next(i for i, n in enumerate(inventory.nodes) if not n.gpus)
     both = tuple(i for i in range(3) if i != head)
-    assert [name for name, _ in live[0]] == ["Qwen3.5-397B-A17B", "Qwen3.5-9B", "Qwen3-8B", "Qwen3.5-397B-A17B"]
-    assert live[0][0][1] == both  # one pipeline stage on each GPU node
+    assert [name for name, _ in live[0]] == ["Qwen3.5-9B", "Qwen3-8B", "Qwen3.5-397B-A17B", "Qwen3.5-9B", "Qwen3-8B"]
+    assert live[0][2][1] == both  # one pipeline stage on each GPU node
     assert live == simulated
-    early = [b for life in live[1].values() for b in life if b[0] == "answers" and b[1] == "judgments"]
-    assert len(early) == 1 and early[0][2] and len(early[0][3]) == 3  # Qwen3-8B on the 397B's 3 answers
+    shape = {life: [(b[0], b[1], b[2], len(b[3])) if len(b) > 1 else b for b in batches]
+             for life, batches in live[1].items()}
+    answered = [("answers", "answers", False, 3), ("stopped",)]
+    judged = [("judgments", "judgments", False, 6), ("stopped",)]
+    assert shape == {("Qwen3.5-9B", 1): answered, ("Qwen3-8B", 1): answered,
+                     ("Qwen3.5-397B-A17B", 1): [answered[0], *judged],  # one residency: its answers, then 2 x 3
+                     ("Qwen3.5-9B", 2): judged, ("Qwen3-8B", 2): judged}  # the 397B's 3 and each other's 3
