@@ -1,0 +1,130 @@
+"""A driver that streams: a model's work goes out as many batches of ``run.batch_cells``, each written as it
+lands, so a failure loses only the batches in flight and a rerun redoes only their cells. The loop's
+bookkeeping on a scripted backend (pure), then a sweep on real Ray with real Parquet (fake engine)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import pytest
+
+from sweep.core.cells import CompareCell
+from sweep.forecast import Simulated, local_inventory
+from sweep.plan import plan
+from sweep.queue import CellQueue
+from sweep.run import run
+from sweep.schedule import Policy
+from sweep.scheduler import Batch, Done, Lost, NullSink, Scheduler, Submitted, chunks
+from sweep.sizing import described
+from tests.conftest import exact_rows, fake_pool
+from warehouse.db import connect
+from warehouse.store import Store
+
+
+def test_chunks_cut_cells_then_pairs_into_batches_of_at_most_the_size() -> None:
+    assert list(chunks([1, 2, 3], ["a", "b"], 2)) == [((1, 2), ()), ((3,), ("a",)), ((), ("b",))]
+    assert list(chunks([1, 2, 3], [], 0)) == [((1, 2, 3), ())]  # 0: one batch
+    assert list(chunks([], [], 4)) == [((), ())]  # a job is always one batch at least
+
+
+class FailsOnce(Simulated):
+    """The forecast's clock, failing the first batch to land on an instance that already landed one."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.loop: Scheduler | None = None
+        self.landed: list[Batch] = []
+        self.failed: Batch | None = None
+        self.sent_before = self.landed_before = 0
+        """Batches the loop had sent, and those that had landed, when the failure came."""
+
+    def wait(self) -> Union[Done, Lost]:
+        done = super().wait()
+        if self.failed is None and any(b.instance == done.batch.instance for b in self.landed):
+            assert self.loop is not None
+            self.failed, self.sent_before = done.batch, sum(isinstance(e, Submitted) for e in self.loop.trace)
+            self.landed_before = len(self.landed)
+            return Lost(done.batch, "injected")
+        self.landed.append(done.batch)
+        return done
+
+    def stop(self, key: str) -> None:
+        """A stopped instance's batches never end (Simulated keeps them: nothing fails there)."""
+        super().stop(key)
+        self._ends = [e for e in self._ends if e[2].instance != key]
+
+
+class Landed(NullSink):
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    def landed(self, batch: Batch, rows: Sequence[Any]) -> None:
+        self.keys += [c.key for c in (*batch.cells, *batch.pairs)]
+
+    def unseen(self, judge: str, cells: Sequence[Any], pairs: Sequence[CompareCell]) -> None:
+        raise AssertionError("the simulation's answers are all seen")
+
+
+def test_a_failed_batch_takes_back_only_its_instances_batches_not_those_that_landed() -> None:
+    cfg = fake_pool("cluster=h100_8", "run.batch_cells=2", "run.samples=2")
+    inventory = described(cfg.cluster)
+    the_plan = plan(cfg, "t", inventory)
+    backend, sink = FailsOnce(inventory), Landed()
+    loop = backend.loop = Scheduler(the_plan, cfg, inventory, Policy(), backend, CellQueue(the_plan, cfg.judge, {}),
+                                    sink)
+    loop.run()
+    every = [c.key for c in (*the_plan.generate, *the_plan.judge)]
+    assert len(every) == 3 * 6 + 3 * 12 and Counter(sink.keys) == Counter(every)  # each cell landed once
+    assert loop.failures == 1 and backend.failed is not None
+    submitted = [e for e in loop.trace if isinstance(e, Submitted)]
+    sizes = Counter((e.instance, e.kind) for e in submitted)
+    assert all(n >= 3 for n in sizes.values()) and max(len(e.cells) for e in submitted) == 2  # many batches each
+    # What went out again after the failure, of what had gone out before it: exactly the failed instance's
+    # cells that had not landed (the failed batch, the one in flight behind it, those not sent yet).
+    before, after = submitted[:backend.sent_before], submitted[backend.sent_before:]
+    failed = backend.failed
+    sent_there = {k for e in before if e.instance == failed.instance for k in e.cells}
+    landed_there = {c.key for b in backend.landed[:backend.landed_before] if b.instance == failed.instance for c in (*b.cells, *b.pairs)}
+    again = {k for e in after for k in e.cells} & {k for e in before for k in e.cells}
+    assert landed_there and {c.key for c in failed.cells} <= again
+    assert again == sent_there - landed_there
+
+
+def test_a_sweep_streams_batches_and_a_crash_loses_only_what_was_in_flight(ray_local: None, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each model answers 6 cells in 3 batches and judges 12 in 6 or more (early judging takes what has
+    landed), each its own Parquet file. The driver fails on its 4th write of answers: 3 batches (6 answers)
+    are in the warehouse; the rerun computes the other 12 answers and the judgments not written, nothing else."""
+    settings = (f"warehouse.root={tmp_path}", "run.name=stream", "run.batch_cells=2", "run.samples=2")
+    writes: list[str] = []
+    real = Store.write
+
+    def write(self: Store, table: str, rows: Sequence[Any], name: str, **kw: Any) -> Any:
+        if table == "generations":
+            writes.append(name)
+            if len(writes) == 4:
+                raise OSError("injected: the disk went away")
+        return real(self, table, rows, name, **kw)
+
+    monkeypatch.setattr(Store, "write", write)
+    with pytest.raises(OSError, match="injected"):
+        run(fake_pool(*settings))
+    monkeypatch.setattr(Store, "write", real)
+    store = Store(str(tmp_path))
+    con = connect(store)
+    answered = {k for (k,) in con.execute("select cell_key from raw_generations").fetchall()}
+    judged = {k for (k,) in con.execute("select cell_key from raw_judgments").fetchall()}
+    assert len(answered) == 6 and len(store.files("generations", "stream")) == 3
+
+    again = run(fake_pool(*settings))
+    assert exact_rows(again.store, "stream") == (18, 18, 36, 36)
+    the_plan = plan(fake_pool(*settings), "stream", local_inventory())
+    submitted = [e for e in again.trace if isinstance(e, Submitted)]
+    redone = Counter(k for e in submitted for k in e.cells)
+    assert set(redone) == {c.key for c in (*the_plan.generate, *the_plan.judge)} - answered - judged
+    assert max(redone.values()) == 1
+    per_model = Counter(Path(f).parent.name for f in again.store.files("generations", "stream"))
+    assert sorted(per_model.values()) == [3, 3, 3]  # every model's answers in 3 files, one per batch
+    assert max(len(e.cells) for e in submitted) == 2
