@@ -360,10 +360,13 @@ class Scheduler:
         if batch.job.kind == ANSWERS:
             self.queue.land_answers(answers)
             self._write_unseen()
+        else:
+            self.queue.done((*batch.cells, *batch.pairs))
 
     def _write_unseen(self) -> None:
         for judge, (cells, pairs) in self.queue.unseen().items():
             self.sink.unseen(judge, cells, pairs)
+            self.queue.done((*cells, *pairs))
 
     def _failed(self, batch: Batch, error: str) -> None:
         """A replacement loads fresh: a failed engine is not reused. The instance's other batches (in

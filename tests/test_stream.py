@@ -5,13 +5,14 @@ bookkeeping on a scripted backend (pure), then a sweep on real Ray with real Par
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence, Union
 
 import pytest
 
 from sweep.core.cells import CompareCell
-from sweep.forecast import Simulated, local_inventory
+from sweep.forecast import SIMULATED, Simulated, local_inventory
 from sweep.plan import plan
 from sweep.queue import CellQueue
 from sweep.run import run
@@ -78,6 +79,7 @@ def test_a_failed_batch_takes_back_only_its_instances_batches_not_those_that_lan
     every = [c.key for c in (*the_plan.generate, *the_plan.judge)]
     assert len(every) == 3 * 6 + 3 * 12 and Counter(sink.keys) == Counter(every)  # each cell landed once
     assert loop.failures == 1 and backend.failed is not None
+    assert not loop.queue.answers  # every answer's verdicts are written: none is held any more
     submitted = [e for e in loop.trace if isinstance(e, Submitted)]
     sizes = Counter((e.instance, e.kind) for e in submitted)
     assert all(n >= 3 for n in sizes.values()) and max(len(e.cells) for e in submitted) == 2  # many batches each
@@ -128,3 +130,20 @@ def test_a_sweep_streams_batches_and_a_crash_loses_only_what_was_in_flight(ray_l
     per_model = Counter(Path(f).parent.name for f in again.store.files("generations", "stream"))
     assert sorted(per_model.values()) == [3, 3, 3]  # every model's answers in 3 files, one per batch
     assert max(len(e.cells) for e in submitted) == 2
+
+
+def test_the_queue_holds_an_answer_without_prompt_or_reasoning_until_its_verdicts_are_written() -> None:
+    cfg = fake_pool()
+    the_plan = plan(cfg, "q", local_inventory())
+    queue = CellQueue(the_plan, cfg.judge, {})
+    answer = the_plan.generate[0]
+    queue.land([replace(SIMULATED, cell_key=answer.key, model=answer.model, prompt="the prompt", answer="42",
+                        reasoning="long thoughts")])
+    kept = queue.answers[answer.key]
+    assert (kept.prompt, kept.reasoning, kept.answer, kept.model) == ("", None, "42", answer.model)
+    readers = [c for c in the_plan.judge if c.answer_key == answer.key]
+    assert len(readers) == 2 and queue.answers_for(readers) == {answer.key: kept}  # what a judge batch ships
+    queue.done(readers[:1])
+    assert answer.key in queue.answers
+    queue.done(readers[1:])
+    assert answer.key not in queue.answers
