@@ -154,6 +154,8 @@ class CellQueue:
 
 def _slim(answer: GenerationRow) -> GenerationRow:
     """What a verdict on ``answer`` reads of it (jobs/judge.py, jobs/compare.py): not its prompt or reasoning."""
+    if not (answer.prompt or answer.system_prompt or answer.reasoning or answer.sampling):
+        return answer  # nothing to drop (the simulation's stand-in): no copy
     return replace(answer, prompt="", system_prompt=None, reasoning=None, sampling="")
 
 

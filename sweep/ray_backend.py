@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Union
 
 import ray
@@ -73,6 +73,7 @@ class RayBackend:
         """Instances started (their actor names count them)."""
         self.landings: list[Landing] = []
         self.pool_index = {c.name: i for i, c in enumerate(the_plan.cards)}
+        self.prompts = {item.id: item for item in the_plan.suite.prompts}
 
     def start(self, card: ModelCard, key: str, d: Demand, where: Placement) -> None:
         key_env = card.endpoint.api_key_env if card.endpoint else None
@@ -128,11 +129,13 @@ class RayBackend:
         actor = self.actors[batch.instance].handle
         cells, pairs = batch.carried()
         p = self.plan
+        # Only what the batch needs: its prompts of the suite, and (judging) the answers it reads.
+        suite = replace(p.suite, prompts=[self.prompts[i] for i in dict.fromkeys(c.eval_id for c in (*cells, *pairs))])
         if batch.job.kind == ANSWERS:
-            ref = actor.generate.remote(self.pool_index[batch.job.model], p.suite, cells, p.run_id,
+            ref = actor.generate.remote(self.pool_index[batch.job.model], suite, cells, p.run_id,
                                         self.conf.run.retry_truncated)
         else:
-            ref = actor.judge.remote(p.suite, self.conf.judge, cells, self.queue.answers_for(cells, pairs), p.run_id,
+            ref = actor.judge.remote(suite, self.conf.judge, cells, self.queue.answers_for(cells, pairs), p.run_id,
                                      pairs)
         queued = any(c.batch.instance == batch.instance for c in self.calls)
         self.calls.append(Call(batch, ref, math.inf if queued else time.monotonic() + self.conf.engine.timeout_s))

@@ -269,19 +269,20 @@ class Scheduler:
             if turn:
                 busy.add(turn)
             self.pending = [j for j in self.pending if j is not job]
-            estimate = self._seconds(job.model, job.cells)
             waiting = any(j.model not in self.alive for j in self.pending)
-            replicas = self._replicas(job.model, estimate) if job.part == (0, 1) and not waiting else []
+            replicas = self._replicas(job) if job.part == (0, 1) and not waiting else []
             n = len(replicas) + 1
             for i, key in enumerate([job.model, *replicas]):
                 part = replace(job, cells=tuple(share(job.cells, (i, n))), pairs=tuple(share(job.pairs, (i, n))),
                                part=(i, n)) if replicas else job
                 self._assign(key, part, turn)
 
-    def _replicas(self, model: str, estimate_s: float) -> list[str]:
+    def _replicas(self, job: Job) -> list[str]:
         """Start data-parallel replicas of a GPU model on idle GPUs while one more pays off; their keys."""
+        model = job.model
         if not self.policy.replicas or self.demands[model].shape is None:
             return []
+        estimate_s = self._seconds(model, job.cells)
         keys: list[str] = []
         while worth_another(estimate_s, self.load_s[model], len(keys) + 1):
             key = f"{model} #{len(keys) + 2}"

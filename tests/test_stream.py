@@ -1,27 +1,21 @@
 """A driver that streams: a model's work goes out as many batches of ``run.batch_cells``, each written as it
-lands, so a failure loses only the batches in flight and a rerun redoes only their cells. The loop's
-bookkeeping on a scripted backend (pure), then a sweep on real Ray with real Parquet (fake engine)."""
+lands, so a failure loses only the batches in flight. The loop's bookkeeping on a scripted backend and
+the queue's answers, pure; the sweep on real Ray with real Parquet is in tests/test_runner.py."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Sequence, Union
-
-import pytest
 
 from sweep.core.cells import CompareCell
 from sweep.forecast import SIMULATED, Simulated, local_inventory
 from sweep.plan import plan
 from sweep.queue import CellQueue
-from sweep.run import run
 from sweep.schedule import Policy
 from sweep.scheduler import Batch, Done, Lost, NullSink, Scheduler, Submitted, chunks
 from sweep.sizing import described
-from tests.conftest import exact_rows, fake_pool
-from warehouse.db import connect
-from warehouse.store import Store
+from tests.conftest import fake_pool
 
 
 def test_chunks_cut_cells_then_pairs_into_batches_of_at_most_the_size() -> None:
@@ -92,44 +86,6 @@ def test_a_failed_batch_takes_back_only_its_instances_batches_not_those_that_lan
     again = {k for e in after for k in e.cells} & {k for e in before for k in e.cells}
     assert landed_there and {c.key for c in failed.cells} <= again
     assert again == sent_there - landed_there
-
-
-def test_a_sweep_streams_batches_and_a_crash_loses_only_what_was_in_flight(ray_local: None, tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each model answers 6 cells in 3 batches and judges 12 in 6 or more (early judging takes what has
-    landed), each its own Parquet file. The driver fails on its 4th write of answers: 3 batches (6 answers)
-    are in the warehouse; the rerun computes the other 12 answers and the judgments not written, nothing else."""
-    settings = (f"warehouse.root={tmp_path}", "run.name=stream", "run.batch_cells=2", "run.samples=2")
-    writes: list[str] = []
-    real = Store.write
-
-    def write(self: Store, table: str, rows: Sequence[Any], name: str, **kw: Any) -> Any:
-        if table == "generations":
-            writes.append(name)
-            if len(writes) == 4:
-                raise OSError("injected: the disk went away")
-        return real(self, table, rows, name, **kw)
-
-    monkeypatch.setattr(Store, "write", write)
-    with pytest.raises(OSError, match="injected"):
-        run(fake_pool(*settings))
-    monkeypatch.setattr(Store, "write", real)
-    store = Store(str(tmp_path))
-    con = connect(store)
-    answered = {k for (k,) in con.execute("select cell_key from raw_generations").fetchall()}
-    judged = {k for (k,) in con.execute("select cell_key from raw_judgments").fetchall()}
-    assert len(answered) == 6 and len(store.files("generations", "stream")) == 3
-
-    again = run(fake_pool(*settings))
-    assert exact_rows(again.store, "stream") == (18, 18, 36, 36)
-    the_plan = plan(fake_pool(*settings), "stream", local_inventory())
-    submitted = [e for e in again.trace if isinstance(e, Submitted)]
-    redone = Counter(k for e in submitted for k in e.cells)
-    assert set(redone) == {c.key for c in (*the_plan.generate, *the_plan.judge)} - answered - judged
-    assert max(redone.values()) == 1
-    per_model = Counter(Path(f).parent.name for f in again.store.files("generations", "stream"))
-    assert sorted(per_model.values()) == [3, 3, 3]  # every model's answers in 3 files, one per batch
-    assert max(len(e.cells) for e in submitted) == 2
 
 
 def test_the_queue_holds_an_answer_without_prompt_or_reasoning_until_its_verdicts_are_written() -> None:
