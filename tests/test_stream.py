@@ -63,7 +63,7 @@ class Landed(NullSink):
 
 
 def test_a_failed_batch_takes_back_only_its_instances_batches_not_those_that_landed() -> None:
-    cfg = fake_pool("cluster=h100_8", "run.batch_cells=2", "run.samples=2")
+    cfg = fake_pool("cluster=h100_8", "run.batch_cells=2", "run.samples=4")  # 6 batches of answers per model
     inventory = described(cfg.cluster)
     the_plan = plan(cfg, "t", inventory)
     backend, sink = FailsOnce(inventory), Landed()
@@ -71,7 +71,7 @@ def test_a_failed_batch_takes_back_only_its_instances_batches_not_those_that_lan
                                     sink)
     loop.run()
     every = [c.key for c in (*the_plan.generate, *the_plan.judge)]
-    assert len(every) == 3 * 6 + 3 * 12 and Counter(sink.keys) == Counter(every)  # each cell landed once
+    assert len(every) == 3 * 12 + 3 * 24 and Counter(sink.keys) == Counter(every)  # each cell landed once
     assert loop.failures == 1 and backend.failed is not None
     assert not loop.queue.answers  # every answer's verdicts are written: none is held any more
     submitted = [e for e in loop.trace if isinstance(e, Submitted)]
