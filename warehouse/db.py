@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -66,9 +67,12 @@ def _with_models(store: Store) -> duckdb.DuckDBPyConnection:
     if not store.local:
         con.register_filesystem(store.fs)
     if (path := views_file()) is not None:
-        con.execute(f"attach {_literal(str(path))} as {VIEWS} (read_only)")
-        con.execute(f"set search_path = 'memory.main,{VIEWS}.main'")
-        return con
+        try:
+            con.execute(f"attach {_literal(str(path))} as {VIEWS} (read_only)")
+            con.execute(f"set search_path = 'memory.main,{VIEWS}.main'")
+            return con
+        except duckdb.Error:  # removed or damaged since it was found: define the models here
+            pass
     for statement in _definitions(temp=False):
         con.execute(statement)
     return con
@@ -81,14 +85,12 @@ def _definitions(temp: bool) -> list[str]:
     return [*(f"create {kind} raw_{t} as {_empty_select(t)}" for t in (*TABLES, *DERIVED)), *model_views()]
 
 
-@functools.cache
 def views_file() -> Path | None:
     """The models as a DuckDB database file in the user's cache folder ($XDG_CACHE_HOME/sweep/views, else
-    ~/.cache/sweep/views), named by a hash of the DuckDB version and every definition, so a changed .sql file or
-    schema gets a file of its own. Built once, written whole (a temp file renamed), so concurrent processes
-    never see half of one. None when the folder can't be written."""
-    definitions = _definitions(temp=True)
-    key = hashlib.sha256("\n".join([duckdb.__version__, *definitions]).encode()).hexdigest()[:16]
+    ~/.cache/sweep/views), named by a hash of the DuckDB version and every definition, so a changed .sql file
+    or schema gets a file of its own. Built when missing, written whole (a temp file renamed), so concurrent
+    processes never see half of one. None when the folder can't be written."""
+    key, definitions = _views_key()
     folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sweep" / "views"
     path = folder / f"views-{key}.duckdb"
     if path.exists():
@@ -101,9 +103,16 @@ def views_file() -> Path | None:
                 con.execute(statement)
         os.replace(tmp, path)
     except (OSError, duckdb.Error):
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         return None
     return path
+
+
+@functools.cache
+def _views_key() -> tuple[str, tuple[str, ...]]:
+    definitions = tuple(_definitions(temp=True))
+    return hashlib.sha256("\n".join([duckdb.__version__, *definitions]).encode()).hexdigest()[:16], definitions
 
 
 def on_sound_files(store: Store, open_: Callable[[Collection[str]], duckdb.DuckDBPyConnection],
