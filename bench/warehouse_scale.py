@@ -14,7 +14,9 @@ judgments) for the report. A batch is 10,000 rows (a model's answers, or a judge
     python -m bench.warehouse_scale generate ROOT --runs 0   # the public-data shape instead (PUBLIC)
     python -m bench.warehouse_scale measure ROOT --steps connect,rankings --baseline
 
-Each figure is measured in a fresh process (its wall time and its peak RSS), so one does not warm the next.
+Each figure is measured in a fresh process (its wall time, CPU time and peak RSS), so one does not warm the
+next. ``--against CHECKOUT`` (e.g. ``git archive main | tar -x -C /tmp/base``) runs every step with that
+checkout's code too, alternating, and prints main / this ratios.
 """
 
 from __future__ import annotations
@@ -210,7 +212,8 @@ def main() -> None:
             for name, checkout in codes.items():
                 if step == "group_by" and name == "base":
                     continue  # plain DuckDB: no warehouse code
-                got = measure(step, checkout, root=root, run=REPORT_RUN, out=page, copy=f"{root}/judgments/**/*.parquet")
+                got = measure(step, checkout, root=root, run=REPORT_RUN, out=page,
+                              copy=f"{root}/judgments/**/*.parquet")
                 if (step, name) not in best or got[0] < best[step, name][0]:
                     best[step, name] = (*got, _load())
                 if step == "page":
