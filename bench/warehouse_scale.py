@@ -14,7 +14,9 @@ judgments) for the report. A batch is 10,000 rows (a model's answers, or a judge
     python -m bench.warehouse_scale generate ROOT --runs 0   # the public-data shape instead (PUBLIC)
     python -m bench.warehouse_scale measure ROOT --steps connect,rankings --baseline
 
-Each figure is measured in a fresh process (its wall time and its peak RSS), so one does not warm the next.
+Each figure is measured in a fresh process (its wall time, CPU time and peak RSS), so one does not warm the
+next. ``--against CHECKOUT`` (e.g. ``git archive main | tar -x -C /tmp/base``) runs every step with that
+checkout's code too, alternating, and prints main / this ratios.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import time
@@ -160,16 +163,18 @@ STEPS = {
 }
 
 
-def measure(step: str, **fill: str) -> tuple[float, float, float]:
+def measure(step: str, checkout: str | None = None, **fill: str) -> tuple[float, float, float]:
     """Wall seconds of the step (imports excluded), its CPU seconds (all threads: on a shared machine the
-    figure the load doesn't inflate) and the process's peak RSS in GiB."""
+    figure the load doesn't inflate) and the process's peak RSS in GiB; ``checkout``: one whose warehouse
+    code runs the step instead of this one (the baseline)."""
     code = ("import time, resource, json; cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2]); "
             "t, c = time.perf_counter(), cpu(); " + STEPS[step].format(**fill) +
             "; print(json.dumps([time.perf_counter() - t, cpu() - c, "
             "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))")
     # Imports first so the clock starts after them: the same import line, run before the timed part.
     warm = "import duckdb, pyarrow, numpy, rich; import warehouse.db, warehouse.report, warehouse.html; "
-    out = subprocess.run([sys.executable, "-c", warm + code], capture_output=True, text=True, check=True)
+    env = {**os.environ, "PYTHONPATH": checkout or str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", warm + code], capture_output=True, text=True, check=True, env=env)
     seconds, cpu, rss_kib = json.loads(out.stdout.strip().splitlines()[-1])
     return seconds, cpu, rss_kib / 2**20
 
@@ -186,6 +191,8 @@ def main() -> None:
     m.add_argument("root")
     m.add_argument("--baseline", action="store_true", help="also the plain GROUP BY over one compacted copy")
     m.add_argument("--steps", default="connect,rankings,efficiency,report,page", help="comma-separated")
+    m.add_argument("--against", metavar="CHECKOUT", help="also run each step with the warehouse code of this "
+                   "checkout (e.g. an export of main), alternating with this one, and print the ratio")
     m.add_argument("--repeat", type=int, default=1, help="run each step this many times (fresh processes, "
                    "alternating with the baseline); the fastest counts, as the load of a shared machine only adds")
     args = p.parse_args()
@@ -196,18 +203,30 @@ def main() -> None:
     files = sum(1 for _ in Path(root).glob("[gjcr]*/**/*.parquet"))
     print(f"{root}: {files} live-folder Parquet files")
     page = str(Path(root).parent / "bench-page.html")
-    best: dict[str, tuple[float, float, float, str]] = {}
+    sizes: dict[str, float] = {}
+    best: dict[tuple[str, str], tuple[float, float, float, str]] = {}
     steps = [*args.steps.split(","), *(["group_by"] if args.baseline else [])]
+    codes = {"new": None, **({"base": str(Path(args.against).resolve())} if args.against else {})}
     for _ in range(args.repeat):
         for step in steps:
-            got = measure(step, root=root, run=REPORT_RUN, out=page, copy=f"{root}/judgments/**/*.parquet")
-            if step not in best or got[0] < best[step][0]:
-                best[step] = (*got, _load())
-    for step, (seconds, cpu, peak, load) in best.items():
-        extra = f", page {Path(page).stat().st_size / 1e6:.2f} MB" if step == "page" else ""
+            for name, checkout in codes.items():
+                if step == "group_by" and name == "base":
+                    continue  # plain DuckDB: no warehouse code
+                got = measure(step, checkout, root=root, run=REPORT_RUN, out=page,
+                              copy=f"{root}/judgments/**/*.parquet")
+                if (step, name) not in best or got[0] < best[step, name][0]:
+                    best[step, name] = (*got, _load())
+                if step == "page":
+                    sizes[name] = Path(page).stat().st_size / 1e6
+    for (step, name), (seconds, cpu, peak, load) in best.items():
+        extra = f", page {sizes[name]:.2f} MB" if step == "page" else ""
         note = "  (plain DuckDB over the judgment files)" if step == "group_by" else ""
-        print(f"{step:10s} {seconds:7.2f} s  cpu {cpu:7.2f} s  peak {peak:5.2f} GiB{extra}  load {load}{note}",
-              flush=True)
+        ratio = ""
+        if name == "new" and (step, "base") in best:
+            base = best[step, "base"]
+            ratio = f"  base/new: wall {base[0] / seconds:.1f}x, cpu {base[1] / cpu:.1f}x"
+        print(f"{step:10s} {name:4s} {seconds:7.2f} s  cpu {cpu:7.2f} s  peak {peak:5.2f} GiB{extra}  load {load}"
+              f"{note}{ratio}", flush=True)
 
 
 def _load() -> str:

@@ -40,6 +40,7 @@ from sweep.ray_backend import Landing, RayBackend, inventory_from_ray
 from sweep.resume import Reuse, reconcile
 from sweep.schedule import Policy
 from sweep.scheduler import ANSWERS, JUDGMENTS, Batch, Event, Failed, Phase, Scheduler, Split, Started, Submitted
+from warehouse.db import store_aggregate
 from warehouse.report import console as wide_console
 from warehouse.store import Store
 
@@ -127,6 +128,8 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
                               instance_failures=executor.failures, wall_s=wall)
             store.write("runs", [run_row], "run.parquet", run_id=run_id)
             store.fold_run(run_id)  # one commit per table for the run, so opening the warehouse stays quick
+            if status == "finished":  # its sums, which the rankings read instead of its judgments (until a resume)
+                store_aggregate(store, run_id)
     console.print(f"sweep {run_id}: {executor.loads} model loads for {len(the_plan.cards)} models")
     return RunResult(run_id, store, executor.loads, wall, tuple(executor.backend.landings), tuple(executor.starts),
                      tuple(executor.loop.trace))

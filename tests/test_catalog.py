@@ -8,6 +8,7 @@ import posixpath
 from dataclasses import replace
 from pathlib import Path
 
+import duckdb
 import pyarrow.parquet as pq
 import pytest
 
@@ -215,3 +216,29 @@ def test_folding_a_runs_commits_keeps_its_files_and_survives_a_crash(tmp_path: P
     assert Path(victim).exists() and victim not in store.files("judgments")
     assert store.fold_run("r1") == 0
     assert "warning" not in capfd.readouterr().err
+
+
+def test_the_models_attached_from_the_cache_file_answer_as_models_defined_at_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """connect() attaches the models from one DuckDB file in the cache folder, built once per definition;
+    every view answers as the models defined on the connection do (the fallback when no cache folder can be
+    written), the file can't be written through a connection, and a query's own tables live in its memory."""
+    store = Store(str(tmp_path / "wh"))
+    many_files(store)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cached = snapshot(store)
+    assert cached["rankings"] and cached["judgments"]
+    (views,) = (tmp_path / "cache" / "sweep" / "views").iterdir()
+    assert views.name == f"views-{db_module._views_key()[0]}.duckdb"
+    built = views.read_bytes()
+    con = connect(store)
+    con.execute("create table mine as select 1 as x")
+    assert rows_of(con, "select database_name, (select x from mine) from duckdb_tables() where table_name = 'mine'") \
+        == [("memory", 1)]
+    with pytest.raises(duckdb.Error, match="read-only"):
+        con.execute(f"create table {db_module.VIEWS}.main.theirs as select 1 as x")
+    assert views.read_bytes() == built and sorted((tmp_path / "cache" / "sweep" / "views").iterdir()) == [views]
+    (tmp_path / "file").write_text("")  # a cache folder under a file can't be made
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+    assert db_module.views_file() is None
+    assert snapshot(store) == cached

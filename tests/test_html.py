@@ -11,22 +11,24 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import html.parser
+import io
 from pathlib import Path
 from typing import Iterator
 
 import pyarrow.parquet as pq
 import pytest
+from rich.console import Console
 
 from bench.chromium import BINARY, BOKEH_READY, Chromium, Page
 from sweep.run import run
 from tests.conftest import fake_pool
-import warehouse.html as html_module
-from warehouse import stats
+from warehouse import formats, stats
 from tests.real_sweep import RUN as REAL_RUN
 from tests.real_sweep import Resumed
 from warehouse.__main__ import main
 from warehouse.db import connect
 from warehouse.html import compare_page, run_page, save_run_page
+from warehouse.report import coverage_table
 from sweep.core.rows import GenerationRow
 from warehouse.store import Store
 
@@ -232,12 +234,18 @@ def test_the_report_and_its_page_compute_the_statistics_once(store: Store, tmp_p
 
 def test_a_page_of_many_evals_shows_the_troubled_ones_and_says_what_it_left_out(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(html_module, "PAGE_EVALS", 2)
+    monkeypatch.setattr(formats, "PAGE_EVALS", 2)
     text = run_page(connect(store), "twice")
     shown = {f"eval-{e}" for e in ("addition", "capital-france")}  # the failed and the missing cell's evals
     assert all(f'id="{e}"' in text for e in shown) and 'id="eval-pen-price"' not in text
     assert "2 of 3 evals shown here" in text and "select * from coverage where run_id = &#39;twice&#39;" in text
-    monkeypatch.setattr(html_module, "PAGE_EVALS", 3)
+    # The terminal's coverage matrix shows the same evals and says the same.
+    out = io.StringIO()
+    Console(file=out, width=400).print(coverage_table(connect(store), "twice"))
+    terminal = " ".join(out.getvalue().split())
+    assert "addition" in terminal and "capital-france" in terminal and "pen-price" not in terminal
+    assert "2 of 3 evals shown here" in terminal and "cells usable" in terminal
+    monkeypatch.setattr(formats, "PAGE_EVALS", 3)
     assert "evals shown here" not in run_page(connect(store), "twice")  # 3 evals: all shown
 
 

@@ -27,12 +27,17 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 def test_rerunning_the_same_config_does_no_model_work(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     first = run(fake_pool(f"warehouse.root={tmp_path}", "run.name=same"))
     files = first.store.files("generations") + first.store.files("judgments")
+    # The run's sums were stored when it ended, and the views read them (no compaction needed).
+    stored = "select count(*) > 0, (select bool_and(_aggregated) from stg_judgments) from raw_eval_judgments"
+    assert connect(first.store).execute(stored).fetchone() == (True, True)
+    (sums,) = first.store.files("eval_judgments")
     again = run(fake_pool(f"warehouse.root={tmp_path}", "run.name=same"))
     assert (first.model_loads, again.model_loads) == (3, 0)
     assert "nothing to compute" in capfd.readouterr().err
     assert again.store.files("generations") + again.store.files("judgments") == files  # none rewritten
     assert exact_rows(again.store, "same") == FULL
     assert connect(again.store).execute("select reused_cells from runs").fetchone() == (27,)
+    assert again.store.files("eval_judgments") == [sums]  # still true to the run: not written again
 
 
 def test_changing_one_prompt_redoes_only_its_cells(tmp_path: Path) -> None:
@@ -50,6 +55,8 @@ def test_changing_one_prompt_redoes_only_its_cells(tmp_path: Path) -> None:
         ["generations"] * 3 + ["judgments"] * 3 + ["runs"] * 3
     # each old file's reusable cells in a file of their own, and the new answers in one file per model
     assert len(result.store.files("generations", "edit")) == 3 + 3
+    # the sums stored at the first run's end went stale with its files, and were stored again at this one's
+    assert con.execute("select count(*), bool_and(_aggregated) from stg_judgments").fetchone() == (18, True)
 
 
 def test_resume_false_recomputes_without_duplicates(tmp_path: Path) -> None:

@@ -26,7 +26,9 @@ from tests.test_rankings import exact, half_even, judgment, load, reference, syn
 from warehouse.db import connect
 from warehouse.report import print_judging
 from sweep.core.rows import JudgmentRow
-from warehouse.stats import ScoreCube, fit_two_way, kendall_tau_b, load_cube, panel_stats, whole
+from warehouse import stats as stats_module
+from warehouse.stats import (METHODS, ScoreCube, bootstrap_draws, fit_two_way, kendall_tau_b, load_cube, panel_stats,
+                            whole)
 
 
 def row(judge: str, resp: str, eval_id: str, score: Optional[float], status: str = "ok", sample: int = 0,
@@ -253,6 +255,25 @@ def test_the_fit_recovers_an_exactly_additive_panel_read_from_the_warehouse(tmp_
     official = dict(con.execute("select model, avg_score from rankings").fetchall())
     # The raw score is Avg Score without rounding the eval scores first.
     assert all(abs(official[m] - s) <= 0.01 for m, s in zip(raw.models, raw.score))
+
+
+def test_a_replicate_scores_the_data_its_draws_repeat() -> None:
+    """The bootstrap's weighted matrix products, against the definition: a replicate is the data with each drawn
+    eval and judge repeated as often as drawn, scored as the whole data is. Over more than one block of
+    replicates, on a panel where some replicates lose a model (NaN) and some fits are not identified."""
+    cube = plant(3, models=5, evals=6, judged_share=0.4).cube()
+    draws = bootstrap_draws(cube, stats_module.BLOCK + 50, seed=1)
+    for method, score in METHODS.items():
+        got = score(cube, *draws)
+        for b, (evals, judges) in enumerate(zip(*draws)):
+            e = np.repeat(np.arange(len(cube.evals)), evals.astype(int))
+            j = np.repeat(np.arange(len(cube.judges)), judges.astype(int))
+            drawn = ScoreCube(tuple(cube.evals[i] for i in e), tuple(cube.judges[i] for i in j), cube.respondents,
+                              cube.total[e][:, j], cube.count[e][:, j])
+            want = score(drawn, *whole(drawn))[0]
+            assert np.allclose(got[b], want, rtol=1e-12, atol=1e-12, equal_nan=True), (method, b, got[b], want)
+    # both cases are exercised: replicates in which a model has no score, fits that are not identified
+    assert all(np.isnan(score(cube, *draws)).any(axis=1).sum() > 0 for score in METHODS.values())
 
 
 def test_a_pair_judging_each_other_is_not_calibrated() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -40,19 +42,77 @@ def sql(name: str) -> str:
 def connect(store: Store, skip: Collection[str] = ()) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB whose views read the warehouse's live Parquet files where they are, but
     those in ``skip`` (found by ``damaged``)."""
-    con = duckdb.connect()
-    if not store.local:
-        con.register_filesystem(store.fs)
+    con = _with_models(store)
     # Footers read once per connection, not once per query: a report runs dozens of queries over the same
     # files (which are never changed in place).
     con.execute("set parquet_metadata_cache = true")
-    # The models are created over empty raw views, then the raw views are pointed at the files: DuckDB
-    # binds a view (reading footers) when it is created and again when queried, so binding each model over
-    # the files would read them once per view at every open.
-    for statement in (*(f"create view raw_{t} as {_empty_select(t)}" for t in (*TABLES, *DERIVED)), *model_views(),
-                      *raw_views(store, skip)):
+    for statement in raw_views(store, skip):
         con.execute(statement)
     return con
+
+
+VIEWS = "sweep_views"
+"""The catalog the cached views file is attached as (views_file)."""
+
+
+def _with_models(store: Store) -> duckdb.DuckDBPyConnection:
+    """A connection with the SQL models defined and no raw view yet (raw_views adds them).
+
+    DuckDB binds a view when it is created, so defining the 24 models costs ~0.4 s of CPU at every open.
+    They are defined once per definition instead, in a DuckDB file (views_file) attached read-only: DuckDB
+    loads its catalog without binding, and a model resolves the raw views, which its file lacks, in this
+    connection's own memory database (the search path), where user tables also go and vanish with it.
+    Without a cache folder to write, the models are defined here as before."""
+    con = duckdb.connect()
+    if not store.local:
+        con.register_filesystem(store.fs)
+    if (path := views_file()) is not None:
+        try:
+            con.execute(f"attach {_literal(str(path))} as {VIEWS} (read_only)")
+            con.execute(f"set search_path = 'memory.main,{VIEWS}.main'")
+            return con
+        except duckdb.Error:  # removed or damaged since it was found: define the models here
+            pass
+    for statement in _definitions(temp=False):
+        con.execute(statement)
+    return con
+
+
+def _definitions(temp: bool) -> list[str]:
+    """The models over empty raw views (temp ones when building views_file: a file that kept them would
+    resolve its models to them rather than to the connection's)."""
+    kind = "temp view" if temp else "view"
+    return [*(f"create {kind} raw_{t} as {_empty_select(t)}" for t in (*TABLES, *DERIVED)), *model_views()]
+
+
+def views_file() -> Path | None:
+    """The models as a DuckDB database file in the user's cache folder ($XDG_CACHE_HOME/sweep/views, else
+    ~/.cache/sweep/views), named by a hash of the DuckDB version and every definition, so a changed .sql file
+    or schema gets a file of its own. Built when missing, written whole (a temp file renamed), so concurrent
+    processes never see half of one. None when the folder can't be written."""
+    key, definitions = _views_key()
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sweep" / "views"
+    path = folder / f"views-{key}.duckdb"
+    if path.exists():
+        return path
+    tmp = folder / f".views-{key}-{uuid.uuid4().hex}.duckdb"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with duckdb.connect(str(tmp)) as con:
+            for statement in definitions:
+                con.execute(statement)
+        os.replace(tmp, path)
+    except (OSError, duckdb.Error):
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        return None
+    return path
+
+
+@functools.cache
+def _views_key() -> tuple[str, tuple[str, ...]]:
+    definitions = tuple(_definitions(temp=True))
+    return hashlib.sha256("\n".join([duckdb.__version__, *definitions]).encode()).hexdigest()[:16], definitions
 
 
 def on_sound_files(store: Store, open_: Callable[[Collection[str]], duckdb.DuckDBPyConnection],
@@ -182,10 +242,8 @@ def store_aggregate(store: Store, run_id: str) -> int | None:
     old = store.live("eval_judgments", run_id)
     if current_aggregates(store, judgments, ()).keys() & old.files.keys():
         return None
-    con = duckdb.connect()
-    if not store.local:
-        con.register_filesystem(store.fs)
-    for statement in (*(f"create view raw_{t} as {_empty_select(t)}" for t in (*TABLES, *DERIVED)), *model_views(),
+    con = _with_models(store)
+    for statement in (*(f"create or replace view raw_{t} as {_empty_select(t)}" for t in (*TABLES, *DERIVED)),
                       f"create or replace view raw_judgments as "
                       f"{_select(store, 'judgments', judgments.files, judgments.unique)}"):
         con.execute(statement)

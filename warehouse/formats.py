@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 
 def fmt(value: object, digits: int = 2) -> str:
@@ -39,3 +40,24 @@ FAILURE_AWARE_NOTE = (
     "counts as the scale's minimum from every judge that would have judged it, so coverage is part of the "
     "score. The ranking above is the study's definition: it averages only over the evals a model appears in."
 )
+
+
+PAGE_EVALS = 40
+"""Evals a report shows per eval (the coverage matrix; the page's drill-down): a page of 10,000 evals would be
+hundreds of MB, and a terminal table of them unreadable."""
+
+
+def shown_evals(cells: Iterable[tuple[str, str]]) -> set[str]:
+    """Of (eval_id, cell_status) pairs, the evals a report shows: all up to PAGE_EVALS, else those with a failed
+    or missing cell first, then by id."""
+    cells = list(cells)
+    trouble = {e for e, status in cells if status != "ok"}
+    return set(sorted({e for e, _ in cells}, key=lambda e: (e not in trouble, e))[:PAGE_EVALS])
+
+
+def left_out_note(shown: int, evals: int, run_id: str) -> str | None:
+    """What a report says when shown_evals left evals out, and where they are; None when none was."""
+    if shown == evals:
+        return None
+    return (f"{shown} of {evals} evals shown here (those with a failed or missing cell first, then by id); every "
+            f"cell is in the warehouse: python -m warehouse query \"select * from coverage where run_id = '{run_id}'\"")

@@ -27,7 +27,8 @@ from bokeh.transform import dodge, linear_cmap
 from jinja2 import Environment, PackageLoader
 
 from warehouse import stats
-from warehouse.formats import FAILURE_AWARE_NOTE, consistency_text, fmt, rank_with_range, with_interval
+from warehouse.formats import (FAILURE_AWARE_NOTE, consistency_text, fmt, left_out_note, rank_with_range, shown_evals,
+                               with_interval)
 from warehouse.store import Store
 
 _ENV = Environment(loader=PackageLoader("warehouse", "templates"), autoescape=True,
@@ -158,7 +159,7 @@ def records(con: duckdb.DuckDBPyConnection, query: str, *params: Any) -> list[di
 
 def run_page(con: duckdb.DuckDBPyConnection, run_id: str, panel: Optional[stats.PanelStats] = None) -> str:
     """The page of one run: ranking, score against latency, judges, coverage, the evals (all of them up to
-    PAGE_EVALS, else those first with a failed or missing cell), provenance. ``panel``: the run's statistics
+    formats.PAGE_EVALS, else those first with a failed or missing cell), provenance. ``panel``: the run's statistics
     when the caller has them (print_report returns them), so the bootstrap runs once per report."""
     run = records(con, "select * from runs where run_id = ?", run_id)[0]
     pool = list(run["pool"])
@@ -169,8 +170,8 @@ def run_page(con: duckdb.DuckDBPyConnection, run_id: str, panel: Optional[stats.
     matrix = records(con, "select * from judge_matrix where run_id = ?", run_id)
     validity = records(con, "select * from judge_leniency where run_id = ?", run_id)
     coverage = records(con, "select * from coverage where run_id = ?", run_id)
-    shown = page_evals(coverage)
-    left_out = len({c["eval_id"] for c in coverage}) - len(shown)
+    shown = shown_evals((c["eval_id"], c["cell_status"]) for c in coverage)
+    left_out = left_out_note(len(shown), len({c["eval_id"] for c in coverage}), run_id)
     coverage = [c for c in coverage if c["eval_id"] in shown]
     soft = records(con, "select * from soft_scores where run_id = ? order by pool_index", run_id)
     scale_max = records(con, "select max(scale_max) as top from judgments where run_id = ?", run_id)[0]["top"]
@@ -192,9 +193,7 @@ def run_page(con: duckdb.DuckDBPyConnection, run_id: str, panel: Optional[stats.
         **pairwise(con, run_id),
         "soft_scores": table("soft-scores", SOFT_SCORES, soft) if soft else None,
         "evals": drill_down(con, run_id, coverage, sorted(shown)),
-        "left_out": f"{len(shown)} of {len(shown) + left_out} evals shown here (those with a failed or missing cell "
-                    f"first, then by id); every cell is in the warehouse: python -m warehouse query \"select * from "
-                    f"coverage where run_id = '{run_id}'\"" if left_out else None,
+        "left_out": left_out,
         **provenance(run),
     }
     return _render("run.html.j2", f"sweep run {run_id}", plots, variables)
@@ -387,16 +386,6 @@ def coverage_table(cells: list[dict[str, Any]]) -> Table:
 
     return Table("coverage", ("Model", *evals),
                  [[Cell(model, model), *(cell(by_eval[e]) for e in evals)] for model, by_eval in rows.items()])
-
-
-PAGE_EVALS = 40
-"""Evals a run's page shows (coverage columns, drill-down): a page of 10,000 evals would be hundreds of MB."""
-
-
-def page_evals(coverage: list[dict[str, Any]]) -> set[str]:
-    """The evals a page shows: all up to PAGE_EVALS, else those with a failed or missing cell first, then by id."""
-    trouble = {c["eval_id"] for c in coverage if c["cell_status"] != "ok"}
-    return set(sorted({c["eval_id"] for c in coverage}, key=lambda e: (e not in trouble, e))[:PAGE_EVALS])
 
 
 def drill_down(con: duckdb.DuckDBPyConnection, run_id: str, coverage: list[dict[str, Any]],

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from warehouse import stats
-from warehouse.formats import FAILURE_AWARE_NOTE, consistency_text, fmt, rank_with_range, with_interval
+from warehouse.formats import (FAILURE_AWARE_NOTE, consistency_text, fmt, left_out_note, rank_with_range, shown_evals,
+                               with_interval)
 from warehouse.store import Store
 
 
@@ -253,13 +254,16 @@ def print_soft_scores(con: duckdb.DuckDBPyConnection, run_id: str, console: Cons
 
 
 def coverage_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
-    """Model x eval: the eval score where the cell is usable, else missing or failed and why."""
+    """Model x eval: the eval score where the cell is usable, else missing or failed and why; the evals the
+    page shows (formats.shown_evals), with a caption saying what it left out."""
     cells = con.execute("select model, eval_id, cell_status, eval_score, reason from coverage where run_id = ? "
                         "order by eval_id", [run_id]).fetchall()
+    shown = shown_evals((e, status) for _, e, status, _, _ in cells)
     texts = [(m, e, fmt(score) if status == "ok" else f"{status.upper()}: {reason}")
-             for m, e, status, score, reason in cells]
+             for m, e, status, score, reason in cells if e in shown]
     bad = sum(status != "ok" for _, _, status, _, _ in cells)
     table = _matrix(f"Coverage, run {run_id}: {len(cells) - bad} of {len(cells)} cells usable", "Model", texts)
+    table.caption = left_out_note(len(shown), len({e for _, e, _, _, _ in cells}), run_id)
     return table
 
 

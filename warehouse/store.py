@@ -190,17 +190,19 @@ class Store:
 
     def live(self, table: str, run_id: str | None = None) -> Live:
         """The files a reader should see: one listing of the table's folders and the catalog's commits."""
-        listed = {p: info.get("size") for p, info in self._find(self._base(table, run_id)).items()
+        listed = {p: size for p, size in self._find(self._base(table, run_id)).items()
                   if p.endswith(".parquet") and "/." not in p}
+        root = self.path + "/"  # paths in commits are relative to the root (joined by hand: posixpath.join per file
+        # is a tenth of an open at thousands of files)
         added: dict[str, dict[str, Any]] = {}
         removed: set[str] = set()
         commits = self._commits(table, run_id)
         for commit in commits.values():
             for p in commit["remove"]:
-                added.pop(path := posixpath.join(self.path, p), None)
+                added.pop(path := root + p, None)
                 removed.add(path)
             for entry in commit["add"]:
-                path = posixpath.join(self.path, entry["path"])
+                path = root + entry["path"]
                 added[path] = {k: v for k, v in entry.items() if k != "path"}
                 removed.discard(path)
         files: dict[str, tuple[str, ...]] = {}
@@ -239,13 +241,13 @@ class Store:
         blobs = self.fs.cat(paths) if paths else {}
         return {p: json.loads(blobs[p]) for p in paths}
 
-    def _find(self, folder: str) -> dict[str, dict[str, Any]]:
-        """Every file under folder, with its size. On local disk os.scandir: fsspec's find costs a stat and
+    def _find(self, folder: str) -> dict[str, int | None]:
+        """Every file under folder -> its size. On local disk os.scandir: fsspec's find costs a stat and
         a dict per entry in Python, which is most of an open at thousands of files."""
         if self.local:
             return _scan(folder)
         try:
-            return self.fs.find(folder, detail=True)
+            return {p: info.get("size") for p, info in self.fs.find(folder, detail=True).items()}
         except FileNotFoundError:
             return {}
 
@@ -287,8 +289,8 @@ class Store:
         return sorted(self.live(table, run_id).files)
 
 
-def _scan(folder: str) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+def _scan(folder: str) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
     try:
         entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):
@@ -297,7 +299,7 @@ def _scan(folder: str) -> dict[str, dict[str, Any]]:
         if entry.is_dir(follow_symlinks=False):
             out.update(_scan(entry.path))
         else:
-            out[entry.path] = {"size": entry.stat().st_size}
+            out[entry.path] = entry.stat().st_size
     return out
 
 

@@ -12,11 +12,11 @@
 -- 1 = judges agree exactly, 0 = no better than scores shuffled across answers, < 0 = worse.
 -- Null when fewer than 2 pairable values or SS = 0 (every value the same: no variation to agree on).
 -- units, pairable_values, judges: what it was computed over.
-with valid as (
+with valid as not materialized (  -- inlined, not materialised: a filter on run_id reaches the files
     select * from stg_judgments where valid
 ),
 
-units as (
+units as not materialized (
     select
         run_id,
         answer_key,
