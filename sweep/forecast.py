@@ -179,8 +179,8 @@ ORDERS = ("largest", "cheap_last_loaded", "widest_last", "cheap_first_widest_las
 SEARCH_FORECASTS = 400
 SEARCH_CELLS = 2_500_000
 """best_policy's search spends at most SEARCH_FORECASTS forecasts, and at most SEARCH_CELLS cells over
-all of them (a forecast runs the scheduling loop over every cell, ~1-2 us each: the study's 5,632 cells
-at 8 samples get all 400 forecasts, ~1-3 s). A search that can't afford one neighbourhood of moves
+all of them (a forecast runs the scheduling loop over every cell, ~1.5-3 us each: the study's 5,632 cells
+at 8 samples get all 400 forecasts, ~1.5-3.5 s of CPU). A search that can't afford one neighbourhood of moves
 ((n-1)^2 for n models: 16 models x 5,000 prompts at K=3 would get 7 of 225) is not started: the plan
 keeps its best named order. A count, not a time limit, so one plan always gets the same policy."""
 
