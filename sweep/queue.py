@@ -101,6 +101,7 @@ class CellQueue:
                                               for kind in (self._left, self._ready, self._unseen))
         out._waiting = defaultdict(list, self._waiting)  # its lists are only ever popped whole
         out._waits = defaultdict(int, self._waits)
+        out._readers = defaultdict(int, self._readers)
         return out
 
     def land(self, rows: Iterable[GenerationRow]) -> None:
