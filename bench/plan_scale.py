@@ -3,9 +3,9 @@
 Writes a synthetic 5,000-prompt JSONL and a 16-card model group (the study's 8 packaged Qwen cards and a
 copy of each with its own name and system prompt) to a temp dir, then times, in this process, each stage
 of what ``python -m sweep plan=true ...`` does: compose, suite load (suite_file), plan() (the time its content
-keys take inside it, and panel.assign again on its own, on the same inputs), the forecast (best_policy: both
-load orders) and the table; and the command itself as a subprocess, end to end (the issue's goal: its
-table in under 10 s). Driver peak memory: this process's and the subprocess's maximum RSS. Nothing runs a
+keys take inside it, and panel.assign again on its own, on the same inputs), the forecast (best_policy: the
+named load orders; the order search is not started at this size) and the table; and the command itself as
+a subprocess, end to end (the issue's goal: its table in under 10 s). Driver peak memory: this process's and the subprocess's maximum RSS. Nothing runs a
 model and Ray is not imported.
 
     python -m bench.plan_scale [--prompts N] [--models 16] [--k 3] [--repeat 1]

@@ -32,7 +32,6 @@ after them) against 530 s and 276 s for argument 1 alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Callable, Collection, Iterator, Mapping, Optional, Sequence
 
 from sweep.schedule import Capacity, Demand
@@ -84,21 +83,9 @@ def lower_bound(demands: Mapping[str, Demand], load_s: Mapping[str, float], gen_
     """The bound of the module docstring. ``busy_s``: a model's answers and all its judging in one batch
     each; ``judge_s[j][r]``: judge j on r's answers alone; ``reload_s``: the least a load after the first
     can take (Policy.warm_reloads: from host memory), else ``load_s``. Models that hold no GPU (CPU, API)
-    reload for free.
-
-    Memoised on its inputs: best_policy forecasts one plan under many load orders, all with the same bound."""
-    return _bound(tuple(demands.items()), tuple(load_s.items()), tuple(gen_s.items()), tuple(busy_s.items()),
-                  tuple((j, tuple(by.items())) for j, by in judge_s.items()), inventory,
-                  tuple((reload_s or load_s).items()))
-
-
-@lru_cache(maxsize=8)
-def _bound(demand_items: tuple, load_items: tuple, gen_items: tuple, busy_items: tuple, judge_items: tuple,
-           inventory: Inventory, reload_items: tuple) -> Bound:
-    demands: dict[str, Demand] = dict(demand_items)
-    load_s, gen_s, busy_s = dict(load_items), dict(gen_items), dict(busy_items)
-    again_s = {n: min(load_s[n], t) for n, t in reload_items}  # a reload is never slower than a first load
-    judge_s = {j: dict(by) for j, by in judge_items}
+    reload for free. sweep.forecast computes it once per plan, whatever the policies it forecasts."""
+    # A reload is never slower than a first load.
+    again_s = {n: min(load_s[n], t) for n, t in (reload_s or load_s).items()}
     names = list(demands)
     gpus_total = inventory.gpus
     busy = {n: busy_s.get(n, 0.0) for n in names}
@@ -127,7 +114,7 @@ def _bound(demand_items: tuple, load_items: tuple, gen_items: tuple, busy_items:
     for s in largest_sets(on_gpu, fits, lambda chosen, rest: cost({*chosen, *rest}) < best_s):
         if cost(s) < best_s:
             best_s, best_set = cost(s), s
-    reload_s = max(best_s, longest)
+    forced_s = max(best_s, longest)
 
     timing_s = 0.0
     for x in on_gpu:
@@ -146,4 +133,4 @@ def _bound(demand_items: tuple, load_items: tuple, gen_items: tuple, busy_items:
                                    lambda chosen, rest: earliest > timing_s and end({*chosen, *rest}) < earliest):
             earliest = min(earliest, end(loaded))
         timing_s = max(timing_s, earliest)
-    return Bound(max(work_s, reload_s, timing_s), work_s, reload_s, timing_s, tuple(best_set))
+    return Bound(max(work_s, forced_s, timing_s), work_s, forced_s, timing_s, tuple(best_set))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Iterable
 
 from sweep.core.cells import SweepPlan, prefill_estimate
@@ -73,17 +74,24 @@ def work(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, Work]]:
 def work_by_respondent(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, dict[str, Work]]]:
     """Answers per model, and judging per judge and respondent, in tokens, from the plan's sizes and
     panel counts (sweep.plan sums them once; no cell is walked)."""
-    modes = {c.name: c.mode for c in the_plan.cards}
-    # Every answer of a card has the card's budget, so one answer length per card.
-    answer_len = {s.model: min(s.budget, ANSWER_TOKENS[modes[s.model]]) for s in the_plan.sizes}
+    answer_len, judged = _per_answer(the_plan)
     gen = {s.model: Work(s.prefill_tokens, s.answers * answer_len[s.model], s.answers)
            for s in the_plan.sizes if s.answers}
     judging: dict[str, dict[str, Work]] = defaultdict(dict)
     for load in the_plan.loads:
-        n = load.judgments
-        judging[load.judge][load.respondent] = Work(n * (JUDGE_PROMPT_TOKENS + answer_len[load.respondent]),
-                                                    n * min(load.verdict_budget, VERDICT_TOKENS), n)
+        n, (prefill, decode) = load.judgments, judged[load.judge, load.respondent]
+        judging[load.judge][load.respondent] = Work(n * prefill, n * decode, n)
     return gen, dict(judging)
+
+
+def _per_answer(the_plan: SweepPlan) -> tuple[dict[str, int], dict[tuple[str, str], tuple[int, int]]]:
+    """The tokens of one answer per card, and of one judgment per (judge, respondent): every answer of a
+    card has the card's budget, every verdict of a judge its own (the plan's sizes and panel counts)."""
+    modes = {c.name: c.mode for c in the_plan.cards}
+    answer_len = {s.model: min(s.budget, ANSWER_TOKENS[modes[s.model]]) for s in the_plan.sizes}
+    judged = {(load.judge, load.respondent): (JUDGE_PROMPT_TOKENS + answer_len[load.respondent],
+                                               min(load.verdict_budget, VERDICT_TOKENS)) for load in the_plan.loads}
+    return answer_len, judged
 
 
 CellWork = dict[str, tuple[int, int]]
@@ -91,27 +99,23 @@ CellWork = dict[str, tuple[int, int]]
 
 
 def cell_work(the_plan: SweepPlan) -> CellWork:
-    """Tokens of each answer and judgment cell (pairwise verdicts are not counted)."""
-    modes = {c.name: c.mode for c in the_plan.cards}
-    answer_len = {c.key: min(c.sampling.max_tokens, ANSWER_TOKENS[modes[c.model]]) for c in the_plan.generate}
-    out = {c.key: (prefill_estimate(c.messages), answer_len[c.key]) for c in the_plan.generate}
-    for j in the_plan.judge:
-        out[j.key] = (JUDGE_PROMPT_TOKENS + answer_len[j.answer_key], min(j.sampling.max_tokens, VERDICT_TOKENS))
+    """Tokens of each answer and judgment cell (pairwise verdicts are not counted): the figures of
+    ``work_by_respondent`` per cell, each answer with its own prompt."""
+    answer_len, judged = _per_answer(the_plan)
+    prefill: dict[tuple[tuple[str, str], ...], int] = {}  # per prompt: cards and samples share prompts
+    out: CellWork = {}
+    for c in the_plan.generate:
+        if c.messages not in prefill:
+            prefill[c.messages] = prefill_estimate(c.messages)
+        out[c.key] = (prefill[c.messages], answer_len[c.model])
+    out.update((j.key, judged[j.judge, j.respondent]) for j in the_plan.judge)
     return out
 
 
 def work_of(per: CellWork, keys: Iterable[str]) -> Work:
-    """The tokens of the cells with these keys."""
-    w = [0, 0, 0]
-    for k in keys:
-        _add(w, per[k])
-    return Work(*w)
-
-
-def _add(into: list[int], cell: tuple[int, int]) -> None:
-    into[0] += cell[0]
-    into[1] += cell[1]
-    into[2] += 1
+    """The tokens of the cells with these keys (a forecast sums every batch of the plan: kept to C loops)."""
+    cells = list(map(per.__getitem__, keys))
+    return Work(sum(map(itemgetter(0), cells)), sum(map(itemgetter(1), cells)), len(cells))
 
 
 def seconds(card: ModelCard, d: Demand, w: Work, inventory: Inventory, batch: int) -> float:

@@ -19,8 +19,7 @@ from sweep import engine_args, suite_file
 from sweep.bound import Bound, lower_bound
 from sweep.core.cells import SweepPlan
 from sweep.core.config import ModelCard, SweepConfig
-from sweep.cost import (CellWork, PageCache, cell_work, load_seconds, reload_seconds, seconds, total,
-                        work_by_respondent, work_seconds)
+from sweep.cost import PageCache, cell_work, load_seconds, reload_seconds, seconds, total, work_by_respondent
 from sweep.plan import plan
 from sweep.core.rows import GenerationRow
 from sweep.queue import CellQueue
@@ -68,40 +67,63 @@ class Forecast:
         return max(self.gpu_s / self.gpus if self.gpus else 0.0, max(self.model_s.values(), default=0.0))
 
 
-def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, policy: Policy = Policy(),
-             per: Optional[CellWork] = None) -> Forecast:
-    """The scheduling loop of the live run (sweep.scheduler) on the cost model's clock: every answer and
-    judgment of the plan, on ``inventory`` (``per``: the plan's ``cell_work``, if known)."""
-    per = cell_work(the_plan) if per is None else per
-    gen, by_respondent = work_by_respondent(the_plan)
-    judge = {j: total(by.values()) for j, by in by_respondent.items()}
-    cards = list(the_plan.cards)
-    demands = {c.name: demand(c, conf, inventory) for c in cards}
-    batch = conf.engine.concurrency
-    out = Forecast(gpus=inventory.gpus)
-    busy_s: dict[str, float] = {}
-    for c in cards:
-        d = demands[c.name]
-        busy = busy_s[c.name] = sum(seconds(c, d, w[c.name], inventory, batch) for w in (gen, judge) if c.name in w)
-        out.model_s[c.name] = load_seconds(c, d) + busy
-        # A load holds its GPUs; CPU instances load while another one computes; API cards
-        # compute elsewhere.
-        out.gpu_s += out.model_s[c.name] * d.gpus if d.gpus else 0.0 if d.endpoint else busy
-    if inventory.gpus:
-        judge_by = {j: {r: seconds(the_plan.card(j), demands[j], w, inventory, batch) for r, w in by.items()}
-                    for j, by in by_respondent.items()}
-        out.bound = lower_bound(demands, {c.name: load_seconds(c, demands[c.name]) for c in cards},
-                                {c.name: seconds(c, demands[c.name], gen[c.name], inventory, batch)
-                                 for c in cards if c.name in gen}, busy_s, judge_by, inventory,
-                                {c.name: reload_seconds(c, demands[c.name]) for c in cards} if policy.warm_reloads
-                                else None)
-    else:
-        out.gpus = len(inventory.nodes)  # CPU instances take turns per node: a node is one "GPU"
-    clock = Simulated(inventory, PageCache(inventory) if policy.warm_reloads else None)
-    loop = Scheduler(the_plan, conf, inventory, policy, clock, CellQueue(the_plan, conf.judge, {}), work=per)
-    loop.run()
-    out.spans, out.makespan_s, out.trace = clock.spans, clock.now, loop.trace
-    return out
+class Basis:
+    """What a plan's forecast needs that no policy changes, computed once: the cost model's figures per
+    model (from the plan's sizes and panel counts), its tokens per cell, the lower bound, and the cell
+    queue before anything has run. best_policy forecasts one plan under hundreds of policies; each runs
+    the scheduling loop on a copy of that queue."""
+
+    def __init__(self, the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory) -> None:
+        self.plan, self.conf, self.inventory = the_plan, conf, inventory
+        self.work = cell_work(the_plan)
+        gen, by_respondent = work_by_respondent(the_plan)
+        judge = {j: total(by.values()) for j, by in by_respondent.items()}
+        cards = the_plan.cards
+        self.demands = {c.name: demand(c, conf, inventory) for c in cards}
+        self.load_s = {c.name: load_seconds(c, self.demands[c.name]) for c in cards}
+        batch = conf.engine.concurrency
+        self.gen_s = {c.name: seconds(c, self.demands[c.name], gen[c.name], inventory, batch)
+                      for c in cards if c.name in gen}
+        self.busy_s = {c.name: sum(seconds(c, self.demands[c.name], w[c.name], inventory, batch)
+                                   for w in (gen, judge) if c.name in w) for c in cards}
+        self.model_s = {c.name: self.load_s[c.name] + self.busy_s[c.name] for c in cards}
+        """Per model: load + answers + judging at its shape, one instance (the longest-model bound)."""
+        # A load holds its GPUs; CPU instances load while another one computes; API cards compute elsewhere.
+        self.gpu_s = sum(self.model_s[n] * d.gpus if d.gpus else 0.0 if d.endpoint else self.busy_s[n]
+                         for n, d in self.demands.items())
+        self.judge_s = {j: {r: seconds(the_plan.card(j), self.demands[j], w, inventory, batch) for r, w in by.items()}
+                        for j, by in by_respondent.items()}
+        self._bounds: dict[bool, Bound] = {}
+        self.queue = CellQueue(the_plan, conf.judge, {})
+
+    def bound(self, warm_reloads: bool) -> Optional[Bound]:
+        """The tight lower bound (sweep/bound.py), with reloads at reload_seconds under Policy.warm_reloads;
+        None without GPUs."""
+        if not self.inventory.gpus:
+            return None
+        if warm_reloads not in self._bounds:
+            again = {c.name: reload_seconds(c, self.demands[c.name]) for c in self.plan.cards} if warm_reloads else None
+            self._bounds[warm_reloads] = lower_bound(self.demands, self.load_s, self.gen_s, self.busy_s, self.judge_s,
+                                                     self.inventory, again)
+        return self._bounds[warm_reloads]
+
+    def forecast(self, policy: Policy = Policy()) -> Forecast:
+        """The scheduling loop of the live run (sweep.scheduler) on the cost model's clock: every answer
+        and judgment of the plan under ``policy``."""
+        inventory = self.inventory
+        # Without GPUs, CPU instances take turns per node: a node is one "GPU".
+        out = Forecast(model_s=dict(self.model_s), gpu_s=self.gpu_s, gpus=inventory.gpus or len(inventory.nodes),
+                       bound=self.bound(policy.warm_reloads))
+        clock = Simulated(inventory, PageCache(inventory) if policy.warm_reloads else None)
+        loop = Scheduler(self.plan, self.conf, inventory, policy, clock, self.queue.copy(), work=self.work)
+        loop.run()
+        out.spans, out.makespan_s, out.trace = clock.spans, clock.now, loop.trace
+        return out
+
+
+def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, policy: Policy = Policy()) -> Forecast:
+    """One policy's forecast of the plan on ``inventory`` (Basis.forecast: several policies share one Basis)."""
+    return Basis(the_plan, conf, inventory).forecast(policy)
 
 
 SIMULATED = GenerationRow(
@@ -155,11 +177,12 @@ class Simulated:
 
 ORDERS = ("largest", "cheap_last_loaded", "widest_last", "cheap_first_widest_last")
 SEARCH_FORECASTS = 400
-SEARCH_CELLS = 400_000
+SEARCH_CELLS = 2_500_000
 """best_policy's search spends at most SEARCH_FORECASTS forecasts, and at most SEARCH_CELLS cells over
-all of them (a forecast runs the scheduling loop over every cell: the study's 704 cells take a few ms,
-16 models x 5,000 prompts at K=3 several seconds, so a big plan keeps its best named order). A count,
-not a time limit, so one plan always gets the same policy."""
+all of them (a forecast runs the scheduling loop over every cell, ~1.5-3 us each: the study's 5,632 cells
+at 8 samples get all 400 forecasts, ~1.5-3.5 s of CPU). A search that can't afford one neighbourhood of moves
+((n-1)^2 for n models: 16 models x 5,000 prompts at K=3 would get 7 of 225) is not started: the plan
+keeps its best named order. A count, not a time limit, so one plan always gets the same policy."""
 
 
 def best_policy(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory,
@@ -170,24 +193,22 @@ def best_policy(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory,
     First the named ORDERS; then a local search over explicit orders (order="given") from each of
     them, the best first: move one model to another position, keep the move when the forecast ends
     sooner, until no move helps or the forecast meets its lower bound; the search stops when
-    SEARCH_FORECASTS forecasts are spent (GPU clusters only). A neighbourhood is n(n-1) orders for
-    n models, so the search is capped rather than run to the end on big pools."""
+    SEARCH_FORECASTS forecasts (or SEARCH_CELLS cells) are spent (GPU clusters only). A neighbourhood is
+    (n-1)^2 orders for n models, so the search is capped rather than run to the end on big pools."""
     base = base or Policy(replicas=conf.run.replicas, early_judging=conf.run.early_judging)
-    per = cell_work(the_plan)
-    runs = sorted(((p, forecast(the_plan, conf, inventory, p, per)) for p in (replace(base, order=o) for o in ORDERS)),
-                  key=lambda r: _score(r[1]))
-    demands = {c.name: demand(c, conf, inventory) for c in the_plan.cards}
-    loads = {c.name: load_seconds(c, demands[c.name]) for c in the_plan.cards}
-    first = work_seconds(the_plan, conf, inventory)[0]
+    basis = Basis(the_plan, conf, inventory)
+    runs = sorted(((p, basis.forecast(p)) for p in (replace(base, order=o) for o in ORDERS)), key=lambda r: _score(r[1]))
     # On CPU the instances of a node take turns, so the order moves little (1 s of 775 s for the smoke
     # pool with 2 samples): runs without GPUs keep the named order.
-    budget = [min(SEARCH_FORECASTS, SEARCH_CELLS // max(len(per), 1)) if inventory.gpus else 0]
+    budget = min(SEARCH_FORECASTS, SEARCH_CELLS // max(len(basis.work), 1)) if inventory.gpus else 0
+    if budget < (len(the_plan.cards) - 1) ** 2:  # not one neighbourhood: keep the named order
+        budget = 0
     best = runs[0]
     for policy, f in runs:
-        if not budget[0] or _at_bound(best[1]):
+        if not budget or _at_bound(best[1]):
             break
-        sequence = tuple(c.name for c in load_order(list(the_plan.cards), demands, first, loads, policy))
-        found = _climb(the_plan, conf, inventory, replace(base, order="given", sequence=sequence), f, budget, per)
+        order = load_order(list(the_plan.cards), basis.demands, basis.gen_s, basis.load_s, policy)
+        found, budget = _climb(basis, replace(base, order="given", sequence=tuple(c.name for c in order)), f, budget)
         best = min(best, found, key=lambda r: _score(r[1]))
     return best
 
@@ -200,26 +221,26 @@ def _at_bound(f: Forecast) -> bool:
     return round(f.makespan_s) <= round(f.lower_bound_s)
 
 
-def _climb(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, policy: Policy, f: Forecast,
-           budget: list[int], per: CellWork) -> tuple[Policy, Forecast]:
+def _climb(basis: Basis, policy: Policy, f: Forecast, budget: int) -> tuple[tuple[Policy, Forecast], int]:
     """First-improvement hill climb from ``policy`` (forecast ``f``) over single moves in its sequence,
-    spending ``budget[0]`` forecasts."""
+    spending at most ``budget`` forecasts; the best found and the budget left."""
     improved = True
-    while improved and budget[0] and not _at_bound(f):
+    while improved and budget and not _at_bound(f):
         improved = False
         n = len(policy.sequence)
-        for i, j in ((i, j) for i in range(n) for j in range(n) if i != j):
-            if not budget[0]:
+        # Moving model i to j = i + 1 and model i + 1 to i give the same order: each once.
+        for i, j in ((i, j) for i in range(n) for j in range(n) if j not in (i, i - 1)):
+            if not budget:
                 break
-            budget[0] -= 1
+            budget -= 1
             moved = list(policy.sequence)
             moved.insert(j, moved.pop(i))
             candidate = replace(policy, sequence=tuple(moved))
-            g = forecast(the_plan, conf, inventory, candidate, per)
+            g = basis.forecast(candidate)
             if _score(g) < _score(f):
                 policy, f, improved = candidate, g, True
                 break
-    return policy, f
+    return (policy, f), budget
 
 
 def gpu_utilisation(f: Forecast) -> Optional[float]:

@@ -15,6 +15,7 @@ thinking model would otherwise hold gigabytes of reasoning in the driver.
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from dataclasses import replace
 from typing import Callable, Generic, Iterable, Mapping, Sequence, TypeVar, Union
@@ -40,16 +41,24 @@ class Cells(Generic[T]):
         for c in cells:
             into[c.key] = c  # type: ignore[attr-defined]
 
-    def remove(self, name: str, cells: Iterable[T]) -> None:
-        """Remove ``cells`` from ``name``'s, and the name once nothing is left."""
-        held = self.by.get(name, {})
-        for c in cells:
-            held.pop(c.key, None)  # type: ignore[attr-defined]
+    def remove(self, name: str, keys: Iterable[str]) -> None:
+        """Remove the cells with these keys from ``name``'s, and the name once nothing is left."""
+        held = self.by.get(name)
+        if held is None:
+            return
+        for k in keys:
+            held.pop(k, None)
         if not held:
-            self.by.pop(name, None)
+            del self.by[name]
 
     def get(self, name: str) -> list[T]:
-        return sorted(self.by.get(name, {}).values(), key=lambda c: self.rank[c.key])  # type: ignore[attr-defined]
+        held = self.by.get(name, {})
+        return [held[k] for k in sorted(held, key=self.rank.__getitem__)]
+
+    def copy(self) -> Cells[T]:
+        out: Cells[T] = Cells(self.rank)
+        out.by = {name: dict(held) for name, held in self.by.items()}
+        return out
 
 
 class CellQueue:
@@ -82,6 +91,19 @@ class CellQueue:
                         self._readers[key] += 1
         self.land_answers(answers)
 
+    def copy(self) -> CellQueue:
+        """An independent queue in this state, sharing the cells (the forecast runs the loop on one plan
+        under many load orders: copying the bookkeeping is cheaper than building it from every cell)."""
+        out = copy.copy(self)
+        out.answers = dict(self.answers)
+        out.generate = {model: list(cells) for model, cells in self.generate.items()}
+        out._left, out._ready, out._unseen = (tuple(c.copy() for c in kind)  # type: ignore[assignment]
+                                              for kind in (self._left, self._ready, self._unseen))
+        out._waiting = defaultdict(list, self._waiting)  # its lists are only ever popped whole
+        out._waits = defaultdict(int, self._waits)
+        out._readers = defaultdict(int, self._readers)
+        return out
+
     def land(self, rows: Iterable[GenerationRow]) -> None:
         """Answers that landed: the judgments waiting for them become ready (or unseen)."""
         self.land_answers({r.cell_key: r for r in rows})
@@ -90,15 +112,19 @@ class CellQueue:
         """``land`` by answer key (the simulation lands keys with a stand-in row)."""
         self.answers.update((k, _slim(r)) for k, r in answers.items() if k in self._readers)
         moved: set[str] = set()  # a pair whose two answers land together is listed under both
+        ready, unseen = self._ready[0].by, self._unseen[0].by
         for key in answers:
-            for cell in self._waiting.pop(key, ()):
-                if cell.key not in moved and all(k in self.answers for k in _needs(cell)):
+            waiting = self._waiting.pop(key, ())
+            # A judgment waits for this answer alone: whether judges see it is the answer's (one test per answer).
+            into = ready if waiting and answerable(self.answers[key], self.panel) else unseen
+            for cell in waiting:
+                if isinstance(cell, JudgeCell):
+                    self._waits[cell.judge] -= 1
+                    into.setdefault(cell.judge, {})[cell.key] = cell
+                elif cell.key not in moved and all(k in self.answers for k in _needs(cell)):
                     moved.add(cell.key)
                     self._waits[cell.judge] -= 1
-                    pair = isinstance(cell, CompareCell)
-                    seen = shown(cell, self.answers, self.panel) if pair else answerable(  # type: ignore[arg-type]
-                        self.answers[cell.answer_key], self.panel)  # type: ignore[union-attr]
-                    (self._ready if seen else self._unseen)[pair].add(cell.judge, (cell,))
+                    (self._ready if shown(cell, self.answers, self.panel) else self._unseen)[1].add(cell.judge, (cell,))
 
     def ready(self, judge: str) -> tuple[list[JudgeCell], list[CompareCell]]:
         """The judge's cells whose answers have landed and are shown to judges."""
@@ -111,8 +137,9 @@ class CellQueue:
     def take(self, judge: str, cells: Sequence[JudgeCell], pairs: Sequence[CompareCell]) -> None:
         """Remove cells handed to an instance."""
         for part, taken in enumerate((cells, pairs)):
+            keys = [c.key for c in taken]
             for kind in (self._left, self._ready, self._unseen):
-                kind[part].remove(judge, taken)  # type: ignore[arg-type]
+                kind[part].remove(judge, keys)
 
     def put_back(self, judge: str, cells: Sequence[JudgeCell], pairs: Sequence[CompareCell]) -> None:
         """Cells of a batch that failed, to be computed again (their answers have landed: ready)."""

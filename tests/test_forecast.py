@@ -13,7 +13,7 @@ import pytest
 
 from sweep import sizing
 from sweep.cost import Work, seconds
-from sweep.forecast import ORDERS, Forecast, best_policy, forecast
+from sweep.forecast import ORDERS, Basis, Forecast, best_policy, forecast
 from sweep.plan import plan
 from sweep.schedule import Policy, demand
 from tests.conftest import compose_config
@@ -102,6 +102,31 @@ def test_plan_cli_prints_the_table_without_ray(tmp_path: Path) -> None:
     assert "15 model loads" in flat
 
 
+
+
+def test_one_basis_forecasts_each_policy_as_a_fresh_forecast_does() -> None:
+    """best_policy builds the per-plan part once (sweep.forecast.Basis: cost figures, cell work, bound, a cell
+    queue snapshot) and runs the loop per policy on a copy of the queue: each forecast, made one after another
+    on one Basis, equals a forecast from scratch: makespan, loads, every span and the loop's whole trace."""
+    cfg = compose_config("model=all", "evals=hard", "engine.prefer_fp8=true", "cluster=h100_8")
+    inventory = sizing.described(cfg.cluster)
+    the_plan = plan(cfg, "r", inventory)
+    basis = Basis(the_plan, cfg, inventory)
+    backwards = tuple(c.name for c in reversed(the_plan.cards))
+    policies = [Policy(), Policy(order="widest_last"), Policy(order="given", sequence=backwards),
+                Policy(order="cheap_last_loaded", judge_ready=True), Policy(order="widest_last", warm_reloads=True),
+                Policy(order="pool", fuse=False, replicas=False, early_judging=False), Policy()]
+    shared = [basis.forecast(p) for p in policies]
+    for p, f in zip(policies, shared):
+        fresh = forecast(the_plan, cfg, inventory, p)
+        assert f.trace == fresh.trace and len(f.trace) > 40, p
+        assert [dataclasses.astuple(s) for s in f.spans] == [dataclasses.astuple(s) for s in fresh.spans], p
+        assert (f.makespan_s, f.loads, f.gpu_s, f.model_s, f.bound) == (
+            fresh.makespan_s, fresh.loads, fresh.gpu_s, fresh.model_s, fresh.bound), p
+    # The policies differ where they should: the check above compares schedules that are not all one.
+    assert len({(round(f.makespan_s, 6), f.loads) for f in shared}) >= 4
+    assert shared[-1].bound is not None and shared[4].bound is not None
+    assert shared[4].bound.seconds < shared[-1].bound.seconds  # warm reloads: its own, lower bound
 
 
 def test_the_run_takes_the_load_order_whose_forecast_ends_first() -> None:
