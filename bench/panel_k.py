@@ -23,7 +23,8 @@ from typing import Optional
 import numpy as np
 
 from sweep import panel
-from warehouse.stats import ScoreCube, avg_score, calibrated_score, kendall_tau_b, panel_stats, whole
+from sweep.core.stats import ScoreCube, avg_score, calibrated_score, kendall_tau_b, whole
+from warehouse.stats import panel_stats
 
 MODELS = 15
 PROMPTS = 40
