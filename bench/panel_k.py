@@ -8,7 +8,13 @@ Reported per design: mean Kendall tau-b to the true order of the raw Avg Score a
 (two-way) score, the 90% bootstrap intervals' coverage of the true quality (calibrated), and the
 judgments the design costs. Nothing runs a model.
 
-    python -m bench.panel_k [--panels N]        # default 100 panels per design
+``--adaptive``: adaptive judging (sweep.adaptive: round 1 at K, then up to ROUNDS rounds in all) against uniform
+K at the same number of judgments (budget), on the drawn truth above and on TIERS (a pool of which round 1
+settles part), with a control that spends the same rounds on answers drawn at random; mean tau and judgments
+spent, and the paired gain in calibrated tau over uniform with its standard error.
+
+    python -m bench.panel_k [--panels N]              # default 100 panels per design
+    python -m bench.panel_k --adaptive [--panels N]   # adaptive against uniform K at the same budget
 """
 
 from __future__ import annotations
@@ -147,11 +153,58 @@ DESIGNS: list[tuple[str, Optional[int], str]] = [
 ]
 
 
+TIERS = Planted((0, 0.5, 1, 1.5, 2, 2.5, 9, 16, 23, 30), (2.0,) * 10)
+"""Ten models, six of them 0.5 apart and four far above, judged with noise sd 2 (on 10 prompts): round 1 settles
+the four, so adaptive judging can spend the rest on the six."""
+
+ADAPTIVE: list[tuple[str, int, int, int, int, Optional[Planted]]] = [
+    # (truth, models, prompts, round 1's K, budget per answer, planted)
+    ("drawn", MODELS, PROMPTS, 2, 3, None), ("drawn", MODELS, PROMPTS, 2, 4, None),
+    ("drawn", MODELS, PROMPTS, 2, 5, None), ("drawn", MODELS, PROMPTS, 3, 5, None),
+    ("tiers", 10, 10, 1, 4, TIERS),
+]
+
+
+def compare_adaptive(panels: int) -> list[dict]:
+    """Uniform K = budget per answer against round 1 at K then sweep.adaptive's rounds, and the control (the same
+    round sizes on answers drawn at random), on the same planted truths and noise."""
+    rows = []
+    for name, models, prompts, k, per_answer, planted in ADAPTIVE:
+        budget = per_answer * models * prompts
+        seeds = range(panels)
+        uniform = [trial(s, per_answer, models=models, prompts=prompts, planted=planted) for s in seeds]
+        for label, control in (("adaptive", False), ("random answers (control)", True)):
+            tried = [adaptive_trial(s, k, budget, control=control, models=models, prompts=prompts, planted=planted)
+                     for s in seeds]
+            gain = np.array([a.calibrated_tau - u.calibrated_tau for a, u in zip(tried, uniform)])
+            rows.append({"truth": name, "models": models, "prompts": prompts, "round1_k": k, "budget": budget,
+                         "design": label, "judgments": float(np.mean([t.judgments for t in tried])),
+                         "uniform_raw_tau": float(np.mean([t.raw_tau for t in uniform])),
+                         "uniform_calibrated_tau": float(np.mean([t.calibrated_tau for t in uniform])),
+                         "raw_tau": float(np.mean([t.raw_tau for t in tried])),
+                         "calibrated_tau": float(np.mean([t.calibrated_tau for t in tried])),
+                         "calibrated_gain": float(gain.mean()), "gain_se": float(gain.std(ddof=1) / np.sqrt(panels))})
+            r = rows[-1]
+            print(f"{name} {models}x{prompts} budget {budget} ({per_answer}/answer): uniform K={per_answer} tau raw "
+                  f"{r['uniform_raw_tau']:.3f} cal {r['uniform_calibrated_tau']:.3f} | {label} from K={k}: "
+                  f"{r['judgments']:.0f} judgments, tau raw {r['raw_tau']:.3f} cal {r['calibrated_tau']:.3f}, "
+                  f"gain {r['calibrated_gain']:+.4f} +- {r['gain_se']:.4f}", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--panels", type=int, default=100)
+    parser.add_argument("--adaptive", action="store_true", help="adaptive judging against uniform K instead")
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.adaptive:
+        RESULTS.mkdir(exist_ok=True)
+        rows = compare_adaptive(args.panels)
+        (RESULTS / "panel_adaptive.json").write_text(json.dumps(
+            {"panels": args.panels, "rounds": ROUNDS, "rows": rows, "seconds": time.perf_counter() - started},
+            indent=1))
+        return
     rows = []
     for label, k, design in DESIGNS:
         trials = [trial(seed, k, design, intervals=True) for seed in range(args.panels)]

@@ -253,8 +253,8 @@ def validate(cfg: SweepConfig) -> None:
             "add a card of another family, or set judge.exclude_same_family=false",
         )
     if cfg.judge.adaptive and cfg.judge.judges_per_answer == 0:
-        raise SweepError("judge.adaptive=true needs a first round of K judges per answer, but judge.judges_per_answer=0 "
-                         "(every eligible peer: nothing is left to add)",
+        raise SweepError("judge.adaptive=true needs a first round of K judges per answer, but "
+                         "judge.judges_per_answer=0 (every eligible peer: nothing is left to add)",
                          "set judge.judges_per_answer (e.g. 2) and judge.budget, or judge.adaptive=false")
     if cfg.judge.adaptive and cfg.judge.rounds < 1:
         raise SweepError(f"judge.rounds={cfg.judge.rounds} must be at least 1", "set judge.rounds to 1 or more")

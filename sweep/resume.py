@@ -83,6 +83,7 @@ def reconcile(
                 stale.append(path)
                 if kept := tuple(r for r in rows if ok(r)):
                     keep.append((table, path, kept))
-    judged = frozenset(r.cell_key for rows in judgments.values() for r in rows if judged_ok(r) and r.cell_key in planned)
+    judged = frozenset(r.cell_key for rows in judgments.values() for r in rows
+                       if judged_ok(r) and r.cell_key in planned)
     compared = frozenset(r.cell_key for rows in comparisons.values() for r in rows if compared_ok(r))
     return Reuse(answers, judged, compared, tuple(sorted(stale)), tuple(keep))

@@ -1,6 +1,5 @@
 """Adaptive judging (judge.adaptive): the rule on planted truth (bench/panel_k.py simulates it), its determinism,
-budget and rounds, the round each judgment came from, and two rounds of a live sweep (fake engine, real Ray and
-Parquet) that a rerun reuses whole."""
+budget and rounds, and the round each judgment came from (two live rounds on the fake engine: tests/test_runner.py)."""
 
 from __future__ import annotations
 
@@ -11,51 +10,52 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.panel_k import Planted, adaptive_trial, counts, cube_of, design, names, trial, truth
+from bench.panel_k import TIERS, adaptive_trial, counts, cube_of, design, names, trial, truth
 from sweep import adaptive, panel
 from sweep.core.errors import SweepError
 from sweep.core.rows import from_table, to_table
 from sweep.plan import next_round, plan
-from sweep.run import run
-from tests.conftest import fake_pool, superseded
 from tests.test_panel_k import six_cards
 from tests.test_plan import LAPTOP
 from tests.test_warehouse import judgment
 from warehouse.db import connect
-from warehouse.stats import load_cube
 from warehouse.store import Store
 
-# Ten models, six of them 0.5 apart and four far above, judged with noise sd 2 on 10 prompts: round 1 (K=1)
-# settles the four, so the rule spends the rest on the six, where uniform K spends 40% of it on settled models.
-TIERS = Planted((0, 0.5, 1, 1.5, 2, 2.5, 9, 16, 23, 30), (2.0,) * 10)
+# TIERS: round 1 (K=1) settles four of the ten models, so the rule spends the rest on the six where uniform K
+# spends 40% of it on settled models.
 MODELS, PROMPTS = 10, 10
 ANSWERS = MODELS * PROMPTS
 
 
 def test_adaptive_judging_beats_uniform_k_at_the_same_budget_on_planted_truth(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Budget 4 judgments per answer: uniform K=4 against K=1 then sweep.adaptive's rounds (4 in all). Measured
-    over 60 seeds (bench.panel_k's adaptive_trial): calibrated tau 0.964 (uniform) vs 0.983 (adaptive), paired
-    difference 0.019 +- 0.0045; the same round sizes on answers drawn at random: +0.003 +- 0.0047. Here 30 seeds:
-    the rule must gain at least 0.008, which answers drawn at random (tested below) don't."""
-    seeds = range(30)
+    """Budget 4 judgments per answer: uniform K=4 against K=1 then sweep.adaptive's rounds (4 in all), 50 seeds.
+    Measured (calibrated tau, paired difference adaptive - uniform, uniform at 0.96): the rule +0.019 +- 0.005
+    (+0.016 +- 0.004 over 100 seeds, bench/panel_k.py --adaptive); each model's weight drawn at random instead
+    +0.003 +- 0.006; every model weighted alike (fewest-judged answers first, nothing targeted) +0.004 +- 0.005.
+    The bar, +0.01, passes the rule only."""
+    seeds = range(50)
+    uniform = [trial(s, 4, models=MODELS, prompts=PROMPTS, planted=TIERS) for s in seeds]
+    assert {u.judgments for u in uniform} == {4 * ANSWERS}
 
-    def gain() -> tuple[float, int]:
-        tries = [(adaptive_trial(s, 1, 4 * ANSWERS, models=MODELS, prompts=PROMPTS, planted=TIERS),
-                  trial(s, 4, models=MODELS, prompts=PROMPTS, planted=TIERS)) for s in seeds]
-        assert all(u.judgments == 4 * ANSWERS >= a.judgments for a, u in tries)  # never past the budget
-        return float(np.mean([a.calibrated_tau - u.calibrated_tau for a, u in tries])), sum(a.judgments for a, _ in tries)
+    def gain() -> float:
+        tried = [adaptive_trial(s, 1, 4 * ANSWERS, models=MODELS, prompts=PROMPTS, planted=TIERS) for s in seeds]
+        assert all(a.judgments <= 4 * ANSWERS for a in tried)  # never past the budget
+        # ... and it spends it: the gain is not from fewer judgments.
+        assert sum(a.judgments for a in tried) >= 0.95 * 4 * ANSWERS * len(seeds)
+        return float(np.mean([a.calibrated_tau - u.calibrated_tau for a, u in zip(tried, uniform)]))
 
-    won, spent = gain()
-    assert won >= 0.008, won
-    assert spent >= 0.95 * 4 * ANSWERS * len(seeds)  # it spends the budget: the gain is not from fewer judgments
-    # The rule's choice is what gains: the same rounds with the models' weights drawn at random lose it.
+    assert gain() >= 0.01
+    # The rule's choice is what gains: the same rounds with the models' weights drawn at random, or all alike, don't.
     draw = np.random.default_rng(0)
-    monkeypatch.setattr(adaptive, "weights", lambda cube, models, seed: dict(zip(models, draw.integers(0, 3, len(models)))))
-    assert gain()[0] < 0.008
+    monkeypatch.setattr(adaptive, "weights",
+                        lambda cube, models, seed: dict(zip(models, draw.integers(0, 3, len(models)))))
+    assert gain() < 0.01
+    monkeypatch.setattr(adaptive, "weights", lambda cube, models, seed: dict.fromkeys(models, 1))
+    assert gain() < 0.01
 
 
 def test_a_round_is_a_pure_function_of_the_scores_and_stays_in_budget() -> None:
-    quality, scores = truth(3, MODELS, PROMPTS, TIERS)
+    _, scores = truth(3, MODELS, PROMPTS, TIERS)
     first = design(1, "balanced", 3, MODELS, PROMPTS)
     chosen = {(r, (f"e{e:02d}", 0)): js for (r, e), js in first.items()}
     cube = cube_of(scores, counts(first, MODELS, PROMPTS))
@@ -118,32 +118,6 @@ def test_the_plans_next_round_is_round_two_of_the_same_cells() -> None:
     assert len(cells) == -(-(300 - 132) // 2) and {c.round for c in cells} == {2}
     assert all(c.key in full and full[c.key].judge == c.judge for c in cells)
     assert not {c.key for c in cells} & {c.key for c in p.judge}
-
-
-@pytest.mark.usefixtures("ray_local")
-def test_two_rounds_run_live_store_their_round_and_a_rerun_reuses_both(tmp_path: Path) -> None:
-    cfg = fake_pool(f"warehouse.root={tmp_path}", "run.name=adapt", "run.samples=2", "judge.adaptive=true",
-                    "judge.judges_per_answer=1", "judge.budget=30", "judge.rounds=2")
-    result = run(cfg)
-    con = connect(result.store)
-    by_round = dict(con.execute("select round, count(*) from judgments group by round").fetchall())
-    # 3 models x 3 prompts x 2 samples = 18 answers, one judge each; round 2: the 12 left of the budget.
-    assert by_round == {1: 18, 2: 12}, by_round
-    # Round 2 is what the rule asks for given round 1's scores, cell for cell.
-    the_plan = plan(cfg, "adapt", LAPTOP)
-    first = {c.key for c in the_plan.judge}
-    expected = next_round(cfg, the_plan, load_cube(con, "adapt", first), 1)
-    assert {k for (k,) in con.execute("select cell_key from judgments where round = 2").fetchall()} == \
-        {c.key for c in expected}
-    assert con.execute("select count(*) from judgments where judge = respondent").fetchone() == (0,)
-    assert con.execute("select judge_cells from runs").fetchone() == (30,)
-    rows = con.execute("select cell_key, round, score from judgments order by cell_key").fetchall()
-    moved = superseded(tmp_path, "judgments", "generations")  # the batch files the run's compaction folded
-    again = run(cfg)
-    assert again.model_loads == 0  # both rounds reused, nothing computed
-    assert connect(again.store).execute("select cell_key, round, score from judgments order by cell_key").fetchall() \
-        == rows
-    assert superseded(tmp_path, "judgments", "generations") == moved  # nothing set aside: every row reused
 
 
 def test_judgment_files_written_before_rounds_read_with_a_null_round(tmp_path: Path) -> None:

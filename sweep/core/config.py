@@ -300,7 +300,7 @@ class Panel:
     budget is spent or ``rounds`` ran (sweep/adaptive.py states the rule). Pairwise verdicts are not adapted."""
     budget: int = 0
     """With adaptive: judgments in all, round 1's included (at least round 1's: K x answers)."""
-    rounds: int = 3
+    rounds: int = 4
     """With adaptive: at most this many judging rounds, round 1 included."""
 
 
