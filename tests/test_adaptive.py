@@ -108,7 +108,7 @@ def test_adaptive_settings_the_plan_cant_run_are_refused(overrides: tuple[str, .
 
 def test_the_plans_next_round_is_round_two_of_the_same_cells() -> None:
     """plan.next_round turns the rule's picks into judgment cells of round 2, keyed as the full panel's cells."""
-    cfg = six_cards("judge.adaptive=true", "judge.judges_per_answer=1", "judge.budget=300")
+    cfg = six_cards("judge.adaptive=true", "judge.judges_per_answer=1", "judge.budget=300", "judge.rounds=3")
     p = plan(cfg, "r", LAPTOP)
     assert {c.round for c in p.judge} == {1} and len(p.judge) == 132
     full = {c.key: c for c in plan(six_cards(), "r", LAPTOP).judge}
