@@ -79,7 +79,8 @@ def test_a_round_is_a_pure_function_of_the_scores_and_stays_in_budget() -> None:
 def test_more_judges_continue_the_balanced_design() -> None:
     """panel.more: each extra judge is an eligible judge not yet on the answer, the respondent's least-used
     first, so a respondent's judges stay near even as extras are added (greedy, answer by answer: measured
-    7 to 9 judgments each of 40 here; within two is asserted, where a fixed order of judges would give 4 to 12)."""
+    7 to 9 judgments each of 40 here; within two is asserted, where taking the first free judge in pool
+    order gives 4 to 10)."""
     pool = [f"m{i}" for i in range(6)]
     eligible = {r: [j for j in pool if j != r] for r in pool}
     answers = [(r, e) for r in pool for e in range(10)]
