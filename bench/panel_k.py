@@ -206,8 +206,8 @@ def main() -> None:
             indent=1))
         return
     rows = []
-    for label, k, design in DESIGNS:
-        trials = [trial(seed, k, design, intervals=True) for seed in range(args.panels)]
+    for label, k, kind in DESIGNS:
+        trials = [trial(seed, k, kind, intervals=True) for seed in range(args.panels)]
         rows.append({"design": label, "judgments": trials[0].judgments,
                      "raw_tau": float(np.mean([t.raw_tau for t in trials])),
                      "calibrated_tau": float(np.mean([t.calibrated_tau for t in trials])),
