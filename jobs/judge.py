@@ -138,9 +138,10 @@ def judge(
     Invalid and truncated verdicts are asked again, ``panel.retries`` times."""
     schema = judge_schema(suite, panel.justification_max_chars)
     todo = [c for c in cells if answerable(answers[c.answer_key], panel)]
+    shown = {c.key: scrub(answers[c.answer_key].answer, c.scrub) for c in todo}  # once: the regex is the cost
     requests = [
         Request(
-            judge_messages(suite, c.eval_id, scrub(answers[c.answer_key].answer, c.scrub)[0], c.label,
+            judge_messages(suite, c.eval_id, shown[c.key][0], c.label,
                            panel.justification_max_chars, cut_off(answers[c.answer_key])),
             c.sampling, json_schema=schema, thinking=panel.mode is Mode.thinking,
             logprobs=SOFT_TOP_K if panel.soft_scores else 0,
@@ -151,7 +152,7 @@ def judge(
     finals, tries = complete_with_retries(engine, requests, reask(lambda c: parse(c, suite).status, max_model_len),
                                           panel.retries)
     done = {c.key: (comp, n) for c, comp, n in zip(todo, finals, tries, strict=True)}
-    return rows(card, suite, cells, answers, run_id, done)
+    return rows(card, suite, cells, answers, run_id, done, {k: found for k, (_, found) in shown.items()})
 
 
 def reask(status: Callable[[Completion], str], max_model_len: int) -> Retry:
@@ -176,8 +177,10 @@ def failed(card: ModelCard, suite: Suite, cells: Sequence[JudgeCell], answers: M
 
 
 def rows(card: ModelCard, suite: Suite, cells: Sequence[JudgeCell], answers: Mapping[str, GenerationRow],
-         run_id: str, done: Mapping[str, tuple[Completion, int]]) -> list[JudgmentRow]:
-    """One row per cell; a cell without a completion had no answer to judge."""
+         run_id: str, done: Mapping[str, tuple[Completion, int]],
+         scrubbed: Optional[Mapping[str, Optional[str]]] = None) -> list[JudgmentRow]:
+    """One row per cell; a cell without a completion had no answer to judge. ``scrubbed``: what ``scrub``
+    found in each judged answer, if known."""
     now = dt.datetime.now(dt.timezone.utc)
     out = []
     for cell in cells:
@@ -198,7 +201,8 @@ def rows(card: ModelCard, suite: Suite, cells: Sequence[JudgeCell], answers: Map
                 error=verdict.error, raw=comp.text if comp else "", finish_reason=comp.finish_reason if comp else "",
                 prompt_tokens=comp.prompt_tokens if comp else 0, output_tokens=comp.output_tokens if comp else 0,
                 latency_s=comp.latency_s if comp else 0.0, attempts=attempts, created_at=now,
-                scrubbed=scrub(answer.answer, cell.scrub)[1] if comp else None,
+                scrubbed=None if not comp else scrubbed[cell.key] if scrubbed is not None and cell.key in scrubbed
+                else scrub(answer.answer, cell.scrub)[1],
                 cost_usd=comp.cost_usd if comp else None, requests=comp.requests if comp else None,
                 soft_score=soft_score(comp, suite) if comp is not None and verdict.criteria else None,
                 round=cell.round,

@@ -114,8 +114,8 @@ SIMULATED = GenerationRow(
 
 class Simulated:
     """The cost model's clock as a scheduling backend (sweep.scheduler.Backend): an instance is ready
-    ``load_seconds`` after it starts, its batches run in turn, each for its job's estimate divided
-    among the instances sharing it (the even split ``worth_another`` assumes). Nothing fails. With a
+    ``load_seconds`` after it starts, its batches run in turn, each for its estimate (the cost model's
+    seconds for its cells). Nothing fails. With a
     ``cache`` (Policy.warm_reloads, modelled only) a reload on nodes that read the weights before is warm."""
 
     def __init__(self, inventory: Inventory, cache: Optional[PageCache] = None) -> None:
@@ -136,7 +136,7 @@ class Simulated:
         self.spans.append(span)
 
     def submit(self, batch: Batch) -> None:
-        took = batch.estimate_s / batch.job.part[1]
+        took = batch.estimate_s
         self._alive[batch.instance].busy_s += took
         end = self._free_at[batch.instance] = max(self.now, self._free_at[batch.instance]) + took
         heapq.heappush(self._ends, (end, batch.id, batch))

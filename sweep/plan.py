@@ -304,7 +304,7 @@ def validate(cfg: SweepConfig) -> None:
     if not 0 < cfg.engine.gpu_memory_utilization <= 1:
         raise SweepError(f"engine.gpu_memory_utilization={cfg.engine.gpu_memory_utilization}", "use a value in (0, 1]")
     counts = {"run.retries": cfg.run.retries, "run.retry_truncated": cfg.run.retry_truncated or 0,
-              "judge.retries": cfg.judge.retries, "engine.tensor_parallel_size": cfg.engine.tensor_parallel_size}
+              "run.batch_cells": cfg.run.batch_cells, "judge.retries": cfg.judge.retries, "engine.tensor_parallel_size": cfg.engine.tensor_parallel_size}
     counts |= {f"model.cards.{key}.retry_truncated": card.retry_truncated for key, card in cfg.model.cards.items()}
     for key, value in counts.items():
         if value < 0:

@@ -7,11 +7,16 @@ ready cells simply has work, whether models are still answering or not.
 
 Landing an answer moves only the cells that wait for it, and ``ready``/``unseen`` read only what is
 ready or unseen: a sweep's bookkeeping is linear in its cells (the scheduling loop asks often).
+
+Memory: an answer is kept only while a verdict on it is still to be written (``done`` counts them
+down), and without what no judge reads (its prompt, reasoning, sampling): 80,000 answers of a
+thinking model would otherwise hold gigabytes of reasoning in the driver.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from typing import Callable, Generic, Iterable, Mapping, Sequence, TypeVar, Union
 
 from sweep.core.cells import CompareCell, JudgeCell, SweepPlan
@@ -65,6 +70,8 @@ class CellQueue:
         """Cells not yet ready, by each answer they wait for."""
         self._waits: dict[str, int] = defaultdict(int)
         """Per judge, how many of its cells wait for an answer."""
+        self._readers: dict[str, int] = defaultdict(int)
+        """Per answer, the verdicts on it not written yet: it is dropped when none are left."""
         for cells, left in zip((the_plan.judge, the_plan.compare), self._left):
             for cell in cells:
                 if cell.key not in done:
@@ -72,6 +79,7 @@ class CellQueue:
                     self._waits[cell.judge] += 1
                     for key in _needs(cell):
                         self._waiting[key].append(cell)
+                        self._readers[key] += 1
         self.land_answers(answers)
 
     def land(self, rows: Iterable[GenerationRow]) -> None:
@@ -80,7 +88,7 @@ class CellQueue:
 
     def land_answers(self, answers: Mapping[str, GenerationRow]) -> None:
         """``land`` by answer key (the simulation lands keys with a stand-in row)."""
-        self.answers.update(answers)
+        self.answers.update((k, _slim(r)) for k, r in answers.items() if k in self._readers)
         moved: set[str] = set()  # a pair whose two answers land together is listed under both
         for key in answers:
             for cell in self._waiting.pop(key, ()):
@@ -113,6 +121,15 @@ class CellQueue:
                 self._left[part].add(judge, back)  # type: ignore[arg-type]
                 self._ready[part].add(judge, back)  # type: ignore[arg-type]
 
+    def done(self, cells: Iterable[Judged]) -> None:
+        """Verdicts written: the answers no verdict still needs are dropped."""
+        for cell in cells:
+            for key in _needs(cell):
+                self._readers[key] -= 1
+                if not self._readers[key]:
+                    del self._readers[key]
+                    self.answers.pop(key, None)
+
     def unseen(self) -> dict[str, tuple[list[JudgeCell], list[CompareCell]]]:
         """Remove and return, per judge, the cells whose answers landed but no judge may see."""
         out: dict[str, tuple[list[JudgeCell], list[CompareCell]]] = {}
@@ -133,6 +150,13 @@ class CellQueue:
         """The answers a judge batch reads: only those, so each actor call ships little."""
         keys = [c.answer_key for c in cells] + [k for c in pairs for k in (c.first_key, c.second_key)]
         return {k: self.answers[k] for k in keys}
+
+
+def _slim(answer: GenerationRow) -> GenerationRow:
+    """What a verdict on ``answer`` reads of it (jobs/judge.py, jobs/compare.py): not its prompt or reasoning."""
+    if not (answer.prompt or answer.system_prompt or answer.reasoning or answer.sampling):
+        return answer  # nothing to drop (the simulation's stand-in): no copy
+    return replace(answer, prompt="", system_prompt=None, reasoning=None, sampling="")
 
 
 def _needs(cell: Judged) -> tuple[str, ...]:

@@ -2,15 +2,17 @@
 
 Each GPU instance gets its own placement group, its bundles pinned to the planned nodes; CPU
 instances are pinned to their node; API clients hold nothing. A batch is an actor call with a
-deadline (``engine.timeout_s``): an actor or node lost, an exception in the engine or a missed
+deadline (``engine.timeout_s``, counted from when the batch before it on its instance ended: an
+instance holds up to sweep.scheduler.PIPELINE batches and runs them in turn): an actor or node lost, an exception in the engine or a missed
 deadline comes back as ``Lost``, and the loop decides what follows.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Union
 
 import ray
@@ -49,11 +51,12 @@ class Actor:
     """The Ray node of each of its bundles, as requested."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Call:
     batch: Batch
     ref: Any
     deadline: float
+    """Infinite while a batch before it on its instance runs."""
 
 
 class RayBackend:
@@ -70,6 +73,7 @@ class RayBackend:
         """Instances started (their actor names count them)."""
         self.landings: list[Landing] = []
         self.pool_index = {c.name: i for i, c in enumerate(the_plan.cards)}
+        self.prompts = {item.id: item for item in the_plan.suite.prompts}
 
     def start(self, card: ModelCard, key: str, d: Demand, where: Placement) -> None:
         key_env = card.endpoint.api_key_env if card.endpoint else None
@@ -125,23 +129,33 @@ class RayBackend:
         actor = self.actors[batch.instance].handle
         cells, pairs = batch.carried()
         p = self.plan
+        # Only what the batch needs: its prompts of the suite, and (judging) the answers it reads.
+        suite = replace(p.suite, prompts=[self.prompts[i] for i in dict.fromkeys(c.eval_id for c in (*cells, *pairs))])
         if batch.job.kind == ANSWERS:
-            ref = actor.generate.remote(self.pool_index[batch.job.model], p.suite, cells, p.run_id,
+            ref = actor.generate.remote(self.pool_index[batch.job.model], suite, cells, p.run_id,
                                         self.conf.run.retry_truncated)
         else:
-            ref = actor.judge.remote(p.suite, self.conf.judge, cells, self.queue.answers_for(cells, pairs), p.run_id,
+            ref = actor.judge.remote(suite, self.conf.judge, cells, self.queue.answers_for(cells, pairs), p.run_id,
                                      pairs)
-        self.calls.append(Call(batch, ref, time.monotonic() + self.conf.engine.timeout_s))
+        queued = any(c.batch.instance == batch.instance for c in self.calls)
+        self.calls.append(Call(batch, ref, math.inf if queued else time.monotonic() + self.conf.engine.timeout_s))
+
+    def _done(self, call: Call) -> None:
+        """``call`` is over: the next batch on its instance starts now, and its deadline with it."""
+        self.calls.remove(call)
+        after = next((c for c in self.calls if c.batch.instance == call.batch.instance), None)
+        if after is not None:
+            after.deadline = time.monotonic() + self.conf.engine.timeout_s
 
     def wait(self) -> Union[Done, Lost]:
         timeout = max(0.0, min(c.deadline for c in self.calls) - time.monotonic())
         done, _ = ray.wait([c.ref for c in self.calls], num_returns=1, timeout=timeout)
         if not done:
             call = min(self.calls, key=lambda c: c.deadline)
-            self.calls.remove(call)
+            self._done(call)
             return Lost(call.batch, f"no result within engine.timeout_s={self.conf.engine.timeout_s:g} s (hung engine)")
         call = next(c for c in self.calls if c.ref == done[0])
-        self.calls.remove(call)
+        self._done(call)
         try:
             rows = ray.get(call.ref)
         except (ray.exceptions.RayError, ray.exceptions.RayTaskError) as e:

@@ -244,7 +244,11 @@ class Executor:
 
     def execute(self) -> None:
         with self.progress:
-            self.loop.run()
+            try:
+                self.loop.run()
+            finally:  # a driver that fails mid-run (a write refused, an interrupt) frees its GPUs at once
+                for key in list(self.backend.actors):
+                    self.backend.stop(key)
 
     @property
     def loads(self) -> int:

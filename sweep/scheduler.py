@@ -3,24 +3,31 @@ backend that starts instances and computes batches. Pure: the live run drives it
 (sweep.ray_backend), ``plan=true`` and bench/scheduler_sim.py on the cost model's clock
 (sweep.forecast.Simulated). One loop, so the forecast makes the live run's decisions; ``trace`` lists them.
 
-Answers phase: models load in the policy's order as room frees up (``admit``), each answers in one
-batch, split over data-parallel replicas on idle GPUs while one more pays off (``worth_another``,
-``share``); CPU instances on a node and API cards on an endpoint take turns (``lane``). While models
-still answer, a loaded judge with nothing to do judges its ready cells (early judging). An instance
-that answered stays loaded when it has cells left to judge and no model waits for its room
-(``keep_loaded``). Judging phase: what is left, judges already loaded first.
+Answers phase: models load in the policy's order as room frees up (``admit``), each answers its
+cells (one job), split over data-parallel replicas on idle GPUs while one more pays off
+(``worth_another``, ``share``); CPU instances on a node and API cards on an endpoint take turns
+(``lane``: a job holds its lane until its last batch is done). While models still answer, a loaded
+judge with nothing to do judges its ready cells (early judging). An instance that answered stays
+loaded when it has cells left to judge and no model waits for its room (``keep_loaded``). Judging
+phase: what is left, judges already loaded first.
 
-Faults: an instance whose batch fails (the backend says why) is stopped, the batches queued behind it
-go back, and the batch is retried ``run.retries`` times on a fresh instance; after that its cells get
-error rows (the sink makes them). A failed early batch puts its cells back for the judging phase.
+Batches: an instance's part of a job goes out as batches of at most ``run.batch_cells`` cells
+(``chunks``), ``PIPELINE`` of them in flight per instance, so the engine never waits for the driver
+between batches, and each batch's rows are written as it lands (a crash loses only the batches in
+flight). The forecast sees the same batches: they are decided here, from the plan, not by timing.
+
+Faults: an instance whose batch fails (the backend says why) is stopped, its other batches in flight
+and those not yet sent go back with it, and they are retried ``run.retries`` times on a fresh instance;
+after that their cells get error rows (the sink makes them). A failed early batch puts its cells back
+for the judging phase.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequence, Union
 
 from sweep.core.cells import CompareCell, SweepPlan
 from sweep.core.config import ModelCard, SweepConfig
@@ -33,6 +40,9 @@ from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, 
 from sweep.sizing import Inventory
 
 ANSWERS, JUDGMENTS = "answers", "judgments"
+PIPELINE = 2
+"""Batches in flight per instance: one computing, the next already queued at the instance, so it starts
+the moment the first ends instead of after the driver has written it and sent another."""
 Part = tuple[int, int]
 """Part i of n of a job's cells (sweep.schedule.share); (0, 1) is all of them."""
 
@@ -53,19 +63,21 @@ class Job:
 
 @dataclass(frozen=True, eq=False)
 class Batch:
-    """Part of a job as submitted to one instance."""
+    """Some of a job's cells (at most ``run.batch_cells``) as submitted to one instance."""
 
     id: int
     instance: str
     """The instance's key: its card's name, or a replica's ("<card> #<n>")."""
     job: Job
+    cells: tuple[Any, ...]
+    pairs: tuple[CompareCell, ...]
     estimate_s: float
-    """The cost model's seconds for the whole job on one instance (sweep.cost)."""
+    """The cost model's seconds for this batch on its instance (sweep.cost)."""
     lane: Optional[str]
 
     def carried(self) -> tuple[list[Any], list[CompareCell]]:
-        """The cells this batch computes: its part of the job's."""
-        return share(self.job.cells, self.job.part), share(self.job.pairs, self.job.part)
+        """The cells this batch computes."""
+        return list(self.cells), list(self.pairs)
 
 
 @dataclass(frozen=True)
@@ -205,6 +217,8 @@ class Scheduler:
         self.alive: dict[str, Loaded] = {}
         self.pending: list[Job] = []
         self.running: dict[int, Batch] = {}
+        self.backlog: dict[str, deque[tuple[Job, tuple[Any, ...], tuple[CompareCell, ...]]]] = {}
+        """Per instance, the batches of its job not sent yet (``_feed`` keeps PIPELINE in flight)."""
         self.tries: dict[str, int] = defaultdict(int)
         self.trace: list[Event] = []
         self.loads = 0
@@ -255,16 +269,20 @@ class Scheduler:
             if turn:
                 busy.add(turn)
             self.pending = [j for j in self.pending if j is not job]
-            estimate = self._seconds(job)
             waiting = any(j.model not in self.alive for j in self.pending)
-            replicas = self._replicas(job.model, estimate) if job.part == (0, 1) and not waiting else []
+            replicas = self._replicas(job) if job.part == (0, 1) and not waiting else []
+            n = len(replicas) + 1
             for i, key in enumerate([job.model, *replicas]):
-                self._submit(key, replace(job, part=(i, len(replicas) + 1)) if replicas else job, estimate, turn)
+                part = replace(job, cells=tuple(share(job.cells, (i, n))), pairs=tuple(share(job.pairs, (i, n))),
+                               part=(i, n)) if replicas else job
+                self._assign(key, part, turn)
 
-    def _replicas(self, model: str, estimate_s: float) -> list[str]:
+    def _replicas(self, job: Job) -> list[str]:
         """Start data-parallel replicas of a GPU model on idle GPUs while one more pays off; their keys."""
+        model = job.model
         if not self.policy.replicas or self.demands[model].shape is None:
             return []
+        estimate_s = self._seconds(model, job.cells)
         keys: list[str] = []
         while worth_another(estimate_s, self.load_s[model], len(keys) + 1):
             key = f"{model} #{len(keys) + 2}"
@@ -288,21 +306,36 @@ class Scheduler:
             self.queue.take(key, cells, pairs)
             if live.lane:
                 busy.add(live.lane)
-            job = Job(key, JUDGMENTS, tuple(cells), tuple(pairs), early=True)
-            self._submit(key, job, self._seconds(job), live.lane)
+            self._assign(key, Job(key, JUDGMENTS, tuple(cells), tuple(pairs), early=True), live.lane)
 
-    def _submit(self, key: str, job: Job, estimate_s: float, turn: Optional[str]) -> None:
-        batch = Batch(next(self._ids), key, job, estimate_s, turn)
+    def _assign(self, key: str, job: Job, turn: Optional[str]) -> None:
+        """Give instance ``key`` the cells of ``job`` (its part of one), as batches of ``run.batch_cells``."""
+        self.backlog[key] = deque((job, cells, pairs) for cells, pairs in
+                                  chunks(job.cells, job.pairs, self.conf.run.batch_cells))
+        self._feed(key, turn)
+
+    def _feed(self, key: str, turn: Optional[str]) -> None:
+        """Send instance ``key`` its next batches while fewer than PIPELINE are in flight."""
+        queued = self.backlog[key]
+        in_flight = sum(b.instance == key for b in self.running.values())
+        while queued and in_flight < PIPELINE:
+            job, cells, pairs = queued.popleft()
+            self._submit(key, job, cells, pairs, turn)
+            in_flight += 1
+        if not queued:
+            del self.backlog[key]
+
+    def _submit(self, key: str, job: Job, cells: tuple[Any, ...], pairs: tuple[CompareCell, ...],
+                turn: Optional[str]) -> None:
+        batch = Batch(next(self._ids), key, job, cells, pairs, self._seconds(job.model, cells), turn)
         self.running[batch.id] = batch
         self.backend.submit(batch)
-        cells, pairs = batch.carried()
         self._event(Submitted(batch.id, key, job.kind, tuple(c.key for c in (*cells, *pairs)), job.early))
 
-    def _seconds(self, job: Job) -> float:
-        """The cost model's estimate for ``job`` on one instance of its model."""
-        card = self.cards[job.model]
-        w = work_of(self.work, (c.key for c in job.cells))  # pairwise verdicts are not counted (sweep.cost)
-        return seconds(card, self.demands[job.model], w, self.inventory, self.conf.engine.concurrency)
+    def _seconds(self, model: str, cells: Sequence[Any]) -> float:
+        """The cost model's estimate for ``cells`` on one instance of ``model``."""
+        w = work_of(self.work, (c.key for c in cells))  # pairwise verdicts are not counted (sweep.cost)
+        return seconds(self.cards[model], self.demands[model], w, self.inventory, self.conf.engine.concurrency)
 
     def _settle(self, outcome: Union[Done, Lost], keep: Callable[[str], bool]) -> None:
         batch = outcome.batch
@@ -311,39 +344,47 @@ class Scheduler:
             self._failed(batch, outcome.error)
             return
         self._collect(batch, outcome.rows, outcome.answers)
+        if batch.instance in self.backlog:  # more of its job to send
+            self._feed(batch.instance, batch.lane)
+            return
+        if any(b.instance == batch.instance for b in self.running.values()):  # its last batches are in flight
+            return
         model = batch.job.model
         pending = [self.cards[j.model] for j in self.pending]
         # Policy.judge_ready: answers it hasn't judged exist now (asked only when the policy would use it).
         ready = self.policy.judge_ready and any(self.queue.ready(model))
         if batch.instance != model or not keep_loaded(keep(model), pending, self.alive, self.policy, ready):
-            if not any(b.instance == batch.instance for b in self.running.values()):
-                self._stop(batch.instance)
+            self._stop(batch.instance)
 
     def _collect(self, batch: Batch, rows: Sequence[Any], answers: Mapping[str, GenerationRow]) -> None:
         self.sink.landed(batch, rows)
         if batch.job.kind == ANSWERS:
             self.queue.land_answers(answers)
             self._write_unseen()
+        else:
+            self.queue.done((*batch.cells, *batch.pairs))
 
     def _write_unseen(self) -> None:
         for judge, (cells, pairs) in self.queue.unseen().items():
             self.sink.unseen(judge, cells, pairs)
+            self.queue.done((*cells, *pairs))
 
     def _failed(self, batch: Batch, error: str) -> None:
-        """A replacement loads fresh: a failed engine is not reused."""
+        """A replacement loads fresh: a failed engine is not reused. The instance's other batches (in
+        flight or not sent yet: the same job's) share the failed one's fate."""
         self.failures += 1
+        behind = [b for b in self.running.values() if b.instance == batch.instance]
+        for b in behind:
+            del self.running[b.id]
+        unsent = self.backlog.pop(batch.instance, ())
         self._stop(batch.instance)
-        for lost in [b for b in self.running.values() if b.instance == batch.instance]:  # queued behind it
-            del self.running[lost.id]
-            if lost.job.early:
-                self.queue.put_back(lost.job.model, *lost.carried())
-            else:
-                self.pending.insert(0, lost.job)
         self._recount()  # the failure may have taken a node with it
-        job = batch.job
+        cells = (*batch.cells, *(c for b in behind for c in b.cells), *(c for _, cs, _ in unsent for c in cs))
+        pairs = (*batch.pairs, *(c for b in behind for c in b.pairs), *(c for _, _, ps in unsent for c in ps))
+        job = replace(batch.job, cells=cells, pairs=pairs)
         if job.early:
             self._event(Failed(batch.instance, job.model, error, "early", 0))
-            self.queue.put_back(job.model, *batch.carried())
+            self.queue.put_back(job.model, list(cells), list(pairs))
             return
         self.tries[job.model] += 1
         tries = self.tries[job.model]
@@ -352,8 +393,9 @@ class Scheduler:
             self.pending.insert(0, job)
             return
         self._event(Failed(batch.instance, job.model, error, "gave up", tries))
-        rows = self.sink.error_rows(batch, error, self.conf.run.retries + 1)
-        self._collect(batch, rows, {r.cell_key: r for r in rows} if job.kind == ANSWERS else {})
+        lost = replace(batch, job=job, cells=cells, pairs=pairs)
+        rows = self.sink.error_rows(lost, error, self.conf.run.retries + 1)
+        self._collect(lost, rows, {r.cell_key: r for r in rows} if job.kind == ANSWERS else {})
 
     def _recount(self) -> None:
         """Rebuild the room accounting from the nodes there are now."""
@@ -384,3 +426,13 @@ class Scheduler:
     def _event(self, e: Event) -> None:
         self.trace.append(e)
         self.sink.event(e)
+
+
+def chunks(cells: Sequence[Any], pairs: Sequence[CompareCell],
+           size: int) -> Iterator[tuple[tuple[Any, ...], tuple[CompareCell, ...]]]:
+    """``cells`` then ``pairs`` in batches of at most ``size`` (0: one batch); always at least one."""
+    items = len(cells) + len(pairs)
+    size = size or max(items, 1)
+    for lo in range(0, max(items, 1), size):
+        hi = lo + size
+        yield tuple(cells[lo:hi]), tuple(pairs[max(lo - len(cells), 0):max(hi - len(cells), 0)])

@@ -193,6 +193,7 @@ def test_cli_help_and_cfg_job() -> None:
         (["+warehouse.colour=red"], "unknown key warehouse.colour", "valid keys under warehouse: root, storage_options"),
         (["engine.concurrency=0"], "engine.concurrency=0 must be positive", "set engine.concurrency to a value above 0"),
         (["run.retries=-1"], "run.retries=-1 is negative", "set run.retries to 0 or more"),
+        (["run.batch_cells=-8"], "run.batch_cells=-8 is negative", "set run.batch_cells to 0 or more"),
         (["judge.retries=-2"], "judge.retries=-2 is negative", "set judge.retries to 0 or more"),
         (["sampling.temperature=-1"], "sampling.temperature=-1 is out of range", "at least 0"),
         (["cluster=h100_8", "cluster.nodes.0.gpus=-4"], "cluster.nodes[0].gpus=-4 is out of range", "0 or more"),

@@ -6,17 +6,22 @@ path is tests/test_e2e.py.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
+from typing import Any, Sequence
 
 import pytest
 import ray
 
+from sweep.forecast import local_inventory
 from sweep.plan import next_round, plan
 from sweep.run import run
+from sweep.scheduler import Submitted
 from tests.conftest import exact_rows, fake_pool, superseded
 from tests.test_plan import LAPTOP
 from warehouse.db import connect
 from warehouse.stats import load_cube
+from warehouse.store import Store
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -60,6 +65,44 @@ def test_a_sweep_writes_to_s3_and_duckdb_reads_it_back(s3_root: tuple[str, dict]
     assert exact_rows(result.store, "s3run") == (9, 9, 18, 18)
     ranked = connect(result.store).execute("select count(*) from rankings where run_id = 's3run'").fetchone()
     assert ranked == (3,)
+
+
+def test_a_sweep_streams_batches_and_a_crash_loses_only_what_was_in_flight(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each model answers 6 cells in 3 batches and judges 12 in 6 or more (early judging takes what has
+    landed), each its own Parquet file. The driver fails on its 4th write of answers: 3 batches (6 answers)
+    are in the warehouse; the rerun computes the other 12 answers and the judgments not written, nothing else."""
+    settings = (f"warehouse.root={tmp_path}", "run.name=stream", "run.batch_cells=2", "run.samples=2")
+    writes: list[str] = []
+    real = Store.write
+
+    def write(self: Store, table: str, rows: Sequence[Any], name: str, **kw: Any) -> Any:
+        if table == "generations":
+            writes.append(name)
+            if len(writes) == 4:
+                raise OSError("injected: the disk went away")
+        return real(self, table, rows, name, **kw)
+
+    monkeypatch.setattr(Store, "write", write)
+    with pytest.raises(OSError, match="injected"):
+        run(fake_pool(*settings))
+    monkeypatch.setattr(Store, "write", real)
+    store = Store(str(tmp_path))
+    con = connect(store)
+    answered = {k for (k,) in con.execute("select cell_key from raw_generations").fetchall()}
+    judged = {k for (k,) in con.execute("select cell_key from raw_judgments").fetchall()}
+    assert len(answered) == 6 and len(store.files("generations", "stream")) == 3
+
+    again = run(fake_pool(*settings))
+    assert exact_rows(again.store, "stream") == (18, 18, 36, 36)
+    the_plan = plan(fake_pool(*settings), "stream", local_inventory())
+    submitted = [e for e in again.trace if isinstance(e, Submitted)]
+    redone = Counter(k for e in submitted for k in e.cells)
+    assert set(redone) == {c.key for c in (*the_plan.generate, *the_plan.judge)} - answered - judged
+    assert max(redone.values()) == 1
+    per_model = Counter(Path(f).parent.name for f in again.store.files("generations", "stream"))
+    assert sorted(per_model.values()) == [3, 3, 3]  # every model's answers in 3 files, one per batch
+    assert max(len(e.cells) for e in submitted) == 2
 
 
 def test_adaptive_judging_runs_two_rounds_stores_their_round_and_a_rerun_reuses_both(tmp_path: Path) -> None:

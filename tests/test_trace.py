@@ -46,13 +46,14 @@ def test_the_live_run_makes_the_forecasts_decisions(ray_nodes, tmp_path: Path) -
     it waits for their room; it answers and judges both of them in one residency; they load again to
     judge its answers. Deterministic because nothing the loop decides here depends on how long a batch
     takes, except one ordering that both backends share by a wide margin: the fake Qwen3.5-9B answers
-    12 s late (SWEEP_FAKE_SLOW), as the cost model has it answer after Qwen3-8B (18.0 GB of weights read
+    12 s late (SWEEP_FAKE_SLOW, 6 s for each of its two batches), as the cost model has it answer after Qwen3-8B (18.0 GB of weights read
     per step against 16.4 GB), so Qwen3-8B stops before the 9B's answers exist and neither judges early.
     The order in which independent batches end is not compared (``decisions``). No replicas: the smoke
-    suite's work is worth no extra load."""
+    suite's work is worth no extra load. Batches of run.batch_cells=2: every answer job is two batches
+    and every judging job three, on both backends alike."""
     cfg = fake_pool("model=[qwen3_5_397b_a17b,qwen3_8b,qwen3_5_9b]", "engine.concurrency=8",
-                    f"warehouse.root={tmp_path}", "run.name=trace")
-    ray_nodes(workers=2, gpus=8, cpus=8, SWEEP_FAKE_SLOW="Qwen3.5-9B:12")
+                    f"warehouse.root={tmp_path}", "run.name=trace", "run.batch_cells=2")
+    ray_nodes(workers=2, gpus=8, cpus=8, SWEEP_FAKE_SLOW="Qwen3.5-9B:6")
     inventory = inventory_from_ray(cfg)
     _, forecast = best_policy(plan(cfg, "trace", inventory), cfg, inventory)
     result = run(cfg)
@@ -65,8 +66,8 @@ def test_the_live_run_makes_the_forecasts_decisions(ray_nodes, tmp_path: Path) -
     assert live == simulated
     shape = {life: [(b[0], b[1], b[2], len(b[3])) if len(b) > 1 else b for b in batches]
              for life, batches in live[1].items()}
-    answered = [("answers", "answers", False, 3), ("stopped",)]
-    judged = [("judgments", "judgments", False, 6), ("stopped",)]
+    answered = [("answers", "answers", False, 2), ("answers", "answers", False, 1), ("stopped",)]
+    judged = [("judgments", "judgments", False, 2)] * 3 + [("stopped",)]
     assert shape == {("Qwen3.5-9B", 1): answered, ("Qwen3-8B", 1): answered,
-                     ("Qwen3.5-397B-A17B", 1): [answered[0], *judged],  # one residency: its answers, then 2 x 3
+                     ("Qwen3.5-397B-A17B", 1): [*answered[:2], *judged],  # one residency: its answers, then 2 x 3
                      ("Qwen3.5-9B", 2): judged, ("Qwen3-8B", 2): judged}  # the 397B's 3 and each other's 3

@@ -6,6 +6,8 @@ Faults are injected through environment variables, which Ray workers inherit fro
 cluster they were started in:
 
     SWEEP_FAKE_DELAY_S=2          sleep this long per batch (time to kill something mid-batch)
+    SWEEP_FAKE_CELL_S=0.005       sleep this long per request of a batch: an engine's time that grows with
+                                  its batch (bench/stream.py compares the sweep's wall time with it)
     SWEEP_FAKE_SLOW=NAME:SECONDS  the card named NAME sleeps this long more per batch of answers
     SWEEP_FAKE_FAIL_VERDICTS_ONCE=PATH  the first batch of verdicts anywhere raises (PATH marks it)
     SWEEP_FAKE_HANG_ONCE=PATH     the first batch anywhere hangs (PATH marks that it happened)
@@ -37,7 +39,8 @@ class FakeEngine:
         if hang and not Path(hang).exists():
             Path(hang).touch()
             time.sleep(3600)
-        time.sleep(float(os.environ.get("SWEEP_FAKE_DELAY_S", "0")))
+        time.sleep(float(os.environ.get("SWEEP_FAKE_DELAY_S", "0"))
+                   + float(os.environ.get("SWEEP_FAKE_CELL_S", "0")) * len(requests))
         fail = os.environ.get("SWEEP_FAKE_FAIL_VERDICTS_ONCE")
         if fail and any(r.json_schema for r in requests) and not Path(fail).exists():
             Path(fail).touch()

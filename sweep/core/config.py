@@ -393,6 +393,12 @@ class Run:
     more time than a load (sweep/schedule.py, ``worth_another``)."""
     early_judging: bool = True
     """While models still answer, loaded judges with nothing to do judge the answers that exist."""
+    batch_cells: int = 1024
+    """Cells per batch an instance is sent (0: its whole share of a job in one). Each batch is written as
+    it lands, so a crash loses at most the batches in flight (two per instance) and a rerun redoes only
+    those. 1024 is 16 waves of the default engine.concurrency=64: vLLM's continuous batching stays full
+    but for the tail of each batch (about half a wave: ~3%), while a batch of an 8B model's answers on one
+    H100 is a few minutes of work, so little is lost to a crash and progress moves often."""
 
 
 @dataclass

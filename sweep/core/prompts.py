@@ -69,7 +69,20 @@ def identity_terms(cards: Sequence[ModelCard]) -> tuple[str, ...]:
 @functools.lru_cache(maxsize=8)
 def _identity_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
     # A term and any version tail glued to it ("Qwen" in "Qwen3.5-9B"), in any case, not inside a word.
-    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, terms)) + r")(?:[\w.-]*\w)?", re.IGNORECASE)
+    return re.compile(r"(?<!\w)" + _trie({t.lower() for t in terms}) + r"(?:[\w.-]*\w)?", re.IGNORECASE)
+
+
+def _trie(terms: set[str]) -> str:
+    """An alternation of ``terms`` as a prefix tree: at each position the regex engine tries one branch per
+    next character instead of every term (a pool of 16 cards has ~40 terms, and every judge prompt is
+    scrubbed). Greedy, so of two terms matching at one place the longer wins, as longest-first does."""
+    heads = sorted({t[0] for t in terms if t})
+    branches = [re.escape(h) + _trie({t[1:] for t in terms if t[:1] == h}) for h in heads]
+    if not branches:
+        return ""
+    body = branches[0] if len(branches) == 1 and "" not in terms else \
+        "(?:" + "|".join(branches) + ")"
+    return body + "?" if "" in terms else body
 
 
 def scrub(answer: str, terms: tuple[str, ...]) -> tuple[str, Optional[str]]:
