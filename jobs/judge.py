@@ -205,6 +205,7 @@ def rows(card: ModelCard, suite: Suite, cells: Sequence[JudgeCell], answers: Map
                 else scrub(answer.answer, cell.scrub)[1],
                 cost_usd=comp.cost_usd if comp else None, requests=comp.requests if comp else None,
                 soft_score=soft_score(comp, suite) if comp is not None and verdict.criteria else None,
+                round=cell.round,
             )
         )
     return out

@@ -18,13 +18,18 @@ eligible judges of another family, the rest among all.
 
 A respondent may also be a pair of cards (pairwise verdicts at K): the pair's K judges are drawn by the
 same design from the judges eligible for both, "another family" meaning neither card's.
+
+``more`` continues the design over a panel already drawn (adaptive judging's later rounds, sweep/adaptive.py):
+each extra judge of an answer is, among its eligible judges not yet on it, the one that has judged its respondent
+least, then the least loaded, then a seeded hash; so the extra judgments keep the pair counts and loads balanced.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from typing import Hashable, Mapping, Sequence, Union
+from collections import Counter
+from typing import Collection, Hashable, Mapping, Sequence, Union
 
 from sweep.core.errors import SweepError
 
@@ -42,7 +47,8 @@ def _named(family: Mapping[str, str], respondent: Respondent) -> str:
     return " and ".join(f"{n} ({family[n]})" for n in (respondent if isinstance(respondent, tuple) else (respondent,)))
 
 
-def _rank(seed: int, *parts: object) -> str:
+def rank_key(seed: int, *parts: object) -> str:
+    """A seeded hash that orders ties: the same parts and seed, the same place."""
     return hashlib.sha256(repr((seed, *parts)).encode()).hexdigest()
 
 
@@ -76,8 +82,8 @@ def assign(answers: Sequence[tuple[Respondent, Slot]], eligible: Mapping[Respond
     check(eligible, family, k, min_other)
     if k == 0:
         return {(r, s): frozenset(eligible[r]) for r, s in answers}
-    slot_rank = {s: _rank(seed, "slot", s) for s in dict.fromkeys(s for _, s in answers)}
-    order = sorted(answers, key=lambda a: (slot_rank[a[1]], _rank(seed, "order", a[1], a[0])))
+    slot_rank = {s: rank_key(seed, "slot", s) for s in dict.fromkeys(s for _, s in answers)}
+    order = sorted(answers, key=lambda a: (slot_rank[a[1]], rank_key(seed, "order", a[1], a[0])))
     draw = random.Random(seed).random  # drawn in that order, so a pure function of the answers and the seed
     pairs = {r: dict.fromkeys(js, 0) for r, js in eligible.items()}  # respondent -> judge -> answers judged
     load = dict.fromkeys((j for js in eligible.values() for j in js), 0)
@@ -129,3 +135,28 @@ def _even_loads(out: dict[tuple[Respondent, Slot], frozenset[str]], eligible: Ma
                 break
         else:
             return
+
+
+def more(chosen: Mapping[tuple[Respondent, Slot], Collection[str]], wanted: Sequence[tuple[Respondent, Slot]],
+         eligible: Mapping[Respondent, Sequence[str]], seed: int = 0) -> list[tuple[Respondent, Slot, str]]:
+    """One more judge for each entry of ``wanted``, in order (an answer listed twice gets two), by the design's
+    rule continued over ``chosen``, the panel so far: (respondent, slot, judge) per extra judgment. An answer
+    whose eligible judges are all on it already gets none."""
+    pairs: dict[Respondent, Counter[str]] = {r: Counter() for r in eligible}
+    load: Counter[str] = Counter()
+    on = {answer: set(judges) for answer, judges in chosen.items()}
+    for (respondent, _), judges in chosen.items():
+        pairs[respondent].update(judges)
+        load.update(judges)
+    out = []
+    for respondent, slot in wanted:
+        taken = on.setdefault((respondent, slot), set())
+        free = [j for j in eligible[respondent] if j not in taken]
+        if not free:
+            continue
+        judge = min(free, key=lambda j: (pairs[respondent][j], load[j], rank_key(seed, "more", slot, respondent, j)))
+        taken.add(judge)
+        pairs[respondent][judge] += 1
+        load[judge] += 1
+        out.append((respondent, slot, judge))
+    return out

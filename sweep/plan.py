@@ -9,14 +9,15 @@ from __future__ import annotations
 import itertools
 import os
 from collections import defaultdict
-from dataclasses import asdict, fields
-from typing import Any, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, Optional, Sequence
 
-from sweep import engine_args, panel, sizing
+from sweep import adaptive, engine_args, panel, sizing
 from sweep.core.cells import (HOLE, AnswerSizes, CompareCell, GenerateCell, JudgeCell, PanelLoad, SamplingParams,
                               SweepPlan, key_template, prefill_estimate)
 from sweep.core.config import Mode, ModelCard, NodeGroup, Panel, PromptFormat, Sampling, SweepConfig
 from sweep.core.errors import SweepError
+from sweep.core.stats import ScoreCube
 from sweep.core.prompts import (COMPARE_TEMPLATE, CUT_OFF_NOTICE, JUDGE_TEMPLATE, PLAIN_STOP, SOFT_TOP_K, answer_messages,
                                 identity_terms)
 
@@ -84,32 +85,24 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
         sizes.append(AnswerSizes(card.name, len(suite.prompts) * cfg.run.samples, longest, prefill,
                                  max(s.max_tokens for s in samplings)))
 
-    labels = {c.name: f"Response {chr(ord('A') + i % 26)}{i // 26 or ''}" for i, c in enumerate(cards)}
-    rubric = {item.id: item.rubric for item in suite.prompts}
-    scrub = identity_terms(cards)
     chosen = panel.assign([(a.model, (a.eval_id, a.sample)) for a in answers], eligible_judges(cfg.judge, cards),
                           {c.name: c.family for c in cards}, cfg.judge.judges_per_answer,
                           cfg.judge.min_other_families, cfg.judge.seed)
-    judge_sampling = {c.name: resolve_sampling(c, cfg.judge.mode, cfg.judge.sampling, seed=cfg.run.seed) for c in cards}
-    criteria = [asdict(c) for c in suite.criteria]
-    judge_key = {c.name: key_template(
-        "judge", _identity(c), cfg.judge.mode.value, HOLE, JUDGE_TEMPLATE, suite.judge_brief, criteria, HOLE,
-        cfg.judge.justification_max_chars, judge_sampling[c.name], scrub,
-        # Only when on, so the keys of runs without soft scores stay as they were.
-        *((("soft_scores", SOFT_TOP_K),) if cfg.judge.soft_scores else ()), *cut_off_rule(cfg.judge),
-    ) for c in cards}
+    made = judging(cfg, cards)
     by_judge: dict[str, list[JudgeCell]] = {c.name: [] for c in cards}  # each judge's cells in answer order
     counts: dict[tuple[str, str], int] = defaultdict(int)
     for answer in answers:
         for judge in chosen[answer.model, (answer.eval_id, answer.sample)]:
             counts[judge, answer.model] += 1
-            by_judge[judge].append(JudgeCell(
-                judge_key[judge](answer.key, rubric[answer.eval_id]), judge, answer.model, answer.eval_id,
-                answer.sample, labels[answer.model], answer.key, judge_sampling[judge], scrub))
+            by_judge[judge].append(made.cell(answer, judge))
     judgments = tuple(itertools.chain.from_iterable(by_judge.values()))
-    loads = tuple(PanelLoad(j.name, r.name, counts[j.name, r.name], judge_sampling[j.name].max_tokens)
+    if cfg.judge.adaptive and cfg.judge.budget < len(judgments):
+        raise SweepError(f"judge.budget={cfg.judge.budget} is less than the {len(judgments):,} judgments of adaptive "
+                         f"judging's first round ({cfg.judge.judges_per_answer} per answer)",
+                         f"set judge.budget to at least {len(judgments)} (judgments in all, round 1 included)")
+    loads = tuple(PanelLoad(j.name, r.name, counts[j.name, r.name], made.sampling[j.name].max_tokens)
                   for j in cards for r in cards if counts.get((j.name, r.name)))
-    comparisons = pairs(cfg, cards, answers, scrub) if cfg.judge.pairwise else ()
+    comparisons = pairs(cfg, cards, answers, made.scrub) if cfg.judge.pairwise else ()
     reads: dict[str, set[tuple[str, ...]]] = {}  # per judge: whose answers one of its prompts holds
     for load in loads:
         reads.setdefault(load.judge, set()).add((load.respondent,))
@@ -120,6 +113,60 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
     windows = engine_args.contexts(cards, by_card, reads, suite, verdicts, cfg, inventory)
     return SweepPlan(run_id, cards, suite, tuple(answers), judgments, comparisons, tuple(windows.values()),
                      tuple(sizes), loads)
+
+
+@dataclass(frozen=True)
+class Judging:
+    """What a plan's judgment cells share, built once per plan: ``cell`` makes the cell of one (answer, judge)."""
+
+    keys: dict[str, Callable[..., str]]
+    sampling: dict[str, SamplingParams]
+    labels: dict[str, str]
+    rubric: dict[str, Optional[str]]
+    scrub: tuple[str, ...]
+
+    def cell(self, answer: GenerateCell, judge: str, round_: int = 1) -> JudgeCell:
+        return JudgeCell(self.keys[judge](answer.key, self.rubric[answer.eval_id]), judge, answer.model,
+                         answer.eval_id, answer.sample, self.labels[answer.model], answer.key, self.sampling[judge],
+                         self.scrub, round_)
+
+
+def judging(cfg: SweepConfig, cards: Sequence[ModelCard]) -> Judging:
+    """The judgment cells' key templates, sampling, labels, rubrics and scrub list of a pool (the plan's cards)."""
+    suite, scrub = cfg.evals, identity_terms(cards)
+    sampling = {c.name: resolve_sampling(c, cfg.judge.mode, cfg.judge.sampling, seed=cfg.run.seed) for c in cards}
+    criteria = [asdict(c) for c in suite.criteria]
+    keys = {c.name: key_template(
+        "judge", _identity(c), cfg.judge.mode.value, HOLE, JUDGE_TEMPLATE, suite.judge_brief, criteria, HOLE,
+        cfg.judge.justification_max_chars, sampling[c.name], scrub,
+        # Only when on, so the keys of runs without soft scores stay as they were.
+        *((("soft_scores", SOFT_TOP_K),) if cfg.judge.soft_scores else ()), *cut_off_rule(cfg.judge),
+    ) for c in cards}
+    labels = {c.name: f"Response {chr(ord('A') + i % 26)}{i // 26 or ''}" for i, c in enumerate(cards)}
+    return Judging(keys, sampling, labels, {item.id: item.rubric for item in suite.prompts}, scrub)
+
+
+def next_round(cfg: SweepConfig, the_plan: SweepPlan, cube: ScoreCube, round_: int) -> tuple[JudgeCell, ...]:
+    """judge.adaptive: the judgment cells of round ``round_ + 1``, from the valid scores of the plan's judgments
+    (rounds 1 to ``round_``) by sweep.adaptive's rule; empty when judging stops."""
+    chosen: dict[tuple[str, tuple[str, int]], set[str]] = {}
+    for c in the_plan.judge:
+        chosen.setdefault((c.respondent, (c.eval_id, c.sample)), set()).add(c.judge)
+    picks = adaptive.next_round(cube, chosen, eligible_judges(cfg.judge, the_plan.cards),
+                                [c.name for c in the_plan.cards], cfg.judge.budget, cfg.judge.rounds - round_,
+                                cfg.judge.seed, round_)
+    answers = {(a.model, a.eval_id, a.sample): a for a in the_plan.generate}
+    made = judging(cfg, the_plan.cards)
+    return tuple(made.cell(answers[r, eval_id, sample], judge, round_ + 1) for r, (eval_id, sample), judge in picks)
+
+
+def candidates(cfg: SweepConfig, the_plan: SweepPlan) -> frozenset[str]:
+    """judge.adaptive: the keys of every judgment a later round may ask for (each answer by each eligible judge),
+    so resuming round 1 keeps the later rounds' rows instead of setting them aside."""
+    if not cfg.judge.adaptive:
+        return frozenset()
+    made, eligible = judging(cfg, the_plan.cards), eligible_judges(cfg.judge, the_plan.cards)
+    return frozenset(made.cell(a, judge).key for a in the_plan.generate for judge in eligible[a.model])
 
 
 def cut_off_rule(judging: Panel) -> tuple[tuple[str, str], ...]:
@@ -205,6 +252,12 @@ def validate(cfg: SweepConfig) -> None:
             "the pool has no card of another family",
             "add a card of another family, or set judge.exclude_same_family=false",
         )
+    if cfg.judge.adaptive and cfg.judge.judges_per_answer == 0:
+        raise SweepError("judge.adaptive=true needs a first round of K judges per answer, but "
+                         "judge.judges_per_answer=0 (every eligible peer: nothing is left to add)",
+                         "set judge.judges_per_answer (e.g. 2) and judge.budget, or judge.adaptive=false")
+    if cfg.judge.adaptive and cfg.judge.rounds < 1:
+        raise SweepError(f"judge.rounds={cfg.judge.rounds} must be at least 1", "set judge.rounds to 1 or more")
     family = {c.name: c.family for c in cards}
     panel.check(eligible_judges(cfg.judge, cards), family, cfg.judge.judges_per_answer, cfg.judge.min_other_families)
     if cfg.judge.pairwise:

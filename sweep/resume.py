@@ -47,13 +47,16 @@ def reconcile(
     judgments: Mapping[str, Sequence[JudgmentRow]],
     comparisons: Mapping[str, Sequence[ComparisonRow]] | None = None,
     judge_retries: int = 0,
+    later: frozenset[str] = frozenset(),
 ) -> Reuse:
     """``generations``, ``judgments`` and ``comparisons`` map each existing file of the run to its rows.
 
     Cells are reused one by one; files are all or nothing: a file holding one row that can't be reused
     is stale, its reusable rows are written again (``keep``) and it moves aside, so no cell ever has
-    two live rows."""
-    wanted = {c.key for c in plan.generate} | {c.key for c in plan.judge} | {c.key for c in plan.compare}
+    two live rows. ``later``: keys of judgments a later round may ask for (judge.adaptive): their rows are
+    kept, not reused yet."""
+    planned = {c.key for c in plan.judge}
+    wanted = {c.key for c in plan.generate} | planned | {c.key for c in plan.compare} | later
     comparisons = comparisons or {}
 
     def usable(row: Row) -> bool:
@@ -80,6 +83,7 @@ def reconcile(
                 stale.append(path)
                 if kept := tuple(r for r in rows if ok(r)):
                     keep.append((table, path, kept))
-    judged = frozenset(r.cell_key for rows in judgments.values() for r in rows if judged_ok(r))
+    judged = frozenset(r.cell_key for rows in judgments.values() for r in rows
+                       if judged_ok(r) and r.cell_key in planned)
     compared = frozenset(r.cell_key for rows in comparisons.values() for r in rows if compared_ok(r))
     return Reuse(answers, judged, compared, tuple(sorted(stale)), tuple(keep))

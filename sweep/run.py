@@ -34,14 +34,15 @@ from sweep.core.config import ModelCard, SweepConfig
 from sweep.core.rows import ComparisonRow, JudgmentRow, RunRow
 from sweep.endpoints import check_endpoints
 from sweep.forecast import best_policy, plan_table
-from sweep.plan import plan, validate
+from sweep.plan import candidates, next_round, plan, validate
 from sweep.queue import CellQueue
 from sweep.ray_backend import Landing, RayBackend, inventory_from_ray
 from sweep.resume import Reuse, reconcile
 from sweep.schedule import Policy
 from sweep.scheduler import ANSWERS, JUDGMENTS, Batch, Event, Failed, Phase, Scheduler, Split, Started, Submitted
-from warehouse.db import store_aggregate
+from warehouse.db import connect, store_aggregate
 from warehouse.report import console as wide_console
+from warehouse.stats import load_cube
 from warehouse.store import Store
 
 console = wide_console(stderr=True)  # piped to a file: 160 columns, as the report's tables, not rich's 80
@@ -101,7 +102,8 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
             + f" on {inventory.describe()}"
         )
         policy, expected = best_policy(the_plan, conf, inventory)
-        reuse = reusable(store, the_plan, conf.run.resume, conf.judge.retries)
+        later = candidates(conf, the_plan)
+        reuse = reusable(store, the_plan, conf.run.resume, conf.judge.retries, later)
         if reuse.cells < len(the_plan.generate) + len(the_plan.judge) + len(the_plan.compare):
             # The forecast counts every cell of the config: after a partial resume it is an upper bound.
             console.print(plan_table(the_plan, conf, expected, inventory))
@@ -116,33 +118,62 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
             model_loads=0, reused_cells=reuse.cells, instance_failures=0, wall_s=None,
         )
         store.write("runs", [run_row], "run.parquet", run_id=run_id)
-        executor = Executor(the_plan, conf, store, inventory, reuse, policy)
+        executors = [Executor(the_plan, conf, store, inventory, reuse, policy)]
         status = "failed"
         try:
-            executor.execute()
+            executors[0].execute()
+            the_plan = judge_rounds(the_plan, conf, store, inventory, policy, later, executors)
             status = "finished"
         finally:
             wall = time.monotonic() - started
             end = dt.datetime.now(dt.timezone.utc)
-            run_row = replace(run_row, finished_at=end, status=status, model_loads=executor.loads,
-                              instance_failures=executor.failures, wall_s=wall)
+            run_row = replace(run_row, finished_at=end, status=status, model_loads=sum(e.loads for e in executors),
+                              instance_failures=sum(e.failures for e in executors), wall_s=wall,
+                              judge_cells=len(the_plan.judge))
             store.write("runs", [run_row], "run.parquet", run_id=run_id)
             store.fold_run(run_id)  # one commit per table for the run, so opening the warehouse stays quick
             if status == "finished":  # its sums, which the rankings read instead of its judgments (until a resume)
                 store_aggregate(store, run_id)
-    console.print(f"sweep {run_id}: {executor.loads} model loads for {len(the_plan.cards)} models")
-    return RunResult(run_id, store, executor.loads, wall, tuple(executor.backend.landings), tuple(executor.starts),
-                     tuple(executor.loop.trace))
+    loads = run_row.model_loads
+    console.print(f"sweep {run_id}: {loads} model loads for {len(the_plan.cards)} models")
+    return RunResult(run_id, store, loads, wall, tuple(x for e in executors for x in e.backend.landings),
+                     tuple(x for e in executors for x in e.starts), tuple(x for e in executors for x in e.loop.trace))
 
 
-def reusable(store: Store, the_plan: SweepPlan, resume: bool, judge_retries: int) -> Reuse:
-    """Cells of this run already in the warehouse; stale and unreadable files are set aside."""
+def judge_rounds(the_plan: SweepPlan, conf: SweepConfig, store: Store, inventory: sizing.Inventory, policy: Policy,
+                 later: frozenset[str], executors: list[Executor]) -> SweepPlan:
+    """judge.adaptive: after round 1, each further round's judgments (sweep.adaptive's rule over the valid scores
+    of the rounds so far) run as one more scheduling loop over the landed answers, appended to ``executors``.
+    Returns the plan with every round's cells. Each round is planned from the warehouse, so a rerun plans the
+    same rounds and reuses every cell it finished."""
+    if not conf.judge.adaptive:
+        return the_plan
+    for round_ in range(1, conf.judge.rounds):
+        cube = load_cube(connect(store), the_plan.run_id, {c.key for c in the_plan.judge})
+        cells = next_round(conf, the_plan, cube, round_)
+        if not cells:
+            console.print(f"adaptive judging: done after round {round_} ({len(the_plan.judge)} judgments)")
+            break
+        the_plan = replace(the_plan, judge=the_plan.judge + cells)
+        console.print(f"adaptive judging, round {round_ + 1}: {len(cells)} more judgments where neighbours' rank "
+                      f"intervals overlap ({len(the_plan.judge)} of judge.budget={conf.judge.budget})")
+        # Always resumed: the rounds before are this run's (run.resume=false redid them in round 1).
+        reuse = reusable(store, the_plan, True, conf.judge.retries, later)
+        executors.append(Executor(the_plan, conf, store, inventory, reuse, policy))
+        executors[-1].execute()
+    return the_plan
+
+
+def reusable(store: Store, the_plan: SweepPlan, resume: bool, judge_retries: int,
+             later: frozenset[str] = frozenset()) -> Reuse:
+    """Cells of this run already in the warehouse; stale and unreadable files are set aside (but those holding
+    only cells ``later`` adaptive rounds may ask for)."""
     generations, bad = store.read("generations", the_plan.run_id)
     judgments, bad_judgments = store.read("judgments", the_plan.run_id)
     comparisons, bad_comparisons = store.read("comparisons", the_plan.run_id)
     bad += bad_judgments + bad_comparisons
     # run.resume=false computes every cell again: the old files go to superseded/ like any replaced file.
-    found = (reconcile(the_plan, generations, judgments, comparisons, judge_retries) if resume
+    found = (reconcile(the_plan, generations, judgments, comparisons, judge_retries, later) if resume
              else Reuse(stale=tuple(sorted((*generations, *judgments, *comparisons)))))
     for path in bad:
         console.print(f"[yellow]warning:[/] {store.url(path)} is not readable warehouse Parquet (corrupt, truncated or another "

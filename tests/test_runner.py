@@ -14,11 +14,13 @@ import pytest
 import ray
 
 from sweep.forecast import local_inventory
-from sweep.plan import plan
+from sweep.plan import next_round, plan
 from sweep.run import run
 from sweep.scheduler import Submitted
-from tests.conftest import exact_rows, fake_pool
+from tests.conftest import exact_rows, fake_pool, superseded
+from tests.test_plan import LAPTOP
 from warehouse.db import connect
+from warehouse.stats import load_cube
 from warehouse.store import Store
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -101,3 +103,30 @@ def test_a_sweep_streams_batches_and_a_crash_loses_only_what_was_in_flight(tmp_p
     per_model = Counter(Path(f).parent.name for f in again.store.files("generations", "stream"))
     assert sorted(per_model.values()) == [3, 3, 3]  # every model's answers in 3 files, one per batch
     assert max(len(e.cells) for e in submitted) == 2
+
+
+def test_adaptive_judging_runs_two_rounds_stores_their_round_and_a_rerun_reuses_both(tmp_path: Path) -> None:
+    """judge.adaptive on the fake engine: round 2 runs as a second scheduling loop over the landed answers, its
+    cells are the rule's (sweep.adaptive) for round 1's scores, and a rerun plans the same rounds and reuses them."""
+    cfg = fake_pool(f"warehouse.root={tmp_path}", "run.name=adapt", "run.samples=2", "judge.adaptive=true",
+                    "judge.judges_per_answer=1", "judge.budget=30", "judge.rounds=2")
+    result = run(cfg)
+    con = connect(result.store)
+    by_round = dict(con.execute("select round, count(*) from judgments group by round").fetchall())
+    # 3 models x 3 prompts x 2 samples = 18 answers, one judge each; round 2: the 12 left of the budget.
+    assert by_round == {1: 18, 2: 12}, by_round
+    # Round 2 is what the rule asks for given round 1's scores, cell for cell.
+    the_plan = plan(cfg, "adapt", LAPTOP)
+    first = {c.key for c in the_plan.judge}
+    expected = next_round(cfg, the_plan, load_cube(con, "adapt", first), 1)
+    assert {k for (k,) in con.execute("select cell_key from judgments where round = 2").fetchall()} == \
+        {c.key for c in expected}
+    assert con.execute("select count(*) from judgments where judge = respondent").fetchone() == (0,)
+    assert con.execute("select judge_cells from runs").fetchone() == (30,)
+    rows = con.execute("select cell_key, round, score from judgments order by cell_key").fetchall()
+    moved = superseded(tmp_path, "judgments", "generations")  # the batch files the run's compaction folded
+    again = run(cfg)
+    assert again.model_loads == 0  # both rounds reused, nothing computed
+    assert connect(again.store).execute("select cell_key, round, score from judgments order by cell_key").fetchall() \
+        == rows
+    assert superseded(tmp_path, "judgments", "generations") == moved  # nothing set aside: every row reused

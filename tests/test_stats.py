@@ -26,9 +26,9 @@ from tests.test_rankings import exact, half_even, judgment, load, reference, syn
 from warehouse.db import connect
 from warehouse.report import print_judging
 from sweep.core.rows import JudgmentRow
-from warehouse import stats as stats_module
-from warehouse.stats import (METHODS, ScoreCube, bootstrap_draws, fit_two_way, kendall_tau_b, load_cube, panel_stats,
-                            whole)
+from sweep.core import stats as stats_module
+from sweep.core.stats import METHODS, ScoreCube, bootstrap_draws, fit_two_way, kendall_tau_b, whole
+from warehouse.stats import load_cube, panel_stats
 
 
 def row(judge: str, resp: str, eval_id: str, score: Optional[float], status: str = "ok", sample: int = 0,

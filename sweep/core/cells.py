@@ -53,6 +53,9 @@ class JudgeCell:
     sampling: SamplingParams
     scrub: tuple[str, ...] = ()
     """Names replaced in the answer before the judge reads it (sweep.core.prompts.identity_terms)."""
+    round: int = 1
+    """Judging round that asked for it (judge.adaptive: 2, 3, ... for the extra judgments); not in the key, so a
+    cell is reused whichever round asks for it."""
 
 
 @dataclass(frozen=True)

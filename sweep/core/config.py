@@ -294,6 +294,14 @@ class Panel:
     """With judges_per_answer: at least this many of an answer's K judges come from other families."""
     seed: int = 0
     """Seed of the panel design: the same seed gives the same judges for every answer."""
+    adaptive: bool = False
+    """With judges_per_answer = K: after the first round at K judges per answer, more judges on the answers of
+    models whose bootstrap rank intervals overlap a neighbour's, round by round, until the order separates, the
+    budget is spent or ``rounds`` ran (sweep/adaptive.py states the rule). Pairwise verdicts are not adapted."""
+    budget: int = 0
+    """With adaptive: judgments in all, round 1's included (at least round 1's: K x answers)."""
+    rounds: int = 4
+    """With adaptive: at most this many judging rounds, round 1 included."""
 
 
 @dataclass

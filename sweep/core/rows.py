@@ -102,6 +102,10 @@ class JudgmentRow:
         "Bottom of the score scale: what failure_aware_ranking counts for an answer never given; "
         "null in runs written before it was stored", default=None,
     )
+    round: Optional[int] = doc(
+        "Judging round that asked for this judgment: 1 for the first, 2, 3, ... for adaptive judging's extra "
+        "judgments (judge.adaptive); null in runs written before it was stored (all round 1)", default=None,
+    )
 
 
 @dataclass(frozen=True)
