@@ -71,19 +71,23 @@ def work(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, Work]]:
 
 
 def work_by_respondent(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, dict[str, Work]]]:
-    """Answers per model, and judging per judge and respondent, in tokens, from the plan's sizes and
-    panel counts (sweep.plan sums them once; no cell is walked)."""
+    """Answers per engine, and judging per judging engine and answering engine, in tokens, from the plan's
+    sizes and panel counts (sweep.plan sums them once; no cell is walked). An engine is named by its host
+    card (SweepPlan.hosts): cards sharing one add up, as their cells go to it in one batch."""
     modes = {c.name: c.mode for c in the_plan.cards}
+    host = the_plan.hosts()
     # Every answer of a card has the card's budget, so one answer length per card.
     answer_len = {s.model: min(s.budget, ANSWER_TOKENS[modes[s.model]]) for s in the_plan.sizes}
-    gen = {s.model: Work(s.prefill_tokens, s.answers * answer_len[s.model], s.answers)
-           for s in the_plan.sizes if s.answers}
-    judging: dict[str, dict[str, Work]] = defaultdict(dict)
+    gen: dict[str, Work] = defaultdict(lambda: Work(0, 0, 0))
+    for s in the_plan.sizes:
+        if s.answers:
+            gen[host[s.model]] += Work(s.prefill_tokens, s.answers * answer_len[s.model], s.answers)
+    judging: dict[str, dict[str, Work]] = defaultdict(lambda: defaultdict(lambda: Work(0, 0, 0)))
     for load in the_plan.loads:
         n = load.judgments
-        judging[load.judge][load.respondent] = Work(n * (JUDGE_PROMPT_TOKENS + answer_len[load.respondent]),
-                                                    n * min(load.verdict_budget, VERDICT_TOKENS), n)
-    return gen, dict(judging)
+        judging[host[load.judge]][host[load.respondent]] += Work(
+            n * (JUDGE_PROMPT_TOKENS + answer_len[load.respondent]), n * min(load.verdict_budget, VERDICT_TOKENS), n)
+    return dict(gen), {j: dict(by) for j, by in judging.items()}
 
 
 CellWork = dict[str, tuple[int, int]]

@@ -75,7 +75,7 @@ def forecast(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory, polic
     per = cell_work(the_plan) if per is None else per
     gen, by_respondent = work_by_respondent(the_plan)
     judge = {j: total(by.values()) for j, by in by_respondent.items()}
-    cards = list(the_plan.cards)
+    cards = [the_plan.card(e.host) for e in the_plan.shared()]  # one per loaded engine
     demands = {c.name: demand(c, conf, inventory) for c in cards}
     batch = conf.engine.concurrency
     out = Forecast(gpus=inventory.gpus)
@@ -186,7 +186,8 @@ def best_policy(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory,
     for policy, f in runs:
         if not budget[0] or _at_bound(best[1]):
             break
-        sequence = tuple(c.name for c in load_order(list(the_plan.cards), demands, first, loads, policy))
+        hosts = [the_plan.card(e.host) for e in the_plan.shared()]  # the loop loads engines, by their hosts
+        sequence = tuple(c.name for c in load_order(hosts, demands, first, loads, policy))
         found = _climb(the_plan, conf, inventory, replace(base, order="given", sequence=sequence), f, budget, per)
         best = min(best, found, key=lambda r: _score(r[1]))
     return best
@@ -245,21 +246,22 @@ def plan_table(the_plan: SweepPlan, conf: SweepConfig, f: Forecast, inventory: I
     for col in ("model", "GPUs", "TP x PP", "node", "dtype", "weight GB", "KV GB", "max_model_len", "graphs",
                 "est. time", "loads"):
         table.add_column(col, justify="left" if col in ("model", "node", "dtype", "graphs") else "right")
-    for card in the_plan.cards:
+    for engine in the_plan.shared():  # one row per loaded engine, naming every card it serves
+        card = the_plan.card(engine.host)
         spans = [s for s in f.spans if s.model == card.name]
         d = spans[0].demand
         nodes = sorted({n for s in spans for n in s.where.nodes})
-        ctx = the_plan.context(card.name)
+        ctx = the_plan.engine_context(card.name)
         if d.endpoint or ctx is None:
-            table.add_row(card.name, "0", "api", d.endpoint, "-", "-", "-", "-", "-", _duration(f.model_s[card.name]),
-                          "-")
+            table.add_row(engine.name, "0", "api", d.endpoint, "-", "-", "-", "-", "-",
+                          _duration(f.model_s[card.name]), "-")
             continue
         settings = engine_args.settings(card, d.shape, spans[0].where, conf, ctx)
         shape = f"{d.shape.tp} x {d.shape.pp}" if d.shape else "cpu"
         weights = d.shape.weight_bytes if d.shape else weight_bytes(card, run_dtype(card, False))
         # The KV cache the engine gets (on GPU estimated: what gpu_memory_utilization leaves), per instance.
         kv = ctx.kv_bytes_per_gpu * max(d.gpus, 1)
-        table.add_row(card.name, str(d.gpus), shape, ",".join(map(str, nodes)), settings.dtype, f"{weights / 1e9:.1f}",
+        table.add_row(engine.name, str(d.gpus), shape, ",".join(map(str, nodes)), settings.dtype, f"{weights / 1e9:.1f}",
                       f"{kv / 1e9:.1f}", f"{settings.max_model_len:,}" + ("*" if ctx.capped else ""),
                       "no (eager)" if settings.enforce_eager else "yes", _duration(f.model_s[card.name]),
                       str(len(spans)))

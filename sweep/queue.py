@@ -7,6 +7,10 @@ ready cells simply has work, whether models are still answering or not.
 
 Landing an answer moves only the cells that wait for it, and ``ready``/``unseen`` read only what is
 ready or unseen: a sweep's bookkeeping is linear in its cells (the scheduling loop asks often).
+
+Cells are held per engine (``SweepPlan.hosts``): cards that share one loaded engine are one name here,
+their host's, so the loop hands that engine all of their cells in one batch; each cell still names its
+own card.
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ class CellQueue:
         self.panel = panel
         self.answers: dict[str, GenerationRow] = {}
         done = set(judged) | set(compared)
-        self.generate = group([c for c in the_plan.generate if c.key not in answers], lambda c: c.model)
+        self.host = host = the_plan.hosts()
+        self.generate = group([c for c in the_plan.generate if c.key not in answers], lambda c: host[c.model])
         rank = {c.key: i for i, c in enumerate((*the_plan.judge, *the_plan.compare))}
         self._left: tuple[Cells[JudgeCell], Cells[CompareCell]] = (Cells(rank), Cells(rank))
         self._ready: tuple[Cells[JudgeCell], Cells[CompareCell]] = (Cells(rank), Cells(rank))
@@ -68,8 +73,8 @@ class CellQueue:
         for cells, left in zip((the_plan.judge, the_plan.compare), self._left):
             for cell in cells:
                 if cell.key not in done:
-                    left.by.setdefault(cell.judge, {})[cell.key] = cell  # type: ignore[index]
-                    self._waits[cell.judge] += 1
+                    left.by.setdefault(host[cell.judge], {})[cell.key] = cell  # type: ignore[index]
+                    self._waits[host[cell.judge]] += 1
                     for key in _needs(cell):
                         self._waiting[key].append(cell)
         self.land_answers(answers)
@@ -86,11 +91,12 @@ class CellQueue:
             for cell in self._waiting.pop(key, ()):
                 if cell.key not in moved and all(k in self.answers for k in _needs(cell)):
                     moved.add(cell.key)
-                    self._waits[cell.judge] -= 1
+                    engine = self.host[cell.judge]
+                    self._waits[engine] -= 1
                     pair = isinstance(cell, CompareCell)
                     seen = shown(cell, self.answers, self.panel) if pair else answerable(  # type: ignore[arg-type]
                         self.answers[cell.answer_key], self.panel)  # type: ignore[union-attr]
-                    (self._ready if seen else self._unseen)[pair].add(cell.judge, (cell,))
+                    (self._ready if seen else self._unseen)[pair].add(engine, (cell,))
 
     def ready(self, judge: str) -> tuple[list[JudgeCell], list[CompareCell]]:
         """The judge's cells whose answers have landed and are shown to judges."""
@@ -114,12 +120,14 @@ class CellQueue:
                 self._ready[part].add(judge, back)  # type: ignore[arg-type]
 
     def unseen(self) -> dict[str, tuple[list[JudgeCell], list[CompareCell]]]:
-        """Remove and return, per judge, the cells whose answers landed but no judge may see."""
+        """Remove and return, per judge card (their rows need no engine), the cells whose answers landed
+        but no judge may see."""
         out: dict[str, tuple[list[JudgeCell], list[CompareCell]]] = {}
-        for judge in sorted(set(self._unseen[0].by) | set(self._unseen[1].by)):
-            cells, pairs = self._unseen[0].get(judge), self._unseen[1].get(judge)
-            self.take(judge, cells, pairs)
-            out[judge] = (cells, pairs)
+        for engine in sorted(set(self._unseen[0].by) | set(self._unseen[1].by)):
+            cells, pairs = self._unseen[0].get(engine), self._unseen[1].get(engine)
+            self.take(engine, cells, pairs)
+            for judge in dict.fromkeys(c.judge for c in (*cells, *pairs)):
+                out[judge] = ([c for c in cells if c.judge == judge], [p for p in pairs if p.judge == judge])
         return out
 
     def left(self, judge: str) -> tuple[list[JudgeCell], list[CompareCell]]:

@@ -385,6 +385,10 @@ class Run:
     more time than a load (sweep/schedule.py, ``worth_another``)."""
     early_judging: bool = True
     """While models still answer, loaded judges with nothing to do judge the answers that exist."""
+    share_engines: bool = True
+    """Cards whose weights and engine settings are the same (a system prompt, sampling or mode apart)
+    share one loaded engine: one load, their requests in one batch (sweep.plan.shared_engines). False:
+    each card loads its own."""
 
 
 @dataclass
