@@ -261,8 +261,9 @@ def plan_table(the_plan: SweepPlan, conf: SweepConfig, f: Forecast, inventory: I
         weights = d.shape.weight_bytes if d.shape else weight_bytes(card, run_dtype(card, False))
         # The KV cache the engine gets (on GPU estimated: what gpu_memory_utilization leaves), per instance.
         kv = ctx.kv_bytes_per_gpu * max(d.gpus, 1)
-        table.add_row(engine.name, str(d.gpus), shape, ",".join(map(str, nodes)), settings.dtype, f"{weights / 1e9:.1f}",
-                      f"{kv / 1e9:.1f}", f"{settings.max_model_len:,}" + ("*" if ctx.capped else ""),
+        window = f"{settings.max_model_len:,}" + ("*" if ctx.capped else "")
+        table.add_row(engine.name, str(d.gpus), shape, ",".join(map(str, nodes)), settings.dtype,
+                      f"{weights / 1e9:.1f}", f"{kv / 1e9:.1f}", window,
                       "no (eager)" if settings.enforce_eager else "yes", _duration(f.model_s[card.name]),
                       str(len(spans)))
     capped = [c.warning() for c in the_plan.contexts if c.capped]
