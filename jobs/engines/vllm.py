@@ -45,6 +45,11 @@ class VllmEngine:
         else:
             # In-process engine: no EngineCore/worker subprocesses inside the Ray actor.
             kwargs["distributed_executor_backend"] = "uni"
+            # Whole prompts per step: a prompt split over steps discards its first sampled token and rewinds
+            # a seeded request's generator, which CPU torch can't ("CPU Generator does not use offset"; vLLM's
+            # gpu_model_runner), so a batch of seeded sampled requests whose prompts outgrow one step (a shared
+            # engine's 22 answers on the hard suite) failed. vLLM-CPU does the same for MLA models.
+            kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=settings.max_model_len)
         if card.reasoning_parser:
             # Grammars (judge JSON) apply to the answer, after the model's reasoning ends.
             kwargs["structured_outputs_config"] = {"reasoning_parser": card.reasoning_parser}
