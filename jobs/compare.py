@@ -33,7 +33,7 @@ def parse(completion: Completion) -> Verdict:
 
 
 def compare(
-    engine: Engine, card: ModelCard, suite: Suite, panel: Panel, cells: Sequence[CompareCell],
+    engine: Engine, cards: Mapping[str, ModelCard], suite: Suite, panel: Panel, cells: Sequence[CompareCell],
     answers: Mapping[str, GenerationRow], run_id: str, max_model_len: int = 1 << 30,
 ) -> list[ComparisonRow]:
     """One ComparisonRow per cell; pairs with an answer judges don't see get status no_answer.
@@ -53,22 +53,24 @@ def compare(
     finals, tries = complete_with_retries(engine, requests, reask(lambda c: parse(c).status, max_model_len),
                                           panel.retries)
     done = {c.key: (comp, n) for c, comp, n in zip(todo, finals, tries, strict=True)}
-    return rows(card, cells, answers, run_id, done)
+    return rows(cards, cells, answers, run_id, done)
 
 
-def failed(card: ModelCard, cells: Sequence[CompareCell], answers: Mapping[str, GenerationRow], run_id: str,
-           error: str, attempts: int) -> list[ComparisonRow]:
+def failed(cards: Mapping[str, ModelCard], cells: Sequence[CompareCell], answers: Mapping[str, GenerationRow],
+           run_id: str, error: str, attempts: int) -> list[ComparisonRow]:
     """Rows for verdicts whose judge instance kept failing: kept as errors, never dropped."""
     c = Completion("", None, "error", 0, 0, 0.0, error=error)
-    return rows(card, cells, answers, run_id, {cell.key: (c, attempts) for cell in cells})
+    return rows(cards, cells, answers, run_id, {cell.key: (c, attempts) for cell in cells})
 
 
-def rows(card: ModelCard, cells: Sequence[CompareCell], answers: Mapping[str, GenerationRow], run_id: str,
-         done: Mapping[str, tuple[Completion, int]]) -> list[ComparisonRow]:
-    """One row per cell; a cell without a completion had an answer judges don't see."""
+def rows(cards: Mapping[str, ModelCard], cells: Sequence[CompareCell], answers: Mapping[str, GenerationRow],
+         run_id: str, done: Mapping[str, tuple[Completion, int]]) -> list[ComparisonRow]:
+    """One row per cell, of its judge card (``cards`` by name); a cell without a completion had an answer
+    judges don't see."""
     now = dt.datetime.now(dt.timezone.utc)
     out = []
     for cell in cells:
+        card = cards[cell.judge]
         one, two = answers[cell.first_key], answers[cell.second_key]
         comp, attempts = done.get(cell.key, (None, 0))
         verdict = parse(comp) if comp is not None else Verdict(

@@ -130,10 +130,11 @@ def weighted_score(criteria: Mapping[str, int], suite: Suite) -> float:
 
 
 def judge(
-    engine: Engine, card: ModelCard, suite: Suite, panel: Panel, cells: Sequence[JudgeCell],
+    engine: Engine, cards: Mapping[str, ModelCard], suite: Suite, panel: Panel, cells: Sequence[JudgeCell],
     answers: Mapping[str, GenerationRow], run_id: str, max_model_len: int = 1 << 30,
 ) -> list[JudgmentRow]:
-    """One JudgmentRow per cell; answers that can't be judged get status no_answer.
+    """One JudgmentRow per cell, naming the cell's own judge card (``cards``, by name: those sharing the
+    engine); answers that can't be judged get status no_answer.
 
     Invalid and truncated verdicts are asked again, ``panel.retries`` times."""
     schema = judge_schema(suite, panel.justification_max_chars)
@@ -152,7 +153,7 @@ def judge(
     finals, tries = complete_with_retries(engine, requests, reask(lambda c: parse(c, suite).status, max_model_len),
                                           panel.retries)
     done = {c.key: (comp, n) for c, comp, n in zip(todo, finals, tries, strict=True)}
-    return rows(card, suite, cells, answers, run_id, done, {k: found for k, (_, found) in shown.items()})
+    return rows(cards, suite, cells, answers, run_id, done, {k: found for k, (_, found) in shown.items()})
 
 
 def reask(status: Callable[[Completion], str], max_model_len: int) -> Retry:
@@ -169,21 +170,22 @@ def reask(status: Callable[[Completion], str], max_model_len: int) -> Retry:
     return again
 
 
-def failed(card: ModelCard, suite: Suite, cells: Sequence[JudgeCell], answers: Mapping[str, GenerationRow],
-           run_id: str, error: str, attempts: int) -> list[JudgmentRow]:
+def failed(cards: Mapping[str, ModelCard], suite: Suite, cells: Sequence[JudgeCell],
+           answers: Mapping[str, GenerationRow], run_id: str, error: str, attempts: int) -> list[JudgmentRow]:
     """Rows for judgments whose judge instance kept failing: kept as errors, counted, never dropped."""
     c = Completion("", None, "error", 0, 0, 0.0, error=error)
-    return rows(card, suite, cells, answers, run_id, {cell.key: (c, attempts) for cell in cells})
+    return rows(cards, suite, cells, answers, run_id, {cell.key: (c, attempts) for cell in cells})
 
 
-def rows(card: ModelCard, suite: Suite, cells: Sequence[JudgeCell], answers: Mapping[str, GenerationRow],
-         run_id: str, done: Mapping[str, tuple[Completion, int]],
+def rows(cards: Mapping[str, ModelCard], suite: Suite, cells: Sequence[JudgeCell],
+         answers: Mapping[str, GenerationRow], run_id: str, done: Mapping[str, tuple[Completion, int]],
          scrubbed: Optional[Mapping[str, Optional[str]]] = None) -> list[JudgmentRow]:
-    """One row per cell; a cell without a completion had no answer to judge. ``scrubbed``: what ``scrub``
-    found in each judged answer, if known."""
+    """One row per cell, of its judge card (``cards`` by name); a cell without a completion had no answer
+    to judge. ``scrubbed``: what ``scrub`` found in each judged answer, if known."""
     now = dt.datetime.now(dt.timezone.utc)
     out = []
     for cell in cells:
+        card = cards[cell.judge]
         answer = answers[cell.answer_key]
         comp, attempts = done.get(cell.key, (None, 0))
         verdict = (

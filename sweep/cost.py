@@ -72,16 +72,20 @@ def work(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, Work]]:
 
 
 def work_by_respondent(the_plan: SweepPlan) -> tuple[dict[str, Work], dict[str, dict[str, Work]]]:
-    """Answers per model, and judging per judge and respondent, in tokens, from the plan's sizes and
-    panel counts (sweep.plan sums them once; no cell is walked)."""
+    """Answers per engine, and judging per judging engine and answering engine, in tokens, from the plan's
+    sizes and panel counts (sweep.plan sums them once; no cell is walked). An engine is named by its host
+    card (SweepPlan.hosts): cards sharing one add up, as their cells go to it in one batch."""
     answer_len, judged = _per_answer(the_plan)
-    gen = {s.model: Work(s.prefill_tokens, s.answers * answer_len[s.model], s.answers)
-           for s in the_plan.sizes if s.answers}
-    judging: dict[str, dict[str, Work]] = defaultdict(dict)
+    host = the_plan.hosts()
+    gen: dict[str, Work] = defaultdict(lambda: Work(0, 0, 0))
+    for s in the_plan.sizes:
+        if s.answers:
+            gen[host[s.model]] += Work(s.prefill_tokens, s.answers * answer_len[s.model], s.answers)
+    judging: dict[str, dict[str, Work]] = defaultdict(lambda: defaultdict(lambda: Work(0, 0, 0)))
     for load in the_plan.loads:
         n, (prefill, decode) = load.judgments, judged[load.judge, load.respondent]
-        judging[load.judge][load.respondent] = Work(n * prefill, n * decode, n)
-    return gen, dict(judging)
+        judging[host[load.judge]][host[load.respondent]] += Work(n * prefill, n * decode, n)
+    return dict(gen), {j: dict(by) for j, by in judging.items()}
 
 
 def _per_answer(the_plan: SweepPlan) -> tuple[dict[str, int], dict[tuple[str, str], tuple[int, int]]]:

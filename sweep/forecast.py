@@ -78,7 +78,8 @@ class Basis:
         self.work = cell_work(the_plan)
         gen, by_respondent = work_by_respondent(the_plan)
         judge = {j: total(by.values()) for j, by in by_respondent.items()}
-        cards = the_plan.cards
+        cards = [the_plan.card(e.host) for e in the_plan.shared()]  # one per loaded engine
+        self.hosts = cards
         self.demands = {c.name: demand(c, conf, inventory) for c in cards}
         self.load_s = {c.name: load_seconds(c, self.demands[c.name]) for c in cards}
         batch = conf.engine.concurrency
@@ -102,7 +103,7 @@ class Basis:
         if not self.inventory.gpus:
             return None
         if warm_reloads not in self._bounds:
-            again = {c.name: reload_seconds(c, self.demands[c.name]) for c in self.plan.cards} if warm_reloads else None
+            again = {c.name: reload_seconds(c, self.demands[c.name]) for c in self.hosts} if warm_reloads else None
             self._bounds[warm_reloads] = lower_bound(self.demands, self.load_s, self.gen_s, self.busy_s, self.judge_s,
                                                      self.inventory, again)
         return self._bounds[warm_reloads]
@@ -201,13 +202,14 @@ def best_policy(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory,
     # On CPU the instances of a node take turns, so the order moves little (1 s of 775 s for the smoke
     # pool with 2 samples): runs without GPUs keep the named order.
     budget = min(SEARCH_FORECASTS, SEARCH_CELLS // max(len(basis.work), 1)) if inventory.gpus else 0
-    if budget < (len(the_plan.cards) - 1) ** 2:  # not one neighbourhood: keep the named order
+    if budget < (len(basis.hosts) - 1) ** 2:  # not one neighbourhood: keep the named order
         budget = 0
     best = runs[0]
     for policy, f in runs:
         if not budget or _at_bound(best[1]):
             break
-        order = load_order(list(the_plan.cards), basis.demands, basis.gen_s, basis.load_s, policy)
+        # The loop loads engines, by their hosts.
+        order = load_order(list(basis.hosts), basis.demands, basis.gen_s, basis.load_s, policy)
         found, budget = _climb(basis, replace(base, order="given", sequence=tuple(c.name for c in order)), f, budget)
         best = min(best, found, key=lambda r: _score(r[1]))
     return best
@@ -266,22 +268,24 @@ def plan_table(the_plan: SweepPlan, conf: SweepConfig, f: Forecast, inventory: I
     for col in ("model", "GPUs", "TP x PP", "node", "dtype", "weight GB", "KV GB", "max_model_len", "graphs",
                 "est. time", "loads"):
         table.add_column(col, justify="left" if col in ("model", "node", "dtype", "graphs") else "right")
-    for card in the_plan.cards:
+    for engine in the_plan.shared():  # one row per loaded engine, naming every card it serves
+        card = the_plan.card(engine.host)
         spans = [s for s in f.spans if s.model == card.name]
         d = spans[0].demand
         nodes = sorted({n for s in spans for n in s.where.nodes})
-        ctx = the_plan.context(card.name)
+        ctx = the_plan.engine_context(card.name)
         if d.endpoint or ctx is None:
-            table.add_row(card.name, "0", "api", d.endpoint, "-", "-", "-", "-", "-", _duration(f.model_s[card.name]),
-                          "-")
+            table.add_row(engine.name, "0", "api", d.endpoint, "-", "-", "-", "-", "-",
+                          _duration(f.model_s[card.name]), "-")
             continue
         settings = engine_args.settings(card, d.shape, spans[0].where, conf, ctx)
         shape = f"{d.shape.tp} x {d.shape.pp}" if d.shape else "cpu"
         weights = d.shape.weight_bytes if d.shape else weight_bytes(card, run_dtype(card, False))
         # The KV cache the engine gets (on GPU estimated: what gpu_memory_utilization leaves), per instance.
         kv = ctx.kv_bytes_per_gpu * max(d.gpus, 1)
-        table.add_row(card.name, str(d.gpus), shape, ",".join(map(str, nodes)), settings.dtype, f"{weights / 1e9:.1f}",
-                      f"{kv / 1e9:.1f}", f"{settings.max_model_len:,}" + ("*" if ctx.capped else ""),
+        window = f"{settings.max_model_len:,}" + ("*" if ctx.capped else "")
+        table.add_row(engine.name, str(d.gpus), shape, ",".join(map(str, nodes)), settings.dtype,
+                      f"{weights / 1e9:.1f}", f"{kv / 1e9:.1f}", window,
                       "no (eager)" if settings.enforce_eager else "yes", _duration(f.model_s[card.name]),
                       str(len(spans)))
     capped = [c.warning() for c in the_plan.contexts if c.capped]

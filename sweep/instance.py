@@ -1,7 +1,9 @@
 """A loaded model: the body of the Ray actor that holds one engine for its whole life.
 
 It answers (generation) and then judges with the same weights, so each model is
-loaded once per sweep when the cluster has room for the whole pool.
+loaded once per sweep when the cluster has room for the whole pool. Cards whose weights and
+engine settings are the same share it (sweep.plan.shared_engines): their cells come in one
+batch, each request with its own card's prompt and sampling, each row naming its own card.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from sweep.core.rows import ComparisonRow, GenerationRow, JudgmentRow
 
 
 class Instance:
-    def __init__(self, card: ModelCard, settings: engines.EngineSettings) -> None:
-        self.card = card
+    def __init__(self, cards: Sequence[ModelCard], settings: engines.EngineSettings) -> None:
+        """``cards``: those sharing the engine, its host first (its weights and engine settings are theirs)."""
+        card = cards[0]
+        self.cards = {c.name: c for c in cards}
         self.max_model_len = settings.max_model_len
         if not card.remote and not settings.weights:  # a Hub checkpoint is named already (engine_args)
             settings = replace(settings, weights=local_weights(card, settings.dtype))
@@ -30,15 +34,16 @@ class Instance:
         except Exception as e:  # one line for the driver's log and the error rows: card, weights, cause, fix
             cause = (str(e).strip().splitlines() or [""])[0][:300]
             raise RuntimeError(
-                f"{card.name}: its engine failed to start from {settings.weights or 'its endpoint'} "
+                f"{' + '.join(self.cards)}: its engine failed to start from {settings.weights or 'its endpoint'} "
                 f"({type(e).__name__}: {cause}); fix: make that a whole model folder (config.json, weights, "
                 "tokenizer) vLLM loads, or change the card's engine settings") from e
 
     def generate(
-        self, pool_index: int, suite: Suite, cells: Sequence[GenerateCell], run_id: str,
+        self, pool_index: Mapping[str, int], suite: Suite, cells: Sequence[GenerateCell], run_id: str,
         retry_truncated: Optional[int],
     ) -> list[GenerationRow]:
-        return generate(self.engine, self.card, pool_index, suite, cells, run_id, retry_truncated, self.max_model_len)
+        return generate(self.engine, self.cards, pool_index, suite, cells, run_id, retry_truncated,
+                        self.max_model_len)
 
     def judge(
         self, suite: Suite, panel: Panel, cells: Sequence[JudgeCell], answers: Mapping[str, GenerationRow], run_id: str,
@@ -47,7 +52,7 @@ class Instance:
         """Scores, then pairwise verdicts (judge.pairwise) with the same loaded weights."""
         rows: list[JudgmentRow | ComparisonRow] = []
         if cells:
-            rows += judge(self.engine, self.card, suite, panel, cells, answers, run_id, self.max_model_len)
+            rows += judge(self.engine, self.cards, suite, panel, cells, answers, run_id, self.max_model_len)
         if pairs:
-            rows += compare(self.engine, self.card, suite, panel, pairs, answers, run_id, self.max_model_len)
+            rows += compare(self.engine, self.cards, suite, panel, pairs, answers, run_id, self.max_model_len)
         return rows

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from sweep import adaptive, engine_args, panel, sizing
 from sweep.core.cells import (HOLE, AnswerSizes, CompareCell, GenerateCell, JudgeCell, PanelLoad, SamplingParams,
-                              SweepPlan, key_template, prefill_estimate)
+                              SharedEngine, SweepPlan, content_key, key_template, prefill_estimate)
 from sweep.core.config import Mode, ModelCard, NodeGroup, Panel, PromptFormat, Sampling, SweepConfig
 from sweep.core.errors import SweepError
 from sweep.core.stats import ScoreCube
@@ -34,7 +34,13 @@ def resolve_sampling(card: ModelCard, mode: Mode, override: Sampling, seed: int)
 
 
 def _identity(card: ModelCard) -> dict[str, Any]:
-    """What makes two cards produce different text for the same request.
+    """What makes two cards produce different text for the same request: the engine that runs them
+    (``_engine``) and what each request carries, the system prompt and the mode."""
+    return {**_engine(card), "system": card.system_prompt, "mode": card.mode.value}
+
+
+def _engine(card: ModelCard) -> dict[str, Any]:
+    """The engine's part of ``_identity``: what produces the text once a request is given.
 
     The engine that runs local weights is in it, and the checkpoint that loads (prefer_fp8 picks
     another). Left out, as they change no text beyond float rounding, as batch composition does: the
@@ -45,9 +51,8 @@ def _identity(card: ModelCard) -> dict[str, Any]:
     plan says so and re-asks grow only that far."""
     if card.remote:
         assert card.endpoint is not None
-        endpoint = {"base_url": card.endpoint.base_url, "model": card.endpoint.model}
-        return {"endpoint": endpoint, "format": card.prompt_format.value, "system": card.system_prompt,
-                "mode": card.mode.value}
+        return {"endpoint": {"base_url": card.endpoint.base_url, "model": card.endpoint.model},
+                "format": card.prompt_format.value}
     repo, revision = engine_args.checkpoint(card, card.dtype.value)
     return {
         "engine": card.engine,
@@ -56,10 +61,22 @@ def _identity(card: ModelCard) -> dict[str, Any]:
         "dtype": card.dtype.value,
         "format": card.prompt_format.value,
         "stop": PLAIN_STOP if card.prompt_format is PromptFormat.plain else None,
-        "system": card.system_prompt,
-        "mode": card.mode.value,
         "reasoning_parser": card.reasoning_parser,
     }
+
+
+def shared_engines(cards: Sequence[ModelCard], share: bool) -> tuple[SharedEngine, ...]:
+    """Local cards whose engines are the same (``_engine``) and whose sizing facts are the same (so the
+    same shape, memory, context length and KV cache: one instance holds either) share one engine, hosted
+    by the first in pool order; the rest of a card (prompt, sampling, mode, retries) goes with each
+    request. API cards load nothing and keep their own client; ``share`` false (run.share_engines): one
+    engine per card."""
+    keys = {c.name: content_key(_engine(c), c.params_total_b, c.params_active_b, c.architecture, c.context_length,
+                                c.dtypes, c.cpu_ok) for c in cards}
+    groups: dict[str, list[str]] = {}
+    for card in cards:
+        groups.setdefault(keys[card.name] if share and not card.remote else card.name, []).append(card.name)
+    return tuple(SharedEngine(keys[names[0]], tuple(names)) for names in groups.values())
 
 
 def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPlan:
@@ -112,7 +129,7 @@ def plan(cfg: SweepConfig, run_id: str, inventory: sizing.Inventory) -> SweepPla
     by_card = {s.model: s for s in sizes}
     windows = engine_args.contexts(cards, by_card, reads, suite, verdicts, cfg, inventory)
     return SweepPlan(run_id, cards, suite, tuple(answers), judgments, comparisons, tuple(windows.values()),
-                     tuple(sizes), loads)
+                     tuple(sizes), loads, shared_engines(cards, cfg.run.share_engines))
 
 
 @dataclass(frozen=True)

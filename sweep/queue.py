@@ -11,6 +11,10 @@ ready or unseen: a sweep's bookkeeping is linear in its cells (the scheduling lo
 Memory: an answer is kept only while a verdict on it is still to be written (``done`` counts them
 down), and without what no judge reads (its prompt, reasoning, sampling): 80,000 answers of a
 thinking model would otherwise hold gigabytes of reasoning in the driver.
+
+Cells are held per engine (``SweepPlan.hosts``): cards that share one loaded engine are one name here,
+their host's, so the loop hands that engine all of their cells in one batch; each cell still names its
+own card.
 """
 
 from __future__ import annotations
@@ -70,7 +74,8 @@ class CellQueue:
         self.panel = panel
         self.answers: dict[str, GenerationRow] = {}
         done = set(judged) | set(compared)
-        self.generate = group([c for c in the_plan.generate if c.key not in answers], lambda c: c.model)
+        self.host = host = the_plan.hosts()
+        self.generate = group([c for c in the_plan.generate if c.key not in answers], lambda c: host[c.model])
         rank = {c.key: i for i, c in enumerate((*the_plan.judge, *the_plan.compare))}
         self._left: tuple[Cells[JudgeCell], Cells[CompareCell]] = (Cells(rank), Cells(rank))
         self._ready: tuple[Cells[JudgeCell], Cells[CompareCell]] = (Cells(rank), Cells(rank))
@@ -84,8 +89,8 @@ class CellQueue:
         for cells, left in zip((the_plan.judge, the_plan.compare), self._left):
             for cell in cells:
                 if cell.key not in done:
-                    left.by.setdefault(cell.judge, {})[cell.key] = cell  # type: ignore[index]
-                    self._waits[cell.judge] += 1
+                    left.by.setdefault(host[cell.judge], {})[cell.key] = cell  # type: ignore[index]
+                    self._waits[host[cell.judge]] += 1
                     for key in _needs(cell):
                         self._waiting[key].append(cell)
                         self._readers[key] += 1
@@ -119,12 +124,14 @@ class CellQueue:
             into = ready if waiting and answerable(self.answers[key], self.panel) else unseen
             for cell in waiting:
                 if isinstance(cell, JudgeCell):
-                    self._waits[cell.judge] -= 1
-                    into.setdefault(cell.judge, {})[cell.key] = cell
+                    engine = self.host[cell.judge]
+                    self._waits[engine] -= 1
+                    into.setdefault(engine, {})[cell.key] = cell
                 elif cell.key not in moved and all(k in self.answers for k in _needs(cell)):
                     moved.add(cell.key)
-                    self._waits[cell.judge] -= 1
-                    (self._ready if shown(cell, self.answers, self.panel) else self._unseen)[1].add(cell.judge, (cell,))
+                    engine = self.host[cell.judge]
+                    self._waits[engine] -= 1
+                    (self._ready if shown(cell, self.answers, self.panel) else self._unseen)[1].add(engine, (cell,))
 
     def ready(self, judge: str) -> tuple[list[JudgeCell], list[CompareCell]]:
         """The judge's cells whose answers have landed and are shown to judges."""
@@ -158,12 +165,14 @@ class CellQueue:
                     self.answers.pop(key, None)
 
     def unseen(self) -> dict[str, tuple[list[JudgeCell], list[CompareCell]]]:
-        """Remove and return, per judge, the cells whose answers landed but no judge may see."""
+        """Remove and return, per judge card (their rows need no engine), the cells whose answers landed
+        but no judge may see."""
         out: dict[str, tuple[list[JudgeCell], list[CompareCell]]] = {}
-        for judge in sorted(set(self._unseen[0].by) | set(self._unseen[1].by)):
-            cells, pairs = self._unseen[0].get(judge), self._unseen[1].get(judge)
-            self.take(judge, cells, pairs)
-            out[judge] = (cells, pairs)
+        for engine in sorted(set(self._unseen[0].by) | set(self._unseen[1].by)):
+            cells, pairs = self._unseen[0].get(engine), self._unseen[1].get(engine)
+            self.take(engine, cells, pairs)
+            for judge in dict.fromkeys(c.judge for c in (*cells, *pairs)):
+                out[judge] = ([c for c in cells if c.judge == judge], [p for p in pairs if p.judge == judge])
         return out
 
     def left(self, judge: str) -> tuple[list[JudgeCell], list[CompareCell]]:

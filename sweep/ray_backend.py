@@ -77,10 +77,12 @@ class RayBackend:
 
     def start(self, card: ModelCard, key: str, d: Demand, where: Placement) -> None:
         key_env = card.endpoint.api_key_env if card.endpoint else None
-        ctx = self.plan.context(card.name)
+        ctx = self.plan.engine_context(card.name)
         settings = engine_args.settings(card, d.shape, where, self.conf, ctx,
                                         os.environ.get(key_env) if key_env else None)
-        self.log(f"{key}: loading {engine_args.describe(settings, ctx)}")
+        shared = self.plan.engine(card.name)  # ``card`` hosts it; every card of it runs there
+        serves = f" for {shared.name}" if len(shared.cards) > 1 else ""
+        self.log(f"{key}: loading {engine_args.describe(settings, ctx)}{serves}")
         group, planned = None, ()
         if d.endpoint:  # an API client: waits on the network, holds nothing
             options: dict[str, Any] = {"num_cpus": 0}
@@ -91,7 +93,8 @@ class RayBackend:
             options = self._cpu_options(d, where)
         self.started += 1
         name = f"sweep/{self.plan.run_id}/{card.name}/{self.started}"
-        self.actors[key] = Actor(self.remote.options(name=name, **options).remote(card, settings), group, planned)
+        cards = [self.plan.card(n) for n in shared.cards]
+        self.actors[key] = Actor(self.remote.options(name=name, **options).remote(cards, settings), group, planned)
 
     def _cpu_options(self, d: Demand, where: Placement) -> dict[str, Any]:
         """CPU instances share the cores (num_cpus=0); Ray still accounts their memory."""
@@ -132,8 +135,7 @@ class RayBackend:
         # Only what the batch needs: its prompts of the suite, and (judging) the answers it reads.
         suite = replace(p.suite, prompts=[self.prompts[i] for i in dict.fromkeys(c.eval_id for c in (*cells, *pairs))])
         if batch.job.kind == ANSWERS:
-            ref = actor.generate.remote(self.pool_index[batch.job.model], suite, cells, p.run_id,
-                                        self.conf.run.retry_truncated)
+            ref = actor.generate.remote(self.pool_index, suite, cells, p.run_id, self.conf.run.retry_truncated)
         else:
             ref = actor.judge.remote(suite, self.conf.judge, cells, self.queue.answers_for(cells, pairs), p.run_id,
                                      pairs)

@@ -35,7 +35,7 @@ from sweep.core.rows import ComparisonRow, JudgmentRow, RunRow
 from sweep.endpoints import check_endpoints
 from sweep.forecast import best_policy, plan_table
 from sweep.plan import candidates, next_round, plan, validate
-from sweep.queue import CellQueue
+from sweep.queue import CellQueue, group
 from sweep.ray_backend import Landing, RayBackend, inventory_from_ray
 from sweep.resume import Reuse, reconcile
 from sweep.schedule import Policy
@@ -229,6 +229,7 @@ class Executor:
         self.backend = RayBackend(the_plan, conf, inventory, self.queue, console.log)
         self.loop = Scheduler(the_plan, conf, inventory, policy, self.backend, self.queue, self)
         self.pool_index = {c.name: i for i, c in enumerate(the_plan.cards)}
+        self.cards = {c.name: c for c in the_plan.cards}
         self.progress = Progress(
             TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("ETA"), TimeRemainingColumn(), TokensPerSecond(), TextColumn("{task.fields[note]}"),
@@ -287,23 +288,25 @@ class Executor:
         self.progress.start_task(self.pairwise)
 
     def landed(self, batch: Batch, rows: Sequence[Any]) -> None:
-        card = self.plan.card(batch.job.model)
+        """A batch of an engine its cards may share: each card's rows are written and logged as its own."""
         if batch.job.kind == JUDGMENTS:
-            self._saved_judgments(card, rows)
+            for judge, own in group(rows, lambda r: r.judge).items():
+                self._saved_judgments(self.cards[judge], own)
             return
-        self._write("generations", rows, model=card.name)
-        self._advance(self.answers, rows)
-        self._log(card, "answers", rows)
+        for model, own in group(rows, lambda r: r.model).items():
+            self._write("generations", own, model=model)
+            self._advance(self.answers, own)
+            self._log(self.cards[model], "answers", own)
 
     def unseen(self, judge: str, cells: Sequence[JudgeCell], pairs: Sequence[CompareCell]) -> None:
         """Verdicts on answers judges don't see (empty, failed, or cut off) need no model."""
-        card, p, q = self.plan.card(judge), self.plan, self.queue
+        p, q = self.plan, self.queue
         rows: list[JudgmentRow | ComparisonRow] = []
         if cells:
-            rows += judge_rows(card, p.suite, cells, q.answers_for(cells), p.run_id, {})
+            rows += judge_rows(self.cards, p.suite, cells, q.answers_for(cells), p.run_id, {})
         if pairs:
-            rows += comparing.rows(card, pairs, q.answers, p.run_id, {})
-        self._saved_judgments(card, rows)
+            rows += comparing.rows(self.cards, pairs, q.answers, p.run_id, {})
+        self._saved_judgments(self.cards[judge], rows)
 
     def _saved_judgments(self, card: ModelCard, rows: Sequence[Any]) -> None:
         self._write("judgments", [r for r in rows if isinstance(r, JudgmentRow)], judge=card.name)
@@ -313,12 +316,13 @@ class Executor:
         self._log(card, "judgments", rows)
 
     def error_rows(self, batch: Batch, error: str, attempts: int) -> list[Any]:
-        card, p = self.plan.card(batch.job.model), self.plan
+        """Each cell's error row names its own card (an engine may serve several)."""
+        p = self.plan
         cells, pairs = batch.carried()
         if batch.job.kind == ANSWERS:
-            return generate_failed(card, self.pool_index[card.name], p.suite, cells, p.run_id, error, attempts)
-        return [*judge_failed(card, p.suite, cells, self.queue.answers_for(cells), p.run_id, error, attempts),
-                *comparing.failed(card, pairs, self.queue.answers_for((), pairs), p.run_id, error, attempts)]
+            return generate_failed(self.cards, self.pool_index, p.suite, cells, p.run_id, error, attempts)
+        return [*judge_failed(self.cards, p.suite, cells, self.queue.answers_for(cells), p.run_id, error, attempts),
+                *comparing.failed(self.cards, pairs, self.queue.answers_for((), pairs), p.run_id, error, attempts)]
 
     def _advance(self, task: Any, rows: Sequence[Any]) -> None:
         tokens = self.progress.tasks[task].fields["tokens"] + sum(r.output_tokens for r in rows)
@@ -339,3 +343,4 @@ class Executor:
         tokens = sum(r.output_tokens for r in rows)
         counts = ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
         console.log(f"{card.name}: {len(rows)} {what} ({counts}), {tokens} output tokens")
+

@@ -52,6 +52,8 @@ class Job:
     """One model's cells for a batch, before it is split over instances."""
 
     model: str
+    """The engine's host card (SweepPlan.hosts): cards sharing one engine are one model here, their cells
+    in its jobs (sweep.queue), each cell naming its own card."""
     kind: str
     """ANSWERS (cells are GenerateCells) or JUDGMENTS (JudgeCells, and pairwise verdicts)."""
     cells: tuple[Any, ...]

@@ -90,7 +90,7 @@ def test_a_cut_off_answer_is_judged_with_a_notice_and_an_empty_one_never(judge_t
         answers = {c.answer_key: replace(gen("m-alpha", c.eval_id, 0, 0.1, 8), cell_key=c.answer_key, answer=text,
                                          status=status, model=c.respondent) for c in cells}
         engine = Recorder()
-        rows = judge(engine, judge_card, p.suite, cfg.judge, cells, answers, "r")
+        rows = judge(engine, {judge_card.name: judge_card}, p.suite, cfg.judge, cells, answers, "r")
         asked = status == "ok" or (status == "truncated" and judge_truncated)
         assert len(rows) == len(cells) == 2 and len(engine.sent) == (2 if asked else 0), status
         assert [r.status for r in rows] == ["ok" if asked else "no_answer"] * 2, status

@@ -119,9 +119,10 @@ def test_judges_use_the_schema_when_the_server_takes_it_else_strict_parse_and_re
     cells = [c for c in the_plan.judge if c.judge == judge_card.name]
     gen_cells = [c for c in the_plan.generate if c.model == respondent.name]
     said = [Completion("Paris. [fault:prose,ok]", None, "stop", 10, 5, 0.1)] * len(gen_cells)
-    answers = {r.cell_key: r for r in generation_rows(respondent, 1, cfg.evals, gen_cells, "r", said, [1] * len(said))}
+    answers = {r.cell_key: r for r in generation_rows({respondent.name: respondent}, {respondent.name: 1}, cfg.evals,
+                                                      gen_cells, "r", said, [1] * len(said))}
     e = engine(stub, json_schema=json_schema)
-    rows = judge(e, e.card, cfg.evals, Panel(retries=1), cells, answers, "r")
+    rows = judge(e, {judge_card.name: judge_card}, cfg.evals, Panel(retries=1), cells, answers, "r")
     assert [r.status for r in rows] == ["ok"] * len(cells), [(r.error, r.raw) for r in rows]
     formats = [r.get("response_format") for r in stub.requests]
     if json_schema:  # constrained: the first answer is already a verdict

@@ -120,7 +120,7 @@ def test_invalid_verdicts_are_asked_again_and_unanswered_pairs_get_no_model() ->
     answers[empty] = replace(answers[empty], status="empty")
     asked = [c for c in cells if empty not in (c.first_key, c.second_key)]
     engine = Scripted(["not json"] + ['{"winner": "2", "justification": "ok"}'] * (2 * len(asked)))
-    rows = comparing.compare(engine, judge, cfg.evals, cfg.judge, cells, answers, "r")
+    rows = comparing.compare(engine, {judge.name: judge}, cfg.evals, cfg.judge, cells, answers, "r")
     assert len(rows) == len(cells) and len(engine.seen) == len(asked) + 1  # one re-ask
     assert {r.status for r in rows if empty in (r.first_key, r.second_key)} == {"no_answer"}
     ok = [r for r in rows if r.status == "ok"]

@@ -87,7 +87,7 @@ def test_judges_see_scrubbed_answers_and_the_scrub_is_recorded() -> None:
         for c in p.generate if c.model in said
     }
     engine = Recorder()
-    rows = judging.judge(engine, judge, cfg.evals, cfg.judge, cells, answers, "r")
+    rows = judging.judge(engine, {judge.name: judge}, cfg.evals, cfg.judge, cells, answers, "r")
     assert len(engine.seen) == len(cells) == len(rows)
     assert not any("smollm" in text.lower() or "hugging face" in text.lower() for text in engine.seen)
     assert sum("Hello, I am [redacted], made by [redacted]. 42." in text for text in engine.seen) == 3

@@ -15,7 +15,8 @@ from tests.test_rankings import gen
 
 
 def test_cells_become_ready_as_their_answers_land_and_unseen_ones_need_no_model() -> None:
-    cfg = compose_config("evals=smoke", "judge.pairwise=true")
+    # One engine per card, so each card's cells are held apart (tests/test_shared_engines.py: shared ones).
+    cfg = compose_config("evals=smoke", "judge.pairwise=true", "run.share_engines=false")
     p = plan(cfg, "r", LAPTOP)
     q = CellQueue(p, cfg.judge, {})
     judge = "Gemma3-270M-base"

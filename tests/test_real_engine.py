@@ -19,7 +19,7 @@ from jobs.models import local_weights
 from sweep.core.prompts import judge_messages, scrub
 from sweep.plan import plan
 from tests.conftest import compose_config, exact_rows, superseded
-from tests.real_sweep import BUDGET, CONFIG, GENERATING, ROOT, RUN, WIDE, Resumed
+from tests.real_sweep import BUDGET, CONFIG, JUDGING, ROOT, RUN, WIDE, Resumed
 from tests.test_plan import LAPTOP
 from warehouse.db import connect
 from warehouse.store import Store
@@ -34,7 +34,8 @@ def test_a_real_sweep_killed_mid_run_finishes_on_rerun_without_redoing_cells(res
         return sum(pq.read_metadata(f).num_rows for f in r.landed if f"/{table}/" in f)
 
     answered, judged = landed("generations"), landed("judgments")
-    assert r.status_at_kill == "running" and 0 < answered < 6 and judged <= answered, (r.status_at_kill, answered)
+    # Both cards' answers landed (one shared engine answered them in one batch), the verdicts not all.
+    assert r.status_at_kill == "running" and answered == 6 and judged < 6, (r.status_at_kill, answered, judged)
     assert exact_rows(r.store, RUN) == (6, 6, 6, 6)  # 2 models x 3 prompts; 2 judges x 1 peer x 3 prompts
     assert con.execute("select status, reused_cells from runs").fetchone() == ("finished", answered + judged)
     assert f"reusing {answered} answers, {judged} judgments" in r.rerun.stderr
@@ -44,13 +45,19 @@ def test_a_real_sweep_killed_mid_run_finishes_on_rerun_without_redoing_cells(res
     assert not list(Path(r.store.root).glob("**/.*.tmp"))
 
 
-def test_a_real_engine_killed_while_generating_is_replaced(resumed_sweep: Resumed) -> None:
+def test_a_real_engine_killed_while_judging_is_replaced(resumed_sweep: Resumed) -> None:
     r = resumed_sweep
     con = connect(r.store)
-    assert r.killed.startswith(GENERATING)  # it was killed inside a batch of answers
+    assert r.killed.startswith(JUDGING)  # it was killed inside a batch of verdicts
     assert "instance failed (ActorDiedError" in r.rerun.stderr and "restarting (1/2)" in r.rerun.stderr
-    # Both models load to judge, and the killed one once more: exactly one failure, no error rows.
-    assert con.execute("select model_loads, instance_failures from runs").fetchone() == (3, 1)
+    # The two SmolLM2 cards share one engine: it loads once to judge for both, and once more when killed
+    # (one engine per card: 3 loads). Exactly one failure, no error rows.
+    assert con.execute("select model_loads, instance_failures from runs").fetchone() == (2, 1)
+    serves = "for SmolLM2-135M + SmolLM2-135M-expert"
+    for log, loads in ((r.first, 1), (r.rerun.stderr, 2)):  # the killed driver's one load answered both cards
+        flat = re.sub(r" (run|ray_backend)\.py:\d+", "", " ".join(log.split()))  # wrapped log lines
+        assert flat.count("SmolLM2-135M: loading ") == flat.count(serves) == loads, flat[-3000:]
+        assert "SmolLM2-135M-expert: loading" not in flat
     assert exact_rows(r.store, RUN) == (6, 6, 6, 6)
     # Every cell ended as the model made it (cut-off answers are checked below), none as an error.
     answers, verdicts = con.execute("select (select list(distinct status order by status) from raw_generations), "
@@ -98,6 +105,24 @@ def test_a_real_cut_off_answer_is_asked_again_with_twice_the_budget(resumed_swee
     for status, _, key, tokens, answer in verdicts:
         cut = status == "truncated"
         assert tokens == prompt_tokens(key, answer, cut) != prompt_tokens(key, answer, not cut), (status, key)
+    # The shared engine answered both cards in one batch, each request as its card says: the greedy card's
+    # answers are the greedy ones above, the expert's were sampled (T 0.7, top-p 0.9) under its system prompt,
+    # which vLLM read (its prompt tokens are the chat template's count with that system prompt).
+    asked = con.execute("select model, eval_id, system_prompt, prompt_tokens, sampling from raw_generations"
+                        ).fetchall()
+    cards = {c.name: c for c in planned.cards}
+    items = {i.id: i.prompt for i in planned.suite.prompts}
+    for model, eval_id, system, tokens, sampling in asked:
+        card = cards[model]
+        said = json.loads(sampling)
+        want = card.sampling.non_thinking
+        assert (system, said["temperature"], said["top_p"], said["seed"]) == (
+            card.system_prompt, want.temperature, want.top_p or 1.0, 0), (model, eval_id)
+        turns = ([{"role": "system", "content": system}] if system else []) + [{"role": "user",
+                                                                                "content": items[eval_id]}]
+        assert tokens == len(tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=True
+                                                           )["input_ids"]), (model, eval_id)
+    assert {m for m, _, s, *_ in asked if s} == {"SmolLM2-135M-expert"}
 
 
 def test_a_weights_folder_that_breaks_inside_the_load_ends_as_error_rows_naming_the_card(tmp_path: Path) -> None:

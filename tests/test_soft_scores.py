@@ -106,7 +106,7 @@ def test_judgments_store_the_soft_score_beside_the_sampled_one_when_asked(on: bo
     answers = {c.key: replace(gen("m-alpha", c.eval_id, 0, 0.1, 1), cell_key=c.key, model=c.model)
                for c in p.generate}
     engine = WithLogprobs(Completion(text, None, "stop", 1, 1, 0.1, logprobs=logprobs))
-    rows = judging.judge(engine, judge, cfg.evals, cfg.judge, cells, answers, "r")
+    rows = judging.judge(engine, {judge.name: judge}, cfg.evals, cfg.judge, cells, answers, "r")
     assert {r.logprobs for r in engine.seen} == {judging.SOFT_TOP_K if on else 0}
     assert {(r.status, r.score) for r in rows} == {("ok", 6.0)}
     assert [r.soft_score for r in rows] == [pytest.approx(7.0) if on else None] * len(rows)
@@ -157,7 +157,7 @@ answers = {c.key: replace(gen("m-alpha", c.eval_id, 0, 0.1, 1), cell_key=c.key, 
 asked = []
 complete = engine.complete
 engine.complete = lambda requests: asked.extend(complete(requests)) or asked[-len(requests):]
-rows = judging.judge(engine, card, cfg.evals, cfg.judge, cells, answers, "r")
+rows = judging.judge(engine, {card.name: card}, cfg.evals, cfg.judge, cells, answers, "r")
 checks = []
 for comp, r in zip(asked, rows):
     soft = judging.soft_criteria(comp, cfg.evals)

@@ -60,21 +60,29 @@ ask = lambda n: [Request((("user", f"hi {i}"),), sampling, thinking=True) for i 
 # Random weights never write </think>: the engine's real outputs get forced text (and its tokens),
 # then go through the engine's own split, as a model's would.
 forced = [("<think>add 17 and 25</think>42", "stop"), ("<think>still thinking when the budget ran out", "length")]
-real_chat, tok = engine.llm.chat, engine.llm.get_tokenizer()
-def chat(*args, **kwargs):
-    outs = real_chat(*args, **kwargs)
+real_wait, tok = engine.llm.wait_for_completion, engine.llm.get_tokenizer()
+def wait(*args, **kwargs):
+    outs = real_wait(*args, **kwargs)
     for out, (text, finish) in zip(outs, forced, strict=True):
         out.outputs[0].text, out.outputs[0].token_ids = text, tok.encode(text, add_special_tokens=False)
         out.outputs[0].finish_reason = finish
     return outs
-engine.llm.chat = chat
+engine.llm.wait_for_completion = wait
 split, cut = engine.complete(ask(2))
+engine.llm.wait_for_completion = real_wait
+
+# Cards sharing an engine: both modes in one batch, seeded sampled requests whose prompts outgrow one
+# scheduler step together (vLLM-CPU's 4096 tokens; chunked prefill would split one and fail rewinding
+# its CPU generator); each completion comes back in its request's place (distinct prompt lengths).
+sampled = SamplingParams(temperature=0.7, top_p=0.9, top_k=0, min_p=0.0, presence_penalty=0.0, max_tokens=2, seed=0)
+mixed = [Request((("user", "word " * (380 + 5 * i)),), sampled, thinking=i % 2 == 0) for i in range(12)]
+lengths = [c.prompt_tokens for c in engine.complete(mixed)]
 print(json.dumps({
     "split": [split.reasoning, split.text, answer_status(split), split.output_tokens],
     "cut": [cut.reasoning, cut.text, answer_status(cut), cut.finish_reason],
     "tokens": [len(tok.encode(t, add_special_tokens=False)) for t, _ in forced],
     "finish": done.finish_reason, "real_tokens": done.output_tokens, "latency": done.latency_s,
-    "status": answer_status(done),
+    "status": answer_status(done), "lengths": lengths,
 }))
 """
 
@@ -92,3 +100,5 @@ def test_reasoning_is_split_from_the_answer(tiny_qwen3: Path) -> None:
     # A real batch through the engine: random weights, so only the shape of the result is checked.
     assert got["finish"] in ("stop", "length") and 0 < got["real_tokens"] <= 8 and got["latency"] > 0
     assert got["status"] in ("ok", "truncated", "empty")
+    lengths = got["lengths"]
+    assert sum(lengths) > 4096 and lengths == sorted(lengths) and len(set(lengths)) == 12, lengths  # > one step

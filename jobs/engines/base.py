@@ -79,17 +79,19 @@ Retry = Callable[[Request, Completion, int], Optional[Request]]
 send again, or None when that completion stands."""
 
 
-def complete_with_retries(engine: Engine, requests: Sequence[Request], retry: Retry, times: int,
+def complete_with_retries(engine: Engine, requests: Sequence[Request], retry: Retry, times: int | Sequence[int],
                           sent: Optional[list[Request]] = None) -> tuple[list[Completion], list[int]]:
     """Complete every request, then re-ask the ones ``retry`` picks, up to ``times`` more
-    rounds, each round one batch. Returns the final completions and attempts per request;
-    ``sent``, if given, is filled with the request each final completion answered."""
+    rounds (per request when a sequence: cards sharing an engine re-ask as each says), each round
+    one batch. Returns the final completions and attempts per request; ``sent``, if given, is
+    filled with the request each final completion answered."""
     current = list(requests)
+    limits = [times] * len(current) if isinstance(times, int) else list(times)
     completions = engine.complete(current) if current else []
     attempts = [1] * len(current)
-    for attempt in range(2, times + 2):
-        again = {i: r for i, r in ((i, retry(current[i], completions[i], attempt)) for i in range(len(current)))
-                 if r is not None}
+    for attempt in range(2, max(limits, default=0) + 2):
+        again = {i: r for i, r in ((i, retry(current[i], completions[i], attempt)) for i in range(len(current))
+                                   if attempt <= limits[i] + 1) if r is not None}
         if not again:
             break
         for i, c in zip(again, engine.complete(list(again.values())), strict=True):

@@ -13,6 +13,7 @@ cluster they were started in:
     SWEEP_FAKE_HANG_ONCE=PATH     the first batch anywhere hangs (PATH marks that it happened)
     SWEEP_FAKE_NEEDS_TOKENS=100   answers need this many tokens: a smaller max_tokens is cut off
     SWEEP_FAKE_BAD_FIRST_VERDICT=1  a verdict on its first seed is not JSON
+    SWEEP_FAKE_CALLS=DIR          each engine call appends what it got (pid, card, every request) to DIR/<pid>.jsonl
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -35,6 +37,12 @@ class FakeEngine:
         self.pid = os.getpid()
 
     def complete(self, requests: Sequence[Request]) -> list[Completion]:
+        calls = os.environ.get("SWEEP_FAKE_CALLS")
+        if calls:  # what the engine was handed, for tests of what reaches it
+            with open(Path(calls) / f"{self.pid}.jsonl", "a") as f:
+                f.write(json.dumps({"pid": self.pid, "card": self.card.name, "requests": [
+                    {"messages": r.messages, "sampling": asdict(r.sampling), "verdict": r.json_schema is not None,
+                     "thinking": r.thinking} for r in requests]}) + "\n")
         hang = os.environ.get("SWEEP_FAKE_HANG_ONCE")
         if hang and not Path(hang).exists():
             Path(hang).touch()

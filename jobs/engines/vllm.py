@@ -45,6 +45,12 @@ class VllmEngine:
         else:
             # In-process engine: no EngineCore/worker subprocesses inside the Ray actor.
             kwargs["distributed_executor_backend"] = "uni"
+            # Whole prompts per step: a prompt split over steps discards its first sampled token and rewinds
+            # a seeded request's generator, which CPU torch can't ("CPU Generator does not use offset"; vLLM's
+            # gpu_model_runner), so a batch of seeded sampled requests whose prompts outgrow one step (a shared
+            # engine's 22 answers on the hard suite) failed. vLLM-CPU does the same for MLA models. A step holds
+            # a whole longest prompt, and never fewer tokens than vLLM-CPU's default for LLM (4096).
+            kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(settings.max_model_len, 4096))
         if card.reasoning_parser:
             # Grammars (judge JSON) apply to the answer, after the model's reasoning ends.
             kwargs["structured_outputs_config"] = {"reasoning_parser": card.reasoning_parser}
@@ -80,13 +86,21 @@ class VllmEngine:
         if plain:
             outputs = self.llm.generate([render_plain(r.messages) for r in requests], params, use_tqdm=False)
         else:
-            conversations = [[{"role": role, "content": text} for role, text in r.messages] for r in requests]
-            # enable_thinking is per batch in LLM.chat; jobs never mix modes in one batch.
-            thinking = requests[0].thinking if requests else False
-            outputs = self.llm.chat(
-                conversations, params, use_tqdm=False,
-                chat_template_kwargs={"enable_thinking": thinking} if self.card.reasoning_parser else None,
-            )
+            # enable_thinking is per call in LLM.chat, and cards sharing an engine may mix modes: each mode's
+            # requests are queued (LLM.enqueue_chat: LLM.chat without running the engine), then run as one
+            # batch; outputs come back in the order queued (sorted by request id).
+            order = sorted(range(len(requests)), key=lambda i: requests[i].thinking)
+            for thinking in dict.fromkeys(requests[i].thinking for i in order):
+                mode = [i for i in order if requests[i].thinking == thinking]
+                self.llm.enqueue_chat(
+                    [[{"role": role, "content": text} for role, text in requests[i].messages] for i in mode],
+                    [params[i] for i in mode], use_tqdm=False,
+                    chat_template_kwargs={"enable_thinking": thinking} if self.card.reasoning_parser else None,
+                )
+            queued = self.llm.wait_for_completion(use_tqdm=False) if requests else []
+            outputs = [None] * len(requests)
+            for i, out in zip(order, queued, strict=True):
+                outputs[i] = out
         batch_s = time.time() - started
         return [self._completion(o, r.thinking, batch_s) for o, r in zip(outputs, requests)]
 

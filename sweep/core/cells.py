@@ -170,6 +170,27 @@ class PanelLoad:
 
 
 @dataclass(frozen=True)
+class SharedEngine:
+    """One loaded engine and the cards that run on it: their weights and engine settings are the same
+    (sweep.plan.shared_engines), only their prompts, sampling and seeds differ, so one load serves them
+    all and their requests go to it in one batch; rows still carry each cell's own card."""
+
+    key: str
+    """Content key of what the engine is (sweep.plan: checkpoint, dtype, format, sizing facts)."""
+    cards: tuple[str, ...]
+    """Pool order; the first hosts it: the scheduling loop knows the engine by that card's name."""
+
+    @property
+    def host(self) -> str:
+        return self.cards[0]
+
+    @property
+    def name(self) -> str:
+        """Every card it serves, for the plan table and the load log."""
+        return " + ".join(self.cards)
+
+
+@dataclass(frozen=True)
 class SweepPlan:
     run_id: str
     cards: tuple[ModelCard, ...]
@@ -185,9 +206,29 @@ class SweepPlan:
     """Per card, its answers' sizes (pool order)."""
     loads: tuple[PanelLoad, ...] = ()
     """Per (judge, respondent) with judgments, their count (judge in pool order, then respondent)."""
+    engines: tuple[SharedEngine, ...] = ()
+    """The loaded engines, in pool order of their hosts; empty: one per card."""
 
     def card(self, name: str) -> ModelCard:
         return next(c for c in self.cards if c.name == name)
+
+    def shared(self) -> tuple[SharedEngine, ...]:
+        """The engines, one per card when the plan names none."""
+        return self.engines or tuple(SharedEngine(c.name, (c.name,)) for c in self.cards)
+
+    def hosts(self) -> dict[str, str]:
+        """Card name -> the host of its engine (the name the scheduling loop and the queue know it by)."""
+        return {name: e.host for e in self.shared() for name in e.cards}
+
+    def engine(self, host: str) -> SharedEngine:
+        """The engine a host card names."""
+        return next(e for e in self.shared() if e.host == host)
+
+    def engine_context(self, host: str) -> Optional[Context]:
+        """The window of the engine ``host`` names: its cards' longest, so every card's requests fit (they
+        share the model's context length and KV cache, hence the limit); None for API cards."""
+        windows = [c for c in (self.context(n) for n in self.engine(host).cards) if c is not None]
+        return max(windows, key=lambda c: c.max_model_len, default=None)
 
     def context(self, name: str) -> Optional[Context]:
         """None for API cards."""

@@ -399,6 +399,10 @@ class Run:
     those. 1024 is 16 waves of the default engine.concurrency=64: vLLM's continuous batching stays full
     but for the tail of each batch (about half a wave: ~3%), while a batch of an 8B model's answers on one
     H100 is a few minutes of work, so little is lost to a crash and progress moves often."""
+    share_engines: bool = True
+    """Cards whose weights and engine settings are the same (a system prompt, sampling or mode apart)
+    share one loaded engine: one load, their requests in one batch (sweep.plan.shared_engines). False:
+    each card loads its own."""
 
 
 @dataclass
