@@ -8,8 +8,9 @@ cells (one job), split over data-parallel replicas on idle GPUs while one more p
 (``worth_another``, ``share``); CPU instances on a node and API cards on an endpoint take turns
 (``lane``: a job holds its lane until its last batch is done). While models still answer, a loaded
 judge with nothing to do judges its ready cells (early judging). An instance that answered stays
-loaded when it has cells left to judge and no model waits for its room (``keep_loaded``). Judging
-phase: what is left, judges already loaded first.
+loaded when it has cells left to judge and no model waits for its room (``keep_loaded``). The answers
+phase ends when its last answer lands; early judging still in flight goes on. Judging phase: what is
+left, judges already loaded first (after the batches of their early job).
 
 Batches: an instance's part of a job goes out as batches of at most ``run.batch_cells`` cells
 (``chunks``), ``PIPELINE`` of them in flight per instance, so the engine never waits for the driver
@@ -19,7 +20,7 @@ flight). The forecast sees the same batches: they are decided here, from the pla
 Faults: an instance whose batch fails (the backend says why) is stopped, its other batches in flight
 and those not yet sent go back with it, and they are retried ``run.retries`` times on a fresh instance;
 after that their cells get error rows (the sink makes them). A failed early batch puts its cells back
-for the judging phase.
+for the judging phase, or, once that has begun, retries as the judging phase's own.
 """
 
 from __future__ import annotations
@@ -226,6 +227,7 @@ class Scheduler:
         self.loads = 0
         """Instances that loaded weights (API clients load none)."""
         self.failures = 0
+        self.phase = ANSWERS
         self._ids = itertools.count()
 
     def run(self) -> None:
@@ -248,9 +250,12 @@ class Scheduler:
 
     def _phase(self, kind: str, jobs: list[Job]) -> None:
         self._event(Phase(kind))
+        self.phase = kind
         self.pending = jobs
         keep: Callable[[str], bool] = self.queue.needs_model if kind == ANSWERS else (lambda _: False)
-        while self.pending or self.running:
+        # The answers phase ends when its last answer lands: early judging still in flight goes on into
+        # the judging phase, so judges without early work don't wait for it (bench/stream.py).
+        while self.pending or any(kind == JUDGMENTS or not b.job.early for b in self.running.values()):
             admit([self.cards[j.model] for j in self.pending], self.alive, self._start)
             busy = {b.lane for b in self.running.values() if b.lane}
             self._submit_pending(busy)
@@ -312,8 +317,9 @@ class Scheduler:
 
     def _assign(self, key: str, job: Job, turn: Optional[str]) -> None:
         """Give instance ``key`` the cells of ``job`` (its part of one), as batches of ``run.batch_cells``."""
-        self.backlog[key] = deque((job, cells, pairs) for cells, pairs in
-                                  chunks(job.cells, job.pairs, self.conf.run.batch_cells))
+        # extend: an early judging job may still be sending its batches when the judging phase assigns
+        self.backlog.setdefault(key, deque()).extend(
+            (job, cells, pairs) for cells, pairs in chunks(job.cells, job.pairs, self.conf.run.batch_cells))
         self._feed(key, turn)
 
     def _feed(self, key: str, turn: Optional[str]) -> None:
@@ -352,6 +358,8 @@ class Scheduler:
         if any(b.instance == batch.instance for b in self.running.values()):  # its last batches are in flight
             return
         model = batch.job.model
+        if batch.instance == model and any(j.model == model for j in self.pending):  # its own job is next
+            return
         pending = [self.cards[j.model] for j in self.pending]
         # Policy.judge_ready: answers it hasn't judged exist now (asked only when the policy would use it).
         ready = self.policy.judge_ready and any(self.queue.ready(model))
@@ -383,7 +391,8 @@ class Scheduler:
         self._recount()  # the failure may have taken a node with it
         cells = (*batch.cells, *(c for b in behind for c in b.cells), *(c for _, cs, _ in unsent for c in cs))
         pairs = (*batch.pairs, *(c for b in behind for c in b.pairs), *(c for _, _, ps in unsent for c in ps))
-        job = replace(batch.job, cells=cells, pairs=pairs)
+        # Early cells go back for the judging phase; once it has begun (its jobs are made), they retry as its own.
+        job = replace(batch.job, cells=cells, pairs=pairs, early=batch.job.early and self.phase == ANSWERS)
         if job.early:
             self._event(Failed(batch.instance, job.model, error, "early", 0))
             self.queue.put_back(job.model, list(cells), list(pairs))

@@ -13,7 +13,7 @@ from sweep.forecast import SIMULATED, Simulated, local_inventory
 from sweep.plan import plan
 from sweep.queue import CellQueue
 from sweep.schedule import Policy
-from sweep.scheduler import Batch, Done, Lost, NullSink, Scheduler, Submitted, chunks
+from sweep.scheduler import JUDGMENTS, Batch, Done, Lost, NullSink, Phase, Scheduler, Submitted, chunks
 from sweep.sizing import described
 from tests.conftest import fake_pool
 
@@ -25,10 +25,12 @@ def test_chunks_cut_cells_then_pairs_into_batches_of_at_most_the_size() -> None:
 
 
 class FailsOnce(Simulated):
-    """The forecast's clock, failing the first batch to land on an instance that already landed one."""
+    """The forecast's clock, failing the first batch to land on an instance that already landed one
+    (or, with ``early_late``, the first early judging batch to land once the judging phase has begun)."""
 
-    def __init__(self, *args: Any) -> None:
+    def __init__(self, *args: Any, early_late: bool = False) -> None:
         super().__init__(*args)
+        self.early_late = early_late
         self.loop: Scheduler | None = None
         self.landed: list[Batch] = []
         self.failed: Batch | None = None
@@ -37,8 +39,12 @@ class FailsOnce(Simulated):
 
     def wait(self) -> Union[Done, Lost]:
         done = super().wait()
-        if self.failed is None and any(b.instance == done.batch.instance for b in self.landed):
-            assert self.loop is not None
+        assert self.loop is not None
+        if self.early_late:
+            fails = done.batch.job.early and self.loop.phase == JUDGMENTS
+        else:
+            fails = any(b.instance == done.batch.instance for b in self.landed)
+        if self.failed is None and fails:
             self.failed, self.sent_before = done.batch, sum(isinstance(e, Submitted) for e in self.loop.trace)
             self.landed_before = len(self.landed)
             return Lost(done.batch, "injected")
@@ -86,6 +92,38 @@ def test_a_failed_batch_takes_back_only_its_instances_batches_not_those_that_lan
     again = {k for e in after for k in e.cells} & {k for e in before for k in e.cells}
     assert landed_there and {c.key for c in failed.cells} <= again
     assert again == sent_there - landed_there
+
+
+def test_judges_start_the_judging_phase_while_early_judging_is_still_in_flight() -> None:
+    """The answers phase ends with its last answer: a judge's early batches not sent yet go on into the
+    judging phase, and judges without early work start theirs meanwhile instead of waiting for them."""
+    cfg = fake_pool("cluster=h100_8", "run.batch_cells=2", "run.samples=16")  # the SmolLM2s answer first
+    inventory = described(cfg.cluster)
+    the_plan = plan(cfg, "t", inventory)
+    sink = Landed()
+    loop = Scheduler(the_plan, cfg, inventory, Policy(), Simulated(inventory), CellQueue(the_plan, cfg.judge, {}),
+                     sink)
+    loop.run()
+    every = [c.key for c in (*the_plan.generate, *the_plan.judge)]
+    assert Counter(sink.keys) == Counter(every)
+    judging = next(i for i, e in enumerate(loop.trace) if isinstance(e, Phase) and e.kind == JUDGMENTS)
+    early = [i for i, e in enumerate(loop.trace) if isinstance(e, Submitted) and e.early]
+    assert early[-1] > judging  # early batches still went out after the answers phase ended
+    assert any(isinstance(e, Submitted) and not e.early for e in loop.trace[judging:early[-1]])
+
+
+def test_an_early_batch_that_fails_in_the_judging_phase_is_judged_again() -> None:
+    """Its cells can't go back for a judging phase that has begun: they retry as that phase's own job."""
+    cfg = fake_pool("cluster=h100_8", "run.batch_cells=2", "run.samples=16")
+    inventory = described(cfg.cluster)
+    the_plan = plan(cfg, "t", inventory)
+    backend, sink = FailsOnce(inventory, early_late=True), Landed()
+    loop = backend.loop = Scheduler(the_plan, cfg, inventory, Policy(), backend, CellQueue(the_plan, cfg.judge, {}),
+                                    sink)
+    loop.run()
+    assert loop.failures == 1 and backend.failed is not None and backend.failed.job.early
+    every = [c.key for c in (*the_plan.generate, *the_plan.judge)]
+    assert Counter(sink.keys) == Counter(every)  # each cell landed once, the failed batch's included
 
 
 def test_the_queue_holds_an_answer_without_prompt_or_reasoning_until_its_verdicts_are_written() -> None:
