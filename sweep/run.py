@@ -149,7 +149,8 @@ def judge_rounds(the_plan: SweepPlan, conf: SweepConfig, store: Store, inventory
     if not conf.judge.adaptive:
         return the_plan
     for round_ in range(1, conf.judge.rounds):
-        cube = load_cube(connect(store), the_plan.run_id, {c.key for c in the_plan.judge})
+        with connect(store) as con:  # a round's views: the next round's must see this one's verdicts
+            cube = load_cube(con, the_plan.run_id, {c.key for c in the_plan.judge})
         cells = next_round(conf, the_plan, cube, round_)
         if not cells:
             console.print(f"adaptive judging: done after round {round_} ({len(the_plan.judge)} judgments)")
