@@ -10,8 +10,8 @@ Rows, same session and cost model:
 - runner: ``best_policy`` today (the named ORDERS, then a capped local search over explicit orders);
 - the runner's search with features that are off by default (sweep.schedule.Policy): judge_ready
   (the scheduling loop runs it live and simulated alike, not yet measured live) and warm_reloads
-  (modelled only); their bound is recomputed under the same assumptions (warm reloads make a reload
-  cheaper, so the bound drops too);
+  (modelled only), and read_ahead (run.read_ahead: built, not run on GPUs here); their bound is recomputed
+  under the same assumptions (warm reloads make a reload cheaper, read-ahead any load, so the bound drops too);
 - naive: pool order, every model reloaded to judge, no replicas, no early judging.
 Throughputs and load times are roofline estimates (sweep/cost.py); nothing here runs a model.
 
@@ -76,6 +76,7 @@ POLICIES: dict[str, Run] = {
     "+ judge_ready (modelled)": searched(judge_ready=True),
     "+ warm reloads (modelled)": searched(warm_reloads=True),
     "+ both (modelled)": searched(judge_ready=True, warm_reloads=True),
+    "+ read-ahead (modelled)": searched(read_ahead=True),
     "naive": naive,
 }
 

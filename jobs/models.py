@@ -1,4 +1,5 @@
-"""Where a card's weights live on this machine: a local HF folder vLLM can load.
+"""Where a card's weights live on this machine: a local HF folder vLLM can load, and the files a load
+reads (for read-ahead).
 
 Packaged GGUF models are converted once (vLLM 0.32 can't load GGUF on CPU) into a cache
 folder, in a subprocess so the ~1-3 GB the conversion touches is returned to the OS, and
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional, Sequence
 
 from sweep.core.config import GgufSource, ModelCard
 from sweep.core.errors import SweepError
@@ -56,6 +58,39 @@ def local_weights(card: ModelCard, dtype: str) -> str:
     if not (out / "config.json").is_file():
         convert(card.gguf, out, dtype)
     return str(out)
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+READ_BLOCK = 16 << 20
+
+
+def weight_files(card: ModelCard, dtype: str, repo: Optional[str], revision: Optional[str]) -> list[Path]:
+    """The weight files a load of ``card`` in ``dtype`` reads, where this machine has them already: its
+    folder, its converted GGUF, or the Hub cache's snapshot of ``repo`` at ``revision`` (nothing is
+    downloaded or converted: for read-ahead, where a miss only means a cold load)."""
+    if card.path is not None:
+        folder = Path(card.path)
+    elif card.gguf is not None:
+        folder = CACHE / f"{Path(card.gguf.file).stem}-{dtype}"
+    else:
+        from huggingface_hub import snapshot_download  # here: the driver, which imports this module, needs none
+
+        try:
+            folder = Path(str(snapshot_download(repo or "", revision=revision, local_files_only=True)))
+        except (OSError, ValueError):  # not in the Hub cache (LocalEntryNotFoundError is an OSError), or no repo
+            return []
+    return sorted(p for p in folder.glob("*") if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+
+
+def read_through(files: Sequence[Path]) -> int:
+    """Read ``files`` to the end so the OS page cache holds them for the load that follows; the bytes read."""
+    block = bytearray(READ_BLOCK)
+    read = 0
+    for f in files:
+        with open(f, "rb", buffering=0) as fh:
+            while n := fh.readinto(block):
+                read += n
+    return read
 
 
 def convert(src: GgufSource, out: Path, dtype: str) -> None:

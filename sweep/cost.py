@@ -169,25 +169,55 @@ def reload_seconds(card: ModelCard, d: Demand) -> float:
 
 class PageCache:
     """The weights each node has read, kept up to PAGE_CACHE_SHARE of its memory (the least
-    recently read are dropped first): a load finds them there or reads them from disk."""
+    recently read are dropped first): a load finds them there or reads them from storage.
+
+    Read-ahead (Policy.read_ahead): a node reads a model's weight files before it loads, while its GPUs
+    compute, one model at a time at LOAD_GB_PER_S (a node's storage reads one file set at a time; a load
+    reading its own files meanwhile is not slowed: storage contention is not modelled)."""
 
     def __init__(self, inventory: Inventory) -> None:
         self.room = [int(n.memory_bytes * PAGE_CACHE_SHARE) for n in inventory.nodes]
         self.held: list[dict[str, int]] = [{} for _ in inventory.nodes]  # in the order read
+        self.ready: list[dict[str, float]] = [{} for _ in inventory.nodes]
+        """When a model's files are all in a node's cache (a read-ahead may still be reading them)."""
+        self.storage_free = [0.0] * len(inventory.nodes)
+        """When each node's storage has read what it was asked to read ahead."""
 
-    def load_seconds(self, card: ModelCard, d: Demand, where: Placement) -> float:
-        """How long loading ``card`` on ``where`` takes; the nodes hold its stages' weights afterwards."""
+    def load_seconds(self, card: ModelCard, d: Demand, where: Placement, now: float = 0.0) -> float:
+        """How long loading ``card`` on ``where`` at ``now`` takes; the nodes hold its stages' weights afterwards.
+        Warm where every node holds them, after the rest of a read-ahead still reading them."""
         if d.endpoint:
             return 0.0
         warm = all(card.name in self.held[n] for n in where.nodes)
+        warm_at = max(self.ready[n][card.name] for n in where.nodes) if warm else now
         stage = weight_bytes(card, run_dtype(card, d.shape is not None)) // len(where.nodes)
         for n in set(where.nodes):
-            held = self.held[n]
-            held.pop(card.name, None)
-            held[card.name] = stage * where.nodes.count(n)
-            while sum(held.values()) > self.room[n]:
-                del held[next(iter(held))]
-        return reload_seconds(card, d) if warm else load_seconds(card, d)
+            self._hold(n, card.name, stage * where.nodes.count(n), now)
+        # A load waits for a read-ahead still reading its files (the live instance starts when it ends).
+        return max(warm_at - now, 0.0) + reload_seconds(card, d) if warm else load_seconds(card, d)
+
+    def read_ahead(self, card: ModelCard, d: Demand, node: int, now: float) -> None:
+        """Node ``node`` reads all of ``card``'s weight files after what it reads ahead already (a
+        pipeline stage may land there: which one is known only when it loads)."""
+        if d.endpoint:
+            return
+        if card.name in self.held[node]:  # read before: now the most recently read
+            self._hold(node, card.name, self.held[node][card.name], self.ready[node][card.name])
+            return
+        size = weight_bytes(card, run_dtype(card, d.shape is not None))
+        start = max(now, self.storage_free[node])
+        self.storage_free[node] = start + size / 1e9 / LOAD_GB_PER_S
+        self._hold(node, card.name, size, self.storage_free[node])
+
+    def _hold(self, node: int, name: str, size: int, ready: float) -> None:
+        """``name``'s files are (or will be at ``ready``) the most recently read on ``node``."""
+        held = self.held[node]
+        held.pop(name, None)
+        held[name] = size
+        self.ready[node][name] = ready
+        while sum(held.values()) > self.room[node]:
+            del self.ready[node][next(iter(held))]
+            del held[next(iter(held))]
 
 
 def work_seconds(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory) -> tuple[dict[str, float], ...]:

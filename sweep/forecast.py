@@ -94,19 +94,20 @@ class Basis:
                          for n, d in self.demands.items())
         self.judge_s = {j: {r: seconds(the_plan.card(j), self.demands[j], w, inventory, batch) for r, w in by.items()}
                         for j, by in by_respondent.items()}
-        self._bounds: dict[bool, Bound] = {}
+        self._bounds: dict[tuple[bool, bool], Bound] = {}
         self.queue = CellQueue(the_plan, conf.judge, {})
 
-    def bound(self, warm_reloads: bool) -> Optional[Bound]:
-        """The tight lower bound (sweep/bound.py), with reloads at reload_seconds under Policy.warm_reloads;
-        None without GPUs."""
+    def bound(self, policy: Policy) -> Optional[Bound]:
+        """The tight lower bound (sweep/bound.py), None without GPUs. Under Policy.warm_reloads reloads cost
+        reload_seconds; under Policy.read_ahead every load may (a first one too: its files may be read ahead)."""
         if not self.inventory.gpus:
             return None
-        if warm_reloads not in self._bounds:
-            again = {c.name: reload_seconds(c, self.demands[c.name]) for c in self.hosts} if warm_reloads else None
-            self._bounds[warm_reloads] = lower_bound(self.demands, self.load_s, self.gen_s, self.busy_s, self.judge_s,
-                                                     self.inventory, again)
-        return self._bounds[warm_reloads]
+        warm, ahead = policy.warm_reloads or policy.read_ahead, policy.read_ahead
+        if (warm, ahead) not in self._bounds:
+            again = {c.name: reload_seconds(c, self.demands[c.name]) for c in self.hosts}
+            self._bounds[warm, ahead] = lower_bound(self.demands, again if ahead else self.load_s, self.gen_s,
+                                                    self.busy_s, self.judge_s, self.inventory, again if warm else None)
+        return self._bounds[warm, ahead]
 
     def forecast(self, policy: Policy = Policy()) -> Forecast:
         """The scheduling loop of the live run (sweep.scheduler) on the cost model's clock: every answer
@@ -114,8 +115,8 @@ class Basis:
         inventory = self.inventory
         # Without GPUs, CPU instances take turns per node: a node is one "GPU".
         out = Forecast(model_s=dict(self.model_s), gpu_s=self.gpu_s, gpus=inventory.gpus or len(inventory.nodes),
-                       bound=self.bound(policy.warm_reloads))
-        clock = Simulated(inventory, PageCache(inventory) if policy.warm_reloads else None)
+                       bound=self.bound(policy))
+        clock = Simulated(inventory, PageCache(inventory) if policy.warm_reloads or policy.read_ahead else None)
         loop = Scheduler(self.plan, self.conf, inventory, policy, clock, self.queue.copy(), work=self.work)
         loop.run()
         out.spans, out.makespan_s, out.trace = clock.spans, clock.now, loop.trace
@@ -139,7 +140,8 @@ class Simulated:
     """The cost model's clock as a scheduling backend (sweep.scheduler.Backend): an instance is ready
     ``load_seconds`` after it starts, its batches run in turn, each for its estimate (the cost model's
     seconds for its cells). Nothing fails. With a
-    ``cache`` (Policy.warm_reloads, modelled only) a reload on nodes that read the weights before is warm."""
+    ``cache`` (Policy.warm_reloads, modelled only) a reload on nodes that read the weights before is warm, and
+    (Policy.read_ahead) a load whose files its nodes read ahead."""
 
     def __init__(self, inventory: Inventory, cache: Optional[PageCache] = None) -> None:
         self._inventory = inventory
@@ -152,7 +154,7 @@ class Simulated:
         """Running batches by end, then by submission (ties end in the order they were submitted)."""
 
     def start(self, card: ModelCard, key: str, d: Demand, where: Placement) -> None:
-        load = self._cache.load_seconds(card, d, where) if self._cache else load_seconds(card, d)
+        load = self._cache.load_seconds(card, d, where, self.now) if self._cache else load_seconds(card, d)
         span = Span(card.name, d, where, self.now, self.now + load)
         self._alive[key] = span
         self._free_at[key] = span.ready
@@ -163,6 +165,11 @@ class Simulated:
         self._alive[batch.instance].busy_s += took
         end = self._free_at[batch.instance] = max(self.now, self._free_at[batch.instance]) + took
         heapq.heappush(self._ends, (end, batch.id, batch))
+
+    def read_ahead(self, card: ModelCard, d: Demand, nodes: tuple[int, ...]) -> None:
+        if self._cache:
+            for n in nodes:
+                self._cache.read_ahead(card, d, n, self.now)
 
     def wait(self) -> Done:
         self.now, _, batch = heapq.heappop(self._ends)
@@ -196,7 +203,8 @@ def best_policy(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory,
     sooner, until no move helps or the forecast meets its lower bound; the search stops when
     SEARCH_FORECASTS forecasts (or SEARCH_CELLS cells) are spent (GPU clusters only). A neighbourhood is
     (n-1)^2 orders for n models, so the search is capped rather than run to the end on big pools."""
-    base = base or Policy(replicas=conf.run.replicas, early_judging=conf.run.early_judging)
+    base = base or Policy(replicas=conf.run.replicas, early_judging=conf.run.early_judging,
+                          read_ahead=conf.run.read_ahead)
     basis = Basis(the_plan, conf, inventory)
     runs = sorted(((p, basis.forecast(p)) for p in (replace(base, order=o) for o in ORDERS)), key=lambda r: _score(r[1]))
     # On CPU the instances of a node take turns, so the order moves little (1 s of 775 s for the smoke

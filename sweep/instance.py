@@ -22,8 +22,10 @@ from sweep.core.rows import ComparisonRow, GenerationRow, JudgmentRow
 
 
 class Instance:
-    def __init__(self, cards: Sequence[ModelCard], settings: engines.EngineSettings) -> None:
-        """``cards``: those sharing the engine, its host first (its weights and engine settings are theirs)."""
+    def __init__(self, cards: Sequence[ModelCard], settings: engines.EngineSettings, *read_ahead: object) -> None:
+        """``cards``: those sharing the engine, its host first (its weights and engine settings are theirs).
+        ``read_ahead``: the read-aheads of its weights still running on its nodes (sweep.ray_backend), passed
+        so that Ray starts it once they have finished and it loads from the page cache."""
         card = cards[0]
         self.cards = {c.name: c for c in cards}
         self.max_model_len = settings.max_model_len

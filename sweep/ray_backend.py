@@ -4,7 +4,8 @@ Each GPU instance gets its own placement group, its bundles pinned to the planne
 instances are pinned to their node; API clients hold nothing. A batch is an actor call with a
 deadline (``engine.timeout_s``, counted from when the batch before it on its instance ended: an
 instance holds up to sweep.scheduler.PIPELINE batches and runs them in turn): an actor or node lost, an exception in the engine or a missed
-deadline comes back as ``Lost``, and the loop decides what follows.
+deadline comes back as ``Lost``, and the loop decides what follows. Read-ahead (Policy.read_ahead) is a
+task pinned to each node a waiting model may load on, reading its weight files into the page cache.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import math
 import os
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import ray
 from ray.util.placement_group import (NODE_ID_LABEL_KEY, placement_group, placement_group_table,
                                       remove_placement_group)
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
+from jobs.models import read_through, weight_files
 from sweep import engine_args, sizing
 from sweep.core.cells import SweepPlan
 from sweep.core.config import ModelCard, SweepConfig
@@ -43,12 +45,38 @@ class Landing:
 
 
 @dataclass(frozen=True)
+class ReadAhead:
+    """One node's read-ahead of a model's weights (Policy.read_ahead): where it was asked for, where it ran."""
+
+    model: str
+    planned: str
+    landed: str
+    bytes_read: int
+    seconds: float
+
+
+@ray.remote(num_cpus=0)  # waits on storage, not the CPU: it must not queue behind the instances' CPUs
+def read_weights(card: ModelCard, dtype: str, repo: Optional[str],
+                 revision: Optional[str]) -> tuple[str, int, float, str]:
+    """On the node it is pinned to: read ``card``'s weight files into the page cache. Its node, bytes, seconds,
+    and why it failed (""): it never raises, since the instance that waits for it must start regardless."""
+    started = time.monotonic()
+    node = ray.get_runtime_context().get_node_id()
+    try:
+        return node, read_through(weight_files(card, dtype, repo, revision)), time.monotonic() - started, ""
+    except OSError as e:
+        return node, 0, time.monotonic() - started, f"{type(e).__name__}: {e}"
+
+
+@dataclass(frozen=True)
 class Actor:
     handle: Any
     group: Any = None
     """The instance's placement group (GPU instances), removed when it stops."""
     planned: tuple[str, ...] = ()
     """The Ray node of each of its bundles, as requested."""
+    reads: tuple[tuple[Any, str, str], ...] = ()
+    """The read-aheads it waited for: ref, model, node."""
 
 
 @dataclass
@@ -72,6 +100,9 @@ class RayBackend:
         self.started = 0
         """Instances started (their actor names count them)."""
         self.landings: list[Landing] = []
+        self.reading: dict[Any, tuple[str, str]] = {}
+        """Read-aheads in flight: their model and node, by object ref."""
+        self.read_aheads: list[ReadAhead] = []
         self.pool_index = {c.name: i for i, c in enumerate(the_plan.cards)}
         self.prompts = {item.id: item for item in the_plan.suite.prompts}
 
@@ -83,7 +114,7 @@ class RayBackend:
         shared = self.plan.engine(card.name)  # ``card`` hosts it; every card of it runs there
         serves = f" for {shared.name}" if len(shared.cards) > 1 else ""
         self.log(f"{key}: loading {engine_args.describe(settings, ctx)}{serves}")
-        group, planned = None, ()
+        group, planned, nodes = None, (), tuple(self._inventory.nodes[n].node_id for n in where.nodes)
         if d.endpoint:  # an API client: waits on the network, holds nothing
             options: dict[str, Any] = {"num_cpus": 0}
         elif d.shape is not None:
@@ -94,7 +125,12 @@ class RayBackend:
         self.started += 1
         name = f"sweep/{self.plan.run_id}/{card.name}/{self.started}"
         cards = [self.plan.card(n) for n in shared.cards]
-        self.actors[key] = Actor(self.remote.options(name=name, **options).remote(cards, settings), group, planned)
+        # Its read-aheads in flight on its nodes: Ray starts it when they end, as the forecast has it (sweep.cost).
+        reads = tuple((ref, m, n) for ref, (m, n) in self.reading.items() if m == card.name and n in nodes)
+        for ref, _, _ in reads:
+            del self.reading[ref]
+        handle = self.remote.options(name=name, **options).remote(cards, settings, *(ref for ref, _, _ in reads))
+        self.actors[key] = Actor(handle, group, planned, reads)
 
     def _cpu_options(self, d: Demand, where: Placement) -> dict[str, Any]:
         """CPU instances share the cores (num_cpus=0); Ray still accounts their memory."""
@@ -127,6 +163,33 @@ class RayBackend:
         strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0,
                                                     placement_group_capture_child_tasks=where.spans_nodes)
         return group, {**actor, "scheduling_strategy": strategy}
+
+    def read_ahead(self, card: ModelCard, d: Demand, nodes: tuple[int, ...]) -> None:
+        """A task per node reads the weight files the load will read (jobs.models.weight_files): the node's
+        Hub cache, the card's folder or its converted GGUF; what the node lacks it doesn't fetch."""
+        dtype = sizing.run_dtype(card, d.shape is not None)
+        repo, revision = engine_args.checkpoint(card, dtype)
+        for n in nodes:
+            node = self._inventory.nodes[n].node_id
+            if (card.name, node) in self.reading.values():
+                continue
+            pinned = NodeAffinitySchedulingStrategy(node, soft=False)
+            self.reading[read_weights.options(scheduling_strategy=pinned).remote(card, dtype, repo, revision)] = (
+                card.name, node)
+
+    def _read(self, reads: Sequence[tuple[Any, str, str]]) -> None:
+        """Log those of ``reads`` that have finished (the rest are dropped: nothing waits for them)."""
+        done, _ = ray.wait([ref for ref, _, _ in reads], num_returns=len(reads), timeout=0) if reads else ([], [])
+        for ref, model, node in reads:
+            if ref not in done:
+                continue
+            landed, read, took, error = ray.get(ref)
+            if error:
+                self.log(f"{model}: reading its weights ahead on node {node[:8]} failed ({error}); it loads cold")
+                continue
+            self.read_aheads.append(ReadAhead(model, node, landed, read, took))
+            self.log(f"{model}: read {read / 1e9:.2f} GB of weights ahead on node {node[:8]} in {took:.1f} s" if read
+                     else f"{model}: no weight files on node {node[:8]} to read ahead (not in its Hub cache yet)")
 
     def submit(self, batch: Batch) -> None:
         actor = self.actors[batch.instance].handle
@@ -169,6 +232,7 @@ class RayBackend:
         """Process exit is the only reliable way to free vLLM's memory."""
         actor = self.actors.pop(key)
         self.calls = [c for c in self.calls if c.batch.instance != key]
+        self._read(actor.reads)
         ray.kill(actor.handle)
         if actor.group is not None:
             landed = placement_group_table(actor.group).get("bundles_to_node_id", {})

@@ -36,7 +36,7 @@ from sweep.endpoints import check_endpoints
 from sweep.forecast import best_policy, plan_table
 from sweep.plan import candidates, next_round, plan, validate
 from sweep.queue import CellQueue, group
-from sweep.ray_backend import Landing, RayBackend, inventory_from_ray
+from sweep.ray_backend import Landing, RayBackend, ReadAhead, inventory_from_ray
 from sweep.resume import Reuse, reconcile
 from sweep.schedule import Policy
 from sweep.scheduler import ANSWERS, JUDGMENTS, Batch, Event, Failed, Phase, Scheduler, Split, Started, Submitted
@@ -68,6 +68,8 @@ class RunResult:
     forecast makes too."""
     trace: tuple[Event, ...] = ()
     """Every decision of the scheduling loop (sweep.scheduler), as the forecast's trace lists them."""
+    read_aheads: tuple[ReadAhead, ...] = ()
+    """The weight files nodes read ahead (run.read_ahead) that finished before the run did."""
 
 
 def to_config(cfg: DictConfig | SweepConfig) -> tuple[SweepConfig, str]:
@@ -137,7 +139,8 @@ def run(cfg: DictConfig | SweepConfig) -> RunResult:
     loads = run_row.model_loads
     console.print(f"sweep {run_id}: {loads} model loads for {len(the_plan.cards)} models")
     return RunResult(run_id, store, loads, wall, tuple(x for e in executors for x in e.backend.landings),
-                     tuple(x for e in executors for x in e.starts), tuple(x for e in executors for x in e.loop.trace))
+                     tuple(x for e in executors for x in e.starts), tuple(x for e in executors for x in e.loop.trace),
+                     tuple(x for e in executors for x in e.backend.read_aheads))
 
 
 def judge_rounds(the_plan: SweepPlan, conf: SweepConfig, store: Store, inventory: sizing.Inventory, policy: Policy,

@@ -148,6 +148,23 @@ class Policy:
     (sweep.cost.PageCache, bounded by the nodes' memory) and takes reload_seconds. Modelled only:
     a live run gets the page cache from the OS when the nodes' memory holds the files, but how
     fast vLLM reads them back is not measured here, so plans don't assume it."""
+    read_ahead: bool = False
+    """While a model waits to load, the nodes it may load on (``read_ahead_nodes``) read its weight files
+    into their page cache, one model after another in load order, so its load reads host memory instead of
+    storage (sweep.ray_backend: a task per node; sweep.cost.PageCache models it, and keeps what was read as
+    warm_reloads does). ``run.read_ahead``; off by default: not run on a GPU cluster here."""
+
+
+def read_ahead_nodes(d: Demand, inventory: Inventory) -> tuple[int, ...]:
+    """The nodes an instance of ``d`` may load on (Capacity.take decides which when there is room): those
+    whose GPUs hold it whole, else those that hold one pipeline stage; CPU instances: those with the memory."""
+    nodes = inventory.nodes
+    if d.endpoint:
+        return ()
+    if d.shape is None:
+        return tuple(i for i, n in enumerate(nodes) if n.memory_bytes >= d.memory_bytes)
+    whole = tuple(i for i, n in enumerate(nodes) if n.gpus >= d.shape.gpus)
+    return whole or tuple(i for i, n in enumerate(nodes) if n.gpus >= d.shape.tp)
 
 
 def worth_another(work_s: float, load_s: float, instances: int) -> bool:

@@ -36,8 +36,8 @@ from sweep.core.errors import SweepError
 from sweep.core.rows import GenerationRow
 from sweep.cost import CellWork, cell_work, load_seconds, seconds, work_of, work_seconds
 from sweep.queue import CellQueue
-from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order, share,
-                            worth_another)
+from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order,
+                            read_ahead_nodes, share, worth_another)
 from sweep.sizing import Inventory
 
 ANSWERS, JUDGMENTS = "answers", "judgments"
@@ -153,6 +153,10 @@ class Backend(Protocol):
     def submit(self, batch: Batch) -> None:
         """Queue ``batch`` on its instance (started; batches on one instance run in turn)."""
 
+    def read_ahead(self, card: ModelCard, d: Demand, nodes: tuple[int, ...]) -> None:
+        """``card`` loads later on one of ``nodes``: read its weights into their page cache meanwhile
+        (Policy.read_ahead; a hint: nothing waits for it, and a read that fails only costs a cold load)."""
+
     def wait(self) -> Union[Done, Lost]:
         """The next batch that finished, or failed (its instance died, raised or missed its deadline)."""
 
@@ -253,10 +257,13 @@ class Scheduler:
         self.phase = kind
         self.pending = jobs
         keep: Callable[[str], bool] = self.queue.needs_model if kind == ANSWERS else (lambda _: False)
+        asked: set[str] = set()  # models whose weights this phase has read ahead
         # The answers phase ends when its last answer lands: early judging still in flight goes on into
         # the judging phase, so judges without early work don't wait for it (bench/stream.py).
         while self.pending or any(kind == JUDGMENTS or not b.job.early for b in self.running.values()):
             admit([self.cards[j.model] for j in self.pending], self.alive, self._start)
+            if self.policy.read_ahead:
+                self._read_ahead(asked)
             busy = {b.lane for b in self.running.values() if b.lane}
             self._submit_pending(busy)
             if kind == ANSWERS and self.policy.early_judging and (
@@ -265,6 +272,14 @@ class Scheduler:
             if not self.running:
                 raise SweepError(f"{self.pending[0].model} does not fit in the free cluster", "use a larger cluster")
             self._settle(self.backend.wait(), keep)
+
+    def _read_ahead(self, asked: set[str]) -> None:
+        """Policy.read_ahead: the nodes each model waiting to load may load on read its weights, in load order."""
+        for job in self.pending:
+            if job.model not in self.alive and job.model not in asked:
+                asked.add(job.model)
+                d = self.demands[job.model]
+                self.backend.read_ahead(self.cards[job.model], d, read_ahead_nodes(d, self.inventory))
 
     def _submit_pending(self, busy: set[Optional[str]]) -> None:
         """Submit each pending job whose model is loaded and whose lane is free, split over replicas

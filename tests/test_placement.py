@@ -8,6 +8,7 @@ placement. The real engine across nodes is test_a_cpu_vllm_sweep_across_nodes_ma
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,28 @@ def test_run_early_judging_false_judges_only_after_the_answers_and_retries_a_fai
     err = capfd.readouterr().err
     # The engine's own exception, not Ray's wrapper of it.
     assert "instance failed (RuntimeError: injected engine failure); restarting (1/2)" in err, err[-3000:]
+
+
+def test_read_ahead_reads_a_waiting_models_weights_on_the_nodes_it_may_load_on(ray_nodes, tmp_path: Path) -> None:  # noqa: ANN001
+    """run.read_ahead: the BF16 397B (TP 8 x PP 2, both nodes) and the 8B can't be loaded together, so one
+    of them waits; a task pinned to each node the 397B may load on reads its weight files (here: files of
+    random bytes, as .bin so that sizing keeps the card's 397B parameters; the fake engine loads nothing) while
+    it waits, and the instance starts once they are read."""
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "config.json").write_text("{}")
+    (weights / "README.md").write_text("not a weight file")
+    sizes = (3 << 20, 17 << 20)  # the second more than one 16 MiB read
+    for i, size in enumerate(sizes):
+        (weights / f"pytorch_model-0000{i}-of-00002.bin").write_bytes(os.urandom(size))
+    ray_nodes(workers=2, gpus=8, cpus=8)
+    cfg = fake_pool("model=[qwen3_5_397b_a17b,qwen3_8b]", "engine.concurrency=8", f"warehouse.root={tmp_path}",
+                    "run.name=ahead", "run.read_ahead=true", f"model.cards.qwen3_5_397b_a17b.path={weights}")
+    result = run(cfg)
+    assert exact_rows(result.store, "ahead") == (6, 6, 6, 6)  # 2 x 3 answers, each judged by the other
+    gpu_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")}
+    big = [r for r in result.read_aheads if r.model == "Qwen3.5-397B-A17B"]
+    assert big and {r.planned for r in big} == gpu_nodes  # both nodes: each may hold a stage
+    assert all(r.landed == r.planned and r.bytes_read == sum(sizes) for r in big), big
+    # The 8B's Hub checkpoint (fake/...) is in no Hub cache here: nothing to read, nothing fetched.
+    assert all(r.bytes_read == 0 for r in result.read_aheads if r.model == "Qwen3-8B")

@@ -11,10 +11,12 @@ import pytest
 from sweep import sizing
 from sweep.core.cells import SweepPlan
 from sweep.core.config import SweepConfig
-from sweep.cost import LOAD_FIXED_S, PageCache, RELOAD_GB_PER_S, load_seconds, reload_seconds
-from sweep.forecast import ORDERS, Forecast, best_policy, forecast
+from sweep.core.config import ModelCard
+from sweep.cost import LOAD_FIXED_S, LOAD_GB_PER_S, PageCache, RELOAD_GB_PER_S, load_seconds, reload_seconds
+from sweep.forecast import ORDERS, Basis, Forecast, Simulated, best_policy, forecast
 from sweep.plan import plan
-from sweep.schedule import Demand, Placement, Policy, keep_loaded, load_order
+from sweep.schedule import Demand, Placement, Policy, keep_loaded, load_order, read_ahead_nodes
+from sweep.scheduler import Scheduler
 from tests.conftest import compose_config
 from tests.test_forecast import never_oversubscribed
 
@@ -105,6 +107,7 @@ def test_no_policy_forecasts_a_makespan_below_the_tight_bound(cluster: str, samp
     gpus = max(n.gpus for n in inventory.nodes)
     policies = [Policy(order=o) for o in ORDERS] + [
         Policy(order="widest_last", judge_ready=True), Policy(order="widest_last", warm_reloads=True),
+        Policy(order="widest_last", read_ahead=True),
         Policy(order="pool", fuse=False, replicas=False, early_judging=False)]
     cold = forecast(the_plan, cfg, inventory, policies[0]).bound
     for p in policies:
@@ -114,6 +117,8 @@ def test_no_policy_forecasts_a_makespan_below_the_tight_bound(cluster: str, samp
         never_oversubscribed(f, gpus)
         if p.warm_reloads:  # cheaper reloads: the bound can only drop
             assert f.bound.seconds <= cold.seconds and f.bound.work_s == cold.work_s
+        if p.read_ahead:  # every load may be warm
+            assert f.bound.seconds <= cold.seconds
 
 
 def test_judge_ready_keeps_a_model_that_can_judge_existing_answers_while_another_waits() -> None:
@@ -157,3 +162,71 @@ def test_a_reload_reads_the_weights_from_the_page_cache_of_the_nodes_that_read_t
     small.load_seconds(big, big_d, Placement((0,)))  # 244 GB > 75 GB of cache: not kept, and pushes the 32B out
     assert small.load_seconds(card, d, Placement((0,))) == load_seconds(card, d)
     assert small.load_seconds(card, d, Placement((0,))) == reload_seconds(card, d)
+
+
+def test_read_ahead_queues_each_nodes_reads_and_a_load_waits_for_the_rest_of_its_read() -> None:
+    the_plan, _, inventory = study("h100_2x8")
+    a, b = the_plan.card("Qwen3-32B"), the_plan.card("Qwen3.5-122B-A10B")
+    da, db = (Demand(sizing.Shape(c.name, "bfloat16", tp, 1, 0, 0, 0), 0) for c, tp in ((a, 2), (b, 4)))
+    read = {c.name: sizing.weight_bytes(c, "bfloat16") / 1e9 / LOAD_GB_PER_S for c in (a, b)}
+    cache = PageCache(inventory)
+    cache.read_ahead(a, da, 0, 10.0)
+    cache.read_ahead(b, db, 0, 10.0)  # one read at a time: after the 32B's
+    cache.read_ahead(a, da, 0, 11.0)  # read already: not read again
+    assert cache.load_seconds(a, da, Placement((0,)), 60.0) == reload_seconds(a, da)  # 10 + 33 s < 60 s: all read
+    b_read = 10.0 + read[a.name] + read[b.name]
+    assert cache.load_seconds(b, db, Placement((0,)), 100.0) == pytest.approx(b_read - 100.0 + reload_seconds(b, db))
+    assert cache.load_seconds(b, db, Placement((1,)), 100.0) == load_seconds(b, db)  # node 1 read nothing ahead
+
+
+def test_read_ahead_asks_the_nodes_a_model_may_load_on() -> None:
+    node = sizing.Node(64.0, 8, 2048 * sizing.GiB, 80 * sizing.GiB, "H100")
+    mixed = sizing.Inventory((sizing.Node(16.0, 4, 64 * sizing.GiB, 80 * sizing.GiB, "H100"), node, node))
+    shape = lambda tp, pp: sizing.Shape("m", "bfloat16", tp, pp, 0, 0, 0)  # noqa: E731
+    assert read_ahead_nodes(Demand(shape(8, 1), 0), mixed) == (1, 2)  # whole on an 8-GPU node
+    assert read_ahead_nodes(Demand(shape(4, 4), 0), mixed) == (0, 1, 2)  # 16 GPUs: a stage on any node
+    assert read_ahead_nodes(Demand(None, 100 * sizing.GiB), mixed) == (1, 2)  # a CPU instance: the memory
+    assert read_ahead_nodes(Demand(None, 0, endpoint="http://x"), mixed) == ()  # an API card reads nothing
+
+
+class Asked(Simulated):
+    """The simulated clock, recording what the loop asks to read ahead."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.asked: list[tuple[float, str, tuple[int, ...]]] = []
+
+    def read_ahead(self, card: ModelCard, d: Demand, nodes: tuple[int, ...]) -> None:
+        self.asked.append((self.now, card.name, nodes))
+        super().read_ahead(card, d, nodes)
+
+
+def test_read_ahead_reads_a_waiting_models_weights_so_it_loads_from_the_page_cache() -> None:
+    """While the FP8 397B waits for the node (widest last), the node reads its weights; it then loads after the
+    rest of that read plus a reload, the others reload warm, and the sweep ends sooner with the same loads."""
+    the_plan, cfg, inventory = study("h100_8")
+    basis = Basis(the_plan, cfg, inventory)
+    runs = []
+    for ahead in (False, True):
+        policy = Policy(order="widest_last", read_ahead=ahead)
+        clock = Asked(inventory, PageCache(inventory) if ahead else None)
+        loop = Scheduler(the_plan, cfg, inventory, policy, clock, basis.queue.copy(), work=basis.work)
+        loop.run()
+        runs.append((clock, loop))
+    (cold, cold_loop), (warm, warm_loop) = runs
+    assert cold.asked == [] and len(cold_loop.trace) > 0
+    card = the_plan.card(BIG)
+    big_cold, big_warm = (next(s for s in c.spans if s.model == BIG) for c in (cold, warm))
+    # At the start, every model that can't load yet is read ahead in load order (one node here), the 397B last.
+    first = [name for t, name, _ in warm.asked if t == 0.0]
+    assert set(first) == {c.name for c in the_plan.cards if min(s.start for s in warm.spans if s.model == c.name) > 0}
+    assert first[-1] == BIG
+    assert len(first) == len(set(first)) and {nodes for _, _, nodes in warm.asked} == {(0,)}
+    # The node reads one model at a time, in the order asked: the 397B's read ends after all of them.
+    read_gb = sum(sizing.weight_bytes(c, sizing.run_dtype(c, True)) for c in map(the_plan.card, first)) / 1e9
+    read_end = read_gb / LOAD_GB_PER_S
+    assert big_cold.ready - big_cold.start == pytest.approx(load_seconds(card, big_cold.demand))
+    assert big_warm.ready - big_warm.start == pytest.approx(
+        max(read_end - big_warm.start, 0.0) + reload_seconds(card, big_warm.demand))
+    assert big_warm.ready < big_cold.ready
+    assert len(warm.spans) == len(cold.spans) and warm.now < cold.now

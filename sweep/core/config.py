@@ -393,6 +393,10 @@ class Run:
     more time than a load (sweep/schedule.py, ``worth_another``)."""
     early_judging: bool = True
     """While models still answer, loaded judges with nothing to do judge the answers that exist."""
+    read_ahead: bool = False
+    """While a model waits for room, the nodes it may load on read its weight files into their page cache
+    (a Ray task per node), so its load reads host memory instead of storage (sweep.schedule.Policy.read_ahead).
+    Off by default: the forecast models it, but it has not run on a GPU cluster here."""
     batch_cells: int = 1024
     """Cells per batch an instance is sent (0: its whole share of a job in one). Each batch is written as
     it lands, so a crash loses at most the batches in flight (two per instance) and a rerun redoes only
