@@ -79,13 +79,19 @@ def largest_sets(names: Sequence[str], fits: Callable[[Sequence[str]], bool],
 
 def lower_bound(demands: Mapping[str, Demand], load_s: Mapping[str, float], gen_s: Mapping[str, float],
                 busy_s: Mapping[str, float], judge_s: Mapping[str, Mapping[str, float]], inventory: Inventory,
-                reload_s: Optional[Mapping[str, float]] = None) -> Bound:
+                reload_s: Optional[Mapping[str, float]] = None, first_hold_s: Optional[Mapping[str, float]] = None,
+                ) -> Bound:
     """The bound of the module docstring. ``busy_s``: a model's answers and all its judging in one batch
     each; ``judge_s[j][r]``: judge j on r's answers alone; ``reload_s``: the least a load after the first
-    can take (Policy.warm_reloads: from host memory), else ``load_s``. Models that hold no GPU (CPU, API)
-    reload for free. sweep.forecast computes it once per plan, whatever the policies it forecasts."""
+    can take (Policy.warm_reloads: from host memory), else ``load_s``; ``first_hold_s``: the least time a
+    first load holds its GPUs (Policy.read_ahead: its files may have been read before it started, so as
+    little as a reload), else ``load_s``. A first load still ends no sooner than ``load_s`` after the start
+    (reading ahead takes what a cold load's read takes, before the same start-up), so the longest model and
+    argument 3 keep ``load_s``. Models that hold no GPU (CPU, API) reload for free. sweep.forecast computes
+    it once per plan, whatever the policies it forecasts."""
     # A reload is never slower than a first load.
     again_s = {n: min(load_s[n], t) for n, t in (reload_s or load_s).items()}
+    hold_s = {n: min(load_s[n], t) for n, t in (first_hold_s or load_s).items()}
     names = list(demands)
     gpus_total = inventory.gpus
     busy = {n: busy_s.get(n, 0.0) for n in names}
@@ -94,7 +100,7 @@ def lower_bound(demands: Mapping[str, Demand], load_s: Mapping[str, float], gen_
         return Bound(longest, longest, longest, longest, tuple(names))
     gpu = {n: demands[n].gpus for n in names}
     work = sum(gpu[n] * busy[n] for n in names)
-    work_s = max((work + sum(gpu[n] * load_s[n] for n in names)) / gpus_total, longest)
+    work_s = max((work + sum(gpu[n] * hold_s[n] for n in names)) / gpus_total, longest)
 
     on_gpu = [n for n in names if gpu[n]]
     known: dict[frozenset[str], bool] = {}
@@ -106,7 +112,7 @@ def lower_bound(demands: Mapping[str, Demand], load_s: Mapping[str, float], gen_
         return known[key]
 
     def cost(once: Collection[str]) -> float:
-        return (work + sum(gpu[n] * (load_s[n] + (0.0 if n in once else again_s[n])) for n in on_gpu)) / gpus_total
+        return (work + sum(gpu[n] * (hold_s[n] + (0.0 if n in once else again_s[n])) for n in on_gpu)) / gpus_total
 
     # Branch and bound: a set within chosen + rest costs no less than chosen + rest itself (the same sum,
     # term by term no smaller, so in floats too); a branch that can't beat the best so far is skipped.

@@ -99,14 +99,14 @@ class Basis:
 
     def bound(self, policy: Policy) -> Optional[Bound]:
         """The tight lower bound (sweep/bound.py), None without GPUs. Under Policy.warm_reloads reloads cost
-        reload_seconds; under Policy.read_ahead every load may (a first one too: its files may be read ahead)."""
+        reload_seconds; under Policy.read_ahead a first load may hold its GPUs only that long too."""
         if not self.inventory.gpus:
             return None
         warm, ahead = policy.warm_reloads or policy.read_ahead, policy.read_ahead
         if (warm, ahead) not in self._bounds:
             again = {c.name: reload_seconds(c, self.demands[c.name]) for c in self.hosts}
-            self._bounds[warm, ahead] = lower_bound(self.demands, again if ahead else self.load_s, self.gen_s,
-                                                    self.busy_s, self.judge_s, self.inventory, again if warm else None)
+            self._bounds[warm, ahead] = lower_bound(self.demands, self.load_s, self.gen_s, self.busy_s, self.judge_s,
+                                                    self.inventory, again if warm else None, again if ahead else None)
         return self._bounds[warm, ahead]
 
     def forecast(self, policy: Policy = Policy()) -> Forecast:
