@@ -10,7 +10,8 @@ cells (one job), split over data-parallel replicas on idle GPUs while one more p
 judge with nothing to do judges its ready cells (early judging). An instance that answered stays
 loaded when it has cells left to judge and no model waits for its room (``keep_loaded``). The answers
 phase ends when its last answer lands; early judging still in flight goes on. Judging phase: what is
-left, judges already loaded first (after the batches of their early job).
+left, judges already loaded first (after the batches of their early job). With ``Policy.read_ahead`` each
+model waiting to load has the nodes it may load on read its weights meanwhile (``Backend.read_ahead``).
 
 Batches: an instance's part of a job goes out as batches of at most ``run.batch_cells`` cells
 (``chunks``), ``PIPELINE`` of them in flight per instance, so the engine never waits for the driver
@@ -155,7 +156,7 @@ class Backend(Protocol):
 
     def read_ahead(self, card: ModelCard, d: Demand, nodes: tuple[int, ...]) -> None:
         """``card`` loads later on one of ``nodes``: read its weights into their page cache meanwhile
-        (Policy.read_ahead; a hint: nothing waits for it, and a read that fails only costs a cold load)."""
+        (Policy.read_ahead: only that model's instance waits for it, and a read that fails costs a cold load)."""
 
     def wait(self) -> Union[Done, Lost]:
         """The next batch that finished, or failed (its instance died, raised or missed its deadline)."""
