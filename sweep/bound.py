@@ -21,9 +21,10 @@ Three arguments, the bound is the largest:
    ``L_X + G_X + L_Y + J[Y][X]``. Bound: the largest over X of the minimum, over the sets that
    can be loaded beside X, of the latest such end.
 
-Like the longest-model term, arguments 1 and 3 take a model's batch as run by one instance:
-data-parallel replicas (started only when a batch outlasts a load, sweep.schedule.worth_another)
-could in principle beat it. Study, 1 sample: 710 s on 8 x H100 (argument 2: the FP8 397B fills
+Data-parallel replicas split a model's job over several instances; the runner splits a job only as far
+as ``sweep.schedule.most_instances`` allows (while one more instance saves more than its load), so for
+its schedules the longest-model term and argument 3 take a model's answers and its judging each split
+that far (``split``): a bound on the runner's schedules, not on every conceivable one. Study, 1 sample: 710 s on 8 x H100 (argument 2: the FP8 397B fills
 the node, so either it loads twice or the seven others do), 334 s on 16 (argument 3: the 397B's
 answers exist at 265 s; besides it only 122B + Coder-Next fit node 1 then, so the 35B-A3B reloads
 after them) against 530 s and 276 s for argument 1 alone.
@@ -80,22 +81,26 @@ def largest_sets(names: Sequence[str], fits: Callable[[Sequence[str]], bool],
 def lower_bound(demands: Mapping[str, Demand], load_s: Mapping[str, float], gen_s: Mapping[str, float],
                 busy_s: Mapping[str, float], judge_s: Mapping[str, Mapping[str, float]], inventory: Inventory,
                 reload_s: Optional[Mapping[str, float]] = None, first_hold_s: Optional[Mapping[str, float]] = None,
-                ) -> Bound:
+                split: Optional[Mapping[str, tuple[int, int]]] = None) -> Bound:
     """The bound of the module docstring. ``busy_s``: a model's answers and all its judging in one batch
     each; ``judge_s[j][r]``: judge j on r's answers alone; ``reload_s``: the least a load after the first
     can take (Policy.warm_reloads: from host memory), else ``load_s``; ``first_hold_s``: the least time a
     first load holds its GPUs (Policy.read_ahead: its files may have been read before it started, so as
     little as a reload), else ``load_s``. A first load still ends no sooner than ``load_s`` after the start
     (reading ahead takes what a cold load's read takes, before the same start-up), so the longest model and
-    argument 3 keep ``load_s``. Models that hold no GPU (CPU, API) reload for free. sweep.forecast computes
-    it once per plan, whatever the policies it forecasts."""
+    argument 3 keep ``load_s``. ``split``: the most instances a model's answers and its judging each run on
+    (replicas; default one). Models that hold no GPU (CPU, API) reload for free. sweep.forecast computes it
+    once per plan and policy family."""
     # A reload is never slower than a first load.
     again_s = {n: min(load_s[n], t) for n, t in (reload_s or load_s).items()}
     hold_s = {n: min(load_s[n], t) for n, t in (first_hold_s or load_s).items()}
     names = list(demands)
     gpus_total = inventory.gpus
     busy = {n: busy_s.get(n, 0.0) for n in names}
-    longest = max((load_s[n] + busy[n] for n in names), default=0.0)
+    parts = {n: (split or {}).get(n, (1, 1)) for n in names}
+    # One model's answers and then its judging, each on as many instances as the runner splits it over.
+    chain = {n: gen_s.get(n, 0.0) / parts[n][0] + (busy[n] - gen_s.get(n, 0.0)) / parts[n][1] for n in names}
+    longest = max((load_s[n] + chain[n] for n in names), default=0.0)
     if not gpus_total:
         return Bound(longest, longest, longest, longest, tuple(names))
     gpu = {n: demands[n].gpus for n in names}
@@ -124,13 +129,13 @@ def lower_bound(demands: Mapping[str, Demand], load_s: Mapping[str, float], gen_
 
     timing_s = 0.0
     for x in on_gpu:
-        answered = load_s[x] + gen_s.get(x, 0.0)
+        answered = load_s[x] + gen_s.get(x, 0.0) / parts[x][0]
         judges = [y for y in on_gpu if y != x and x in judge_s.get(y, {})]
         if not judges:
             continue
 
         def end(loaded: Collection[str]) -> float:
-            return max(answered + judge_s[y][x] + (0.0 if y in loaded else again_s[y]) for y in judges)
+            return max(answered + judge_s[y][x] / parts[y][1] + (0.0 if y in loaded else again_s[y]) for y in judges)
 
         # The minimum over the sets, found as far as it matters: below what another model already bounds,
         # a lower value changes nothing; a branch that ends no earlier, all of chosen + rest loaded, is skipped.

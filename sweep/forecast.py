@@ -23,7 +23,7 @@ from sweep.cost import PageCache, cell_work, load_seconds, reload_seconds, secon
 from sweep.plan import plan
 from sweep.core.rows import GenerationRow
 from sweep.queue import CellQueue
-from sweep.schedule import Demand, Placement, Policy, demand, load_order
+from sweep.schedule import Demand, Placement, Policy, demand, load_order, most_instances
 from sweep.scheduler import ANSWERS, Batch, Done, Event, Scheduler
 from sweep.sizing import Inventory, Node, described, run_dtype, schedulable_memory, weight_bytes
 
@@ -94,20 +94,30 @@ class Basis:
                          for n, d in self.demands.items())
         self.judge_s = {j: {r: seconds(the_plan.card(j), self.demands[j], w, inventory, batch) for r, w in by.items()}
                         for j, by in by_respondent.items()}
-        self._bounds: dict[tuple[bool, bool], Bound] = {}
+        self._bounds: dict[tuple[bool, bool, bool], Bound] = {}
         self.queue = CellQueue(the_plan, conf.judge, {})
 
     def bound(self, policy: Policy) -> Optional[Bound]:
         """The tight lower bound (sweep/bound.py), None without GPUs. Under Policy.warm_reloads reloads cost
-        reload_seconds; under Policy.read_ahead a first load may hold its GPUs only that long too."""
+        reload_seconds; under Policy.read_ahead a first load may hold its GPUs only that long too; under
+        Policy.replicas a model's answers and its judging split over as many instances as the loop would."""
         if not self.inventory.gpus:
             return None
-        warm, ahead = policy.warm_reloads or policy.read_ahead, policy.read_ahead
-        if (warm, ahead) not in self._bounds:
+        key = (policy.warm_reloads or policy.read_ahead, policy.read_ahead, policy.replicas)
+        if key not in self._bounds:
+            warm, ahead, replicas = key
             again = {c.name: reload_seconds(c, self.demands[c.name]) for c in self.hosts}
-            self._bounds[warm, ahead] = lower_bound(self.demands, self.load_s, self.gen_s, self.busy_s, self.judge_s,
-                                                    self.inventory, again if warm else None, again if ahead else None)
-        return self._bounds[warm, ahead]
+            self._bounds[key] = lower_bound(self.demands, self.load_s, self.gen_s, self.busy_s, self.judge_s,
+                                            self.inventory, again if warm else None, again if ahead else None,
+                                            self._split() if replicas else None)
+        return self._bounds[key]
+
+    def _split(self) -> dict[str, tuple[int, int]]:
+        """The most instances each GPU model's answers and its judging run on (sweep.schedule.most_instances)."""
+        gpus = self.inventory.gpus
+        return {n: (most_instances(self.gen_s.get(n, 0.0), self.load_s[n], gpus // d.gpus),
+                    most_instances(self.busy_s[n] - self.gen_s.get(n, 0.0), self.load_s[n], gpus // d.gpus))
+                for n, d in self.demands.items() if d.gpus}
 
     def forecast(self, policy: Policy = Policy()) -> Forecast:
         """The scheduling loop of the live run (sweep.scheduler) on the cost model's clock: every answer

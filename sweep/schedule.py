@@ -173,6 +173,15 @@ def worth_another(work_s: float, load_s: float, instances: int) -> bool:
     return work_s / instances - work_s / (instances + 1) > load_s
 
 
+def most_instances(work_s: float, load_s: float, room: int) -> int:
+    """The instances a job of ``work_s`` seconds is split over at most (the runner starts replicas while
+    ``worth_another`` holds and there is room), ``room`` being how many the cluster holds at once."""
+    n = 1
+    while n < room and worth_another(work_s, load_s, n):
+        n += 1
+    return n
+
+
 T = TypeVar("T")
 
 

@@ -38,7 +38,7 @@ from sweep.core.rows import GenerationRow
 from sweep.cost import CellWork, cell_work, load_seconds, seconds, work_of, work_seconds
 from sweep.queue import CellQueue
 from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order,
-                            read_ahead_nodes, share, worth_another)
+                            most_instances, read_ahead_nodes, share)
 from sweep.sizing import Inventory
 
 ANSWERS, JUDGMENTS = "answers", "judgments"
@@ -305,9 +305,9 @@ class Scheduler:
         model = job.model
         if not self.policy.replicas or self.demands[model].shape is None:
             return []
-        estimate_s = self._seconds(model, job.cells)
+        most = most_instances(self._seconds(model, job.cells), self.load_s[model], self.inventory.gpus)
         keys: list[str] = []
-        while worth_another(estimate_s, self.load_s[model], len(keys) + 1):
+        while len(keys) + 1 < most:
             key = f"{model} #{len(keys) + 2}"
             if not self._start(self.cards[model], key):
                 break

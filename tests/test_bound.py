@@ -6,9 +6,9 @@ import pytest
 
 from sweep import sizing
 from sweep.bound import lower_bound
-from sweep.forecast import best_policy
+from sweep.forecast import Basis, best_policy
 from sweep.plan import plan
-from sweep.schedule import Demand
+from sweep.schedule import Demand, Policy
 from tests.conftest import compose_config
 
 NODE = sizing.Inventory((sizing.Node(64.0, 8, 1 << 40, 80 * sizing.GiB, "H100"),))
@@ -88,3 +88,19 @@ def test_the_pruned_search_finds_the_bound_every_maximal_set_gives() -> None:
                            for s in maximal([y for y in names if y != x], lambda s, x=x: fit_together((x, *s), d, two)))
                        for x in names)
         assert (b.reload_s, b.timing_s) == (pytest.approx(max(reload_s, longest)), pytest.approx(timing_s)), seed
+
+
+def test_the_bound_counts_the_replicas_the_runner_would_start() -> None:
+    """Two 1-GPU models on 8 GPUs with 8 samples: the runner splits each model's work over replicas, so a bound
+    that takes each model's work on one instance claims more than the forecast takes; the bound that splits
+    it as far as sweep.schedule.most_instances allows does not (and without replicas the other one holds)."""
+    cfg = compose_config("model=[qwen3_8b,qwen3_5_9b]", "evals=hard", "run.samples=8", "engine.concurrency=8",
+                         "cluster=h100_8")
+    inventory = sizing.described(cfg.cluster)
+    basis = Basis(plan(cfg, "r", inventory), cfg, inventory)
+    split, alone = basis.forecast(Policy()), basis.forecast(Policy(replicas=False))
+    one_instance = basis.bound(Policy(replicas=False))
+    assert split.loads > 2 and alone.loads == 2
+    assert split.bound is not None and one_instance is not None
+    assert split.bound.seconds <= split.makespan_s < one_instance.seconds
+    assert alone.makespan_s >= one_instance.seconds
