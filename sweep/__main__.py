@@ -17,7 +17,7 @@ register()
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from warehouse.report import console
+    from warehouse.formats import console
 
     try:
         if cfg.plan:  # print the plan and stop: Ray is not even imported

@@ -41,7 +41,7 @@ from sweep.resume import Reuse, reconcile
 from sweep.schedule import Policy
 from sweep.scheduler import ANSWERS, JUDGMENTS, Batch, Event, Failed, Phase, Scheduler, Split, Started, Submitted
 from warehouse.db import connect, store_aggregate
-from warehouse.report import console as wide_console
+from warehouse.formats import console as wide_console
 from warehouse.stats import load_cube
 from warehouse.store import Store
 

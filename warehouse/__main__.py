@@ -14,9 +14,10 @@ from rich.console import Console
 from sweep.core.config import Warehouse
 from sweep.core.errors import SweepError
 from warehouse.db import compact, connect, on_sound_files, script
+from warehouse.formats import console
 from warehouse.html import compare_page, run_page
 from warehouse.readonly import connect_read_only, refusal
-from warehouse.report import console, coverage_table, deltas_table, latest_run, print_report
+from warehouse.report import coverage_table, deltas_table, latest_run, print_report
 from warehouse.store import TABLES, Store
 
 

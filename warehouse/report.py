@@ -22,14 +22,6 @@ def latest_run(con: duckdb.DuckDBPyConnection) -> Optional[str]:
 
 # Columns of names: left-aligned and never wrapped or cut, since a name is what a row is about.
 NAME_COLUMNS = ("Model", "Judge", "Family", "Judge family")
-LOG_WIDTH = 160
-
-
-def console(stderr: bool = False) -> Console:
-    """The terminal's width on a terminal; in a log or a pipe (ray job logs, CI) rich assumes 80
-    columns, which wraps the tables' headers, so use a wide line there."""
-    out = Console(stderr=stderr)
-    return out if out.is_terminal else Console(stderr=stderr, width=LOG_WIDTH)
 
 
 def ranking_table(con: duckdb.DuckDBPyConnection, run_id: str) -> Table:
