@@ -235,7 +235,9 @@ def room_at(free: Capacity, d: Demand, now: float, ends: Sequence[tuple[float, P
 def backfill(estimate: Callable[[int], float], items: int, slack_s: float) -> int:
     """How many of an instance's ready cells (a prefix of ``items``) it judges within ``slack_s``:
     the most whose ``estimate`` (of the first n, one job) fits; 0 when none does."""
-    lo, hi = 0, items  # estimate grows with the cells: bisect for the longest prefix that fits
+    if estimate(items) <= slack_s:
+        return items
+    lo, hi = 0, items - 1  # estimate grows with the cells: bisect for the longest prefix that fits
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if estimate(mid) <= slack_s:
