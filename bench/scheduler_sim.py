@@ -11,7 +11,8 @@ Rows, same session and cost model:
 - the runner's search with features that are off by default (sweep.schedule.Policy): judge_ready
   (the scheduling loop runs it live and simulated alike, not yet measured live) and warm_reloads
   (modelled only); their bound is recomputed under the same assumptions (warm reloads make a reload
-  cheaper, so the bound drops too);
+  cheaper, so the bound drops too); and late_load (the last model waiting for room may load later
+  while its answers still end before the others', so backfill judges longer: off by default);
 - naive: pool order, every model reloaded to judge, no replicas, no early judging.
 Throughputs and load times are roofline estimates (sweep/cost.py); nothing here runs a model.
 
@@ -76,6 +77,7 @@ POLICIES: dict[str, Run] = {
     "+ judge_ready (modelled)": searched(judge_ready=True),
     "+ warm reloads (modelled)": searched(warm_reloads=True),
     "+ both (modelled)": searched(judge_ready=True, warm_reloads=True),
+    "+ late_load": searched(late_load=True),
     "naive": naive,
 }
 

@@ -11,9 +11,10 @@ judge with nothing to do judges its ready cells (early judging). An instance tha
 loaded when it has cells left to judge and no model waits for its room (``keep_loaded``); while one
 waits (backfill), only to judge the ready cells whose estimate ends before that model could load
 anyway (``room_at``, from the other instances' projected ends ``free_at``: the cost model's estimates on
-the backend's clock), then it leaves. The answers phase ends when its last answer lands; early judging
-still in flight goes on. Judging phase: what is left, judges already loaded first (after the batches of
-their early job).
+the backend's clock), then it leaves (``Policy.late_load``: the last model waiting may load later, while
+its answers still end before the others'). The answers phase ends when its last answer lands; early
+judging still in flight goes on. Judging phase: what is left, judges already loaded first (after the
+batches of their early job).
 
 Batches: an instance's part of a job goes out as batches of at most ``run.batch_cells`` cells
 (``chunks``), ``PIPELINE`` of them in flight per instance, so the engine never waits for the driver
@@ -402,8 +403,20 @@ class Scheduler:
         cells, pairs = self.queue.ready(key)
         if at is None or not (cells or pairs):
             return [], []
-        n = backfill(lambda n: self._seconds(key, cells[:n]), len(cells) + len(pairs), at - now)
+        slack = at - now + (self._later(key, at) if self.policy.late_load else 0.0)
+        n = backfill(lambda n: self._seconds(key, cells[:n]), len(cells) + len(pairs), slack)
         return cells[:n], pairs[:max(n - len(cells), 0)]
+
+    def _later(self, key: str, at: float) -> float:
+        """Policy.late_load: how much later than ``at`` the last model waiting for room may load and still
+        end its answers (load and answers estimated, one instance) by the latest projected end of the
+        other instances (``key``'s excepted)."""
+        waiting = [j for j in self.pending if j.model not in self.alive]
+        if len(waiting) != 1:  # a later model would wait longer too
+            return 0.0
+        job = waiting[0]
+        ends = at + self.load_s[job.model] + self._seconds(job.model, job.cells)
+        return max(0.0, max((t for k, t in self.free_at.items() if k != key), default=at) - ends)
 
     def _collect(self, batch: Batch, rows: Sequence[Any], answers: Mapping[str, GenerationRow]) -> None:
         self.sink.landed(batch, rows)

@@ -258,3 +258,20 @@ def test_backfill_judges_early_only_within_the_time_the_waiting_model_waits_anyw
     plain, filled = (forecast(the_plan, cfg, inventory, Policy(order="widest_last", backfill=b)) for b in (False, True))
     assert waited(filled)[0] <= waited(plain)[0]
     assert filled.makespan_s < plain.makespan_s and filled.makespan_s <= 1.10 * filled.lower_bound_s
+
+
+def test_late_load_lets_the_last_waiting_model_load_later_while_its_answers_still_end_in_time() -> None:
+    """2 x 8 H100, issue 15's FP8 plan at 8 samples: the 122B waits for room on the small models' node.
+    With late_load it loads later, as long as its answers still end before the others' projected ends,
+    so the 9B done answering judges the 8B's answers before it leaves: less to judge after its reload."""
+    cfg = compose_config("model=all", "evals=hard", "engine.prefer_fp8=true", "cluster=h100_2x8", "run.samples=8")
+    inventory = sizing.described(cfg.cluster)
+    the_plan = plan(cfg, "r", inventory)
+    plain, late = (forecast(the_plan, cfg, inventory, Policy(order="cheap_last_loaded", late_load=x))
+                   for x in (False, True))
+    start = [next(s.start for s in f.spans if s.model == "Qwen3.5-122B-A10B") for f in (plain, late)]
+    assert start[1] > start[0]  # the price: it waits longer
+    assert late.makespan_s < plain.makespan_s and late.loads == plain.loads
+    never_oversubscribed(late, 8)
+    _, best = best_policy(the_plan, cfg, inventory, Policy(late_load=True))
+    assert best.makespan_s <= 1.10 * best.lower_bound_s < plain.makespan_s
