@@ -12,6 +12,8 @@ Rows, same session and cost model:
   (the scheduling loop runs it live and simulated alike, not yet measured live) and warm_reloads
   (modelled only), and read_ahead (run.read_ahead: built, not run on GPUs here); their bound is recomputed
   under the same assumptions (warm reloads make a reload cheaper, read-ahead any load, so the bound drops too);
+  and late_load (the last model waiting for room may load later while its answers still end before the
+  others', so backfill judges longer: off by default);
 - naive: pool order, every model reloaded to judge, no replicas, no early judging.
 Throughputs and load times are roofline estimates (sweep/cost.py); nothing here runs a model.
 
@@ -77,6 +79,7 @@ POLICIES: dict[str, Run] = {
     "+ warm reloads (modelled)": searched(warm_reloads=True),
     "+ both (modelled)": searched(judge_ready=True, warm_reloads=True),
     "+ read-ahead (modelled)": searched(read_ahead=True),
+    "+ late_load": searched(late_load=True),
     "naive": naive,
 }
 

@@ -129,7 +129,7 @@ class Basis:
         clock = Simulated(inventory, PageCache(inventory) if policy.warm_reloads or policy.read_ahead else None)
         loop = Scheduler(self.plan, self.conf, inventory, policy, clock, self.queue.copy(), work=self.work)
         loop.run()
-        out.spans, out.makespan_s, out.trace = clock.spans, clock.now, loop.trace
+        out.spans, out.makespan_s, out.trace = clock.spans, clock.now(), loop.trace
         return out
 
 
@@ -156,7 +156,7 @@ class Simulated:
     def __init__(self, inventory: Inventory, cache: Optional[PageCache] = None) -> None:
         self._inventory = inventory
         self._cache = cache
-        self.now = 0.0
+        self.clock = 0.0
         self.spans: list[Span] = []
         self._alive: dict[str, Span] = {}
         self._free_at: dict[str, float] = {}
@@ -164,8 +164,8 @@ class Simulated:
         """Running batches by end, then by submission (ties end in the order they were submitted)."""
 
     def start(self, card: ModelCard, key: str, d: Demand, where: Placement) -> None:
-        load = self._cache.load_seconds(card, d, where, self.now) if self._cache else load_seconds(card, d)
-        span = Span(card.name, d, where, self.now, self.now + load)
+        load = self._cache.load_seconds(card, d, where, self.clock) if self._cache else load_seconds(card, d)
+        span = Span(card.name, d, where, self.clock, self.clock + load)
         self._alive[key] = span
         self._free_at[key] = span.ready
         self.spans.append(span)
@@ -173,24 +173,27 @@ class Simulated:
     def submit(self, batch: Batch) -> None:
         took = batch.estimate_s
         self._alive[batch.instance].busy_s += took
-        end = self._free_at[batch.instance] = max(self.now, self._free_at[batch.instance]) + took
+        end = self._free_at[batch.instance] = max(self.clock, self._free_at[batch.instance]) + took
         heapq.heappush(self._ends, (end, batch.id, batch))
 
     def read_ahead(self, card: ModelCard, d: Demand, nodes: tuple[int, ...]) -> None:
         if self._cache:
             for n in nodes:
-                self._cache.read_ahead(card, d, n, self.now)
+                self._cache.read_ahead(card, d, n, self.clock)
 
     def wait(self) -> Done:
-        self.now, _, batch = heapq.heappop(self._ends)
+        self.clock, _, batch = heapq.heappop(self._ends)
         cells, _ = batch.carried()
         return Done(batch, (), dict.fromkeys((c.key for c in cells), SIMULATED) if batch.job.kind == ANSWERS else {})
 
     def stop(self, key: str) -> None:
-        self._alive.pop(key).end = self.now
+        self._alive.pop(key).end = self.clock
 
     def inventory(self) -> Inventory:
         return self._inventory
+
+    def now(self) -> float:
+        return self.clock
 
 
 ORDERS = ("largest", "cheap_last_loaded", "widest_last", "cheap_first_widest_last")

@@ -243,6 +243,9 @@ class RayBackend:
         self._inventory = inventory_from_ray(self.conf)
         return self._inventory
 
+    def now(self) -> float:
+        return time.monotonic()
+
 
 def inventory_from_ray(conf: SweepConfig) -> sizing.Inventory:
     nodes = []

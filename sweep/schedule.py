@@ -102,6 +102,11 @@ class Capacity:
         fitting = [(free, i) for i, (free, _) in enumerate(self.free) if free >= gpus]
         return min(fitting)[1] if fitting else None
 
+    def copy(self) -> Capacity:
+        out = Capacity.__new__(Capacity)
+        out.free = [list(node) for node in self.free]
+        return out
+
     def give_back(self, where: Placement, d: Demand) -> None:
         if d.shape is None:
             self.free[where.nodes[0]][1] += d.memory_bytes
@@ -136,6 +141,19 @@ class Policy:
     """Also keep it, while a model waits for room, when answers it has not judged exist: it judges
     them (early judging) before giving the room back, so fewer verdicts wait for its reload. The
     scheduling loop (sweep.scheduler) honours it live and simulated; off by default until measured live."""
+    backfill: bool = True
+    """While a model waits for room, an instance that has answered judges its ready cells early, but only
+    those whose estimate ends before the waiting model could load anyway (``room_at``: when the other
+    instances' projected ends free its room), then leaves: the waiting model loads no later, fewer
+    verdicts wait for a reload (sweep.scheduler). On by default: it made no row of bench/scheduler_sim.py
+    worse. Live the projections are the cost model's on the real clock (Scheduler.free_at)."""
+    late_load: bool = False
+    """With backfill: when one model is left waiting for room, it may also load later, by as much as its
+    answers (its load and answers estimated) still end before the other instances' latest projected end,
+    so an instance done answering judges that much longer (sweep.scheduler). Off by default: it gives up
+    backfill's promise (the waiting model loads no later) on estimates alone, and made one row of
+    bench/scheduler_sim.py slower (397B FP8, 8 x H200, 1 sample: 335 -> 336 s); issue 15's plan on
+    2 x 8 H100 at 8 samples: 410 -> 393 s."""
     replicas: bool = True
     """When a model's batch is submitted and no model of the phase waits for room, start
     data-parallel replicas on idle GPUs while each instance's share stays worth a load
@@ -223,10 +241,40 @@ def admit(pending: Sequence[ModelCard], loaded: Collection[str], start: Callable
 
 
 def keep_loaded(needed: bool, pending: Sequence[ModelCard], loaded: Collection[str], policy: Policy = Policy(),
-                ready: bool = False) -> bool:
+                ready: bool = False, fits: bool = False) -> bool:
     """Whether an instance that finished its batch stays loaded for the next phase (fusing
     answers and judging into one load): only if it is ``needed`` there and no model of this
     phase is still waiting for room, or (``Policy.judge_ready``) answers it has not judged exist
-    now (``ready``): it judges them early, then leaves."""
-    early = policy.judge_ready and policy.early_judging and ready  # only early judging gives it those answers
+    now (``ready``), or (``Policy.backfill``) some of them ``fits`` before the waiting model could
+    load anyway: it judges them early, then leaves."""
+    # Only early judging gives it those answers.
+    early = policy.early_judging and ((policy.judge_ready and ready) or (policy.backfill and fits))
     return policy.fuse and needed and (all(c.name in loaded for c in pending) or early)
+
+
+def room_at(free: Capacity, d: Demand, now: float, ends: Sequence[tuple[float, Placement, Demand]]) -> Optional[float]:
+    """The earliest time ``d`` fits if each loaded instance gives its room back at its projected end
+    (``ends``: end, where, demand; ``free``: the room free now, left as it is); None if it never does."""
+    room = free.copy()
+    if room.copy().take(d) is not None:
+        return now
+    for end, where, held in sorted(ends, key=lambda e: e[0]):
+        room.give_back(where, held)
+        if room.copy().take(d) is not None:
+            return max(end, now)
+    return None
+
+
+def backfill(estimate: Callable[[int], float], items: int, slack_s: float) -> int:
+    """How many of an instance's ready cells (a prefix of ``items``) it judges within ``slack_s``:
+    the most whose ``estimate`` (of the first n, one job) fits; 0 when none does."""
+    if estimate(items) <= slack_s:
+        return items
+    lo, hi = 0, items - 1  # estimate grows with the cells: bisect for the longest prefix that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if estimate(mid) <= slack_s:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

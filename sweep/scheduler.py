@@ -8,10 +8,14 @@ cells (one job), split over data-parallel replicas on idle GPUs while one more p
 (``worth_another``, ``share``); CPU instances on a node and API cards on an endpoint take turns
 (``lane``: a job holds its lane until its last batch is done). While models still answer, a loaded
 judge with nothing to do judges its ready cells (early judging). An instance that answered stays
-loaded when it has cells left to judge and no model waits for its room (``keep_loaded``). The answers
-phase ends when its last answer lands; early judging still in flight goes on. Judging phase: what is
-left, judges already loaded first (after the batches of their early job). With ``Policy.read_ahead`` each
-model waiting to load has the nodes it may load on read its weights meanwhile (``Backend.read_ahead``).
+loaded when it has cells left to judge and no model waits for its room (``keep_loaded``); while one
+waits (backfill), only to judge the ready cells whose estimate ends before that model could load
+anyway (``room_at``, from the other instances' projected ends ``free_at``: the cost model's estimates on
+the backend's clock), then it leaves (``Policy.late_load``: the last model waiting may load later, while
+its answers still end before the others'). The answers phase ends when its last answer lands; early
+judging still in flight goes on. Judging phase: what is left, judges already loaded first (after the
+batches of their early job). With ``Policy.read_ahead`` each model waiting to load has the nodes it may
+load on read its weights meanwhile (``Backend.read_ahead``).
 
 Batches: an instance's part of a job goes out as batches of at most ``run.batch_cells`` cells
 (``chunks``), ``PIPELINE`` of them in flight per instance, so the engine never waits for the driver
@@ -37,8 +41,8 @@ from sweep.core.errors import SweepError
 from sweep.core.rows import GenerationRow
 from sweep.cost import CellWork, cell_work, load_seconds, seconds, work_of, work_seconds
 from sweep.queue import CellQueue
-from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, demand, keep_loaded, lane, load_order,
-                            most_instances, read_ahead_nodes, share)
+from sweep.schedule import (Capacity, Demand, Placement, Policy, admit, backfill, demand, keep_loaded, lane, load_order,
+                            most_instances, read_ahead_nodes, room_at, share)
 from sweep.sizing import Inventory
 
 ANSWERS, JUDGMENTS = "answers", "judgments"
@@ -167,6 +171,9 @@ class Backend(Protocol):
     def inventory(self) -> Inventory:
         """The nodes there are now (after a failure, one may be gone)."""
 
+    def now(self) -> float:
+        """Seconds on the backend's clock (any origin): real time live, simulated time in the forecast."""
+
 
 class Sink(Protocol):
     """What the driver does with the loop's results: write rows, show progress, log."""
@@ -227,6 +234,13 @@ class Scheduler:
         self.running: dict[int, Batch] = {}
         self.backlog: dict[str, deque[tuple[Job, tuple[Any, ...], tuple[CompareCell, ...]]]] = {}
         """Per instance, the batches of its job not sent yet (``_feed`` keeps PIPELINE in flight)."""
+        self.free_at: dict[str, float] = {}
+        """Per instance, when it should be done with what it was sent (backend clock): its load, then each
+        batch's estimate after the one before; now, once it is idle. Live these are the cost model's
+        estimates anchored to real time: where instances run slower than estimated, their projected ends
+        pass and Policy.backfill sees no slack (nothing is backfilled); where they run faster, one still
+        busy is projected to end later than it will, and a backfilled job can delay the waiting model by
+        up to that error."""
         self.tries: dict[str, int] = defaultdict(int)
         self.trace: list[Event] = []
         self.loads = 0
@@ -353,6 +367,7 @@ class Scheduler:
                 turn: Optional[str]) -> None:
         batch = Batch(next(self._ids), key, job, cells, pairs, self._seconds(job.model, cells), turn)
         self.running[batch.id] = batch
+        self.free_at[key] = max(self.backend.now(), self.free_at[key]) + batch.estimate_s
         self.backend.submit(batch)
         self._event(Submitted(batch.id, key, job.kind, tuple(c.key for c in (*cells, *pairs)), job.early))
 
@@ -373,14 +388,51 @@ class Scheduler:
             return
         if any(b.instance == batch.instance for b in self.running.values()):  # its last batches are in flight
             return
+        self.free_at[batch.instance] = self.backend.now()  # idle now, even if it ran faster than estimated
         model = batch.job.model
         if batch.instance == model and any(j.model == model for j in self.pending):  # its own job is next
             return
         pending = [self.cards[j.model] for j in self.pending]
         # Policy.judge_ready: answers it hasn't judged exist now (asked only when the policy would use it).
         ready = self.policy.judge_ready and any(self.queue.ready(model))
-        if batch.instance != model or not keep_loaded(keep(model), pending, self.alive, self.policy, ready):
+        cells, pairs = self._backfill(model) if batch.instance == model and not ready else ([], [])
+        if batch.instance != model or not keep_loaded(keep(model), pending, self.alive, self.policy, ready,
+                                                      bool(cells or pairs)):
             self._stop(batch.instance)
+        elif cells or pairs:  # assigned now: an idle instance kept for it would get every ready cell
+            self.queue.take(model, cells, pairs)
+            self._assign(model, Job(model, JUDGMENTS, tuple(cells), tuple(pairs), early=True), None)
+
+    def _backfill(self, key: str) -> tuple[list[Any], list[CompareCell]]:
+        """Policy.backfill: the ready cells GPU instance ``key`` (done with its answers) judges early while a
+        model waits for room, those whose estimate ends before the room that model waits for frees anyway
+        (the other instances' projected ends, this one gone now); none when nothing waits."""
+        live = self.alive[key]
+        blocked = next((j.model for j in self.pending if j.model not in self.alive), None)
+        if not self.policy.backfill or self.phase != ANSWERS or blocked is None or live.lane:
+            return [], []
+        now = self.backend.now()
+        room = self.capacity.copy()
+        room.give_back(live.where, live.demand)
+        ends = [(self.free_at[k], other.where, other.demand) for k, other in self.alive.items() if k != key]
+        at = room_at(room, self.demands[blocked], now, ends)
+        cells, pairs = self.queue.ready(key)
+        if at is None or not (cells or pairs):
+            return [], []
+        slack = at - now + (self._later(key, at) if self.policy.late_load else 0.0)
+        n = backfill(lambda n: self._seconds(key, cells[:n]), len(cells) + len(pairs), slack)
+        return cells[:n], pairs[:max(n - len(cells), 0)]
+
+    def _later(self, key: str, at: float) -> float:
+        """Policy.late_load: how much later than ``at`` the last model waiting for room may load and still
+        end its answers (load and answers estimated, one instance) by the latest projected end of the
+        other instances (``key``'s excepted)."""
+        waiting = [j for j in self.pending if j.model not in self.alive]
+        if len(waiting) != 1:  # a later model would wait longer too
+            return 0.0
+        job = waiting[0]
+        ends = at + self.load_s[job.model] + self._seconds(job.model, job.cells)
+        return max(0.0, max((t for k, t in self.free_at.items() if k != key), default=at) - ends)
 
     def _collect(self, batch: Batch, rows: Sequence[Any], answers: Mapping[str, GenerationRow]) -> None:
         self.sink.landed(batch, rows)
@@ -440,12 +492,14 @@ class Scheduler:
         key = key or card.name
         self.backend.start(card, key, d, where)
         self.alive[key] = Loaded(card.name, d, where)
+        self.free_at[key] = self.backend.now() + self.load_s[card.name]
         self.loads += not d.endpoint
         self._event(Started(key, card.name, where.nodes))
         return True
 
     def _stop(self, key: str) -> None:
         live = self.alive.pop(key)
+        del self.free_at[key]
         self.backend.stop(key)
         self.capacity.give_back(live.where, live.demand)
         self._event(Stopped(key))

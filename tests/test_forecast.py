@@ -16,6 +16,7 @@ from sweep.cost import Work, seconds
 from sweep.forecast import ORDERS, Basis, Forecast, best_policy, forecast
 from sweep.plan import plan
 from sweep.schedule import Policy, demand
+from sweep.scheduler import Started, Submitted
 from tests.conftest import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,3 +228,52 @@ def test_a_moe_decode_step_reads_the_experts_of_the_real_batch() -> None:
     read = (17e9 + (397e9 - 17e9) * touched) * 1.0  # FP8: a byte per parameter
     step = read / (3350e9 * 0.6 * 8 * 0.85 ** 3)
     assert seconds(card, d, Work(0, 11 * 1200, 11), inventory, 64) == pytest.approx(1200 * step)
+
+
+def test_backfill_judges_early_only_within_the_time_the_waiting_model_waits_anyway() -> None:
+    """8 x H100, issue 15's FP8 plan: the 397B needs the whole node and loads last (widest_last). A model
+    done answering while it waits judges what it can before the room frees anyway (the other instances'
+    projected ends), then leaves: the 397B loads no later, the makespan is no longer."""
+    cards = "[qwen3_5_397b_a17b,qwen3_5_122b_a10b,qwen3_5_27b,qwen3_8b,qwen3_5_9b]"
+    cfg = compose_config(f"model={cards}", "evals=hard", "engine.prefer_fp8=true", "cluster=h100_8", "run.samples=8")
+    inventory = sizing.described(cfg.cluster)
+    the_plan = plan(cfg, "r", inventory)
+    plain, filled = (forecast(the_plan, cfg, inventory, Policy(order="widest_last", backfill=b)) for b in (False, True))
+    big = "Qwen3.5-397B-A17B"
+
+    def waited(f: Forecast) -> tuple[float, list[str]]:
+        """When the 397B loaded, and the instances sent early judging before that."""
+        at = next(i for i, e in enumerate(f.trace) if isinstance(e, Started) and e.model == big)
+        return (next(s.start for s in f.spans if s.model == big),
+                [e.instance for e in f.trace[:at] if isinstance(e, Submitted) and e.early])
+
+    (start, none), (filled_start, early) = waited(plain), waited(filled)
+    assert not none and early  # nothing judges early while it waits, unless backfilled
+    assert filled_start <= start
+    for name in early:  # each ended its early job, and left, by the time the 397B loaded
+        assert next(s for s in filled.spans if s.model == name).end <= filled_start + 1e-6
+    assert filled.makespan_s <= plain.makespan_s and filled.loads <= plain.loads
+    never_oversubscribed(filled, 8)
+    # The whole plan: the node idled while six models waited for the 122B with ready verdicts to compute.
+    cfg = compose_config("model=all", "evals=hard", "engine.prefer_fp8=true", "cluster=h100_8", "run.samples=8")
+    the_plan = plan(cfg, "r", inventory)
+    plain, filled = (forecast(the_plan, cfg, inventory, Policy(order="widest_last", backfill=b)) for b in (False, True))
+    assert waited(filled)[0] <= waited(plain)[0]
+    assert filled.makespan_s < plain.makespan_s and filled.makespan_s <= 1.10 * filled.lower_bound_s
+
+
+def test_late_load_lets_the_last_waiting_model_load_later_while_its_answers_still_end_in_time() -> None:
+    """2 x 8 H100, issue 15's FP8 plan at 8 samples: the 122B waits for room on the small models' node.
+    With late_load it loads later, as long as its answers still end before the others' projected ends,
+    so the 9B done answering judges the 8B's answers before it leaves: less to judge after its reload."""
+    cfg = compose_config("model=all", "evals=hard", "engine.prefer_fp8=true", "cluster=h100_2x8", "run.samples=8")
+    inventory = sizing.described(cfg.cluster)
+    the_plan = plan(cfg, "r", inventory)
+    plain, late = (forecast(the_plan, cfg, inventory, Policy(order="cheap_last_loaded", late_load=x))
+                   for x in (False, True))
+    start = [next(s.start for s in f.spans if s.model == "Qwen3.5-122B-A10B") for f in (plain, late)]
+    assert start[1] > start[0]  # the price: it waits longer
+    assert late.makespan_s < plain.makespan_s and late.loads == plain.loads
+    never_oversubscribed(late, 8)
+    _, best = best_policy(the_plan, cfg, inventory, Policy(late_load=True))
+    assert best.makespan_s <= 1.10 * best.lower_bound_s < plain.makespan_s

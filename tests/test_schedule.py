@@ -15,7 +15,8 @@ from sweep.core.config import ModelCard
 from sweep.cost import LOAD_FIXED_S, LOAD_GB_PER_S, PageCache, RELOAD_GB_PER_S, load_seconds, reload_seconds
 from sweep.forecast import ORDERS, Basis, Forecast, Simulated, best_policy, forecast
 from sweep.plan import plan
-from sweep.schedule import Demand, Placement, Policy, keep_loaded, load_order, read_ahead_nodes
+from sweep.schedule import (Capacity, Demand, Placement, Policy, backfill, keep_loaded, load_order, read_ahead_nodes,
+                            room_at)
 from sweep.scheduler import Scheduler
 from tests.conftest import compose_config
 from tests.test_forecast import never_oversubscribed
@@ -197,7 +198,7 @@ class Asked(Simulated):
         self.asked: list[tuple[float, str, tuple[int, ...]]] = []
 
     def read_ahead(self, card: ModelCard, d: Demand, nodes: tuple[int, ...]) -> None:
-        self.asked.append((self.now, card.name, nodes))
+        self.asked.append((self.clock, card.name, nodes))
         super().read_ahead(card, d, nodes)
 
 
@@ -229,4 +230,28 @@ def test_read_ahead_reads_a_waiting_models_weights_so_it_loads_from_the_page_cac
     assert big_warm.ready - big_warm.start == pytest.approx(
         max(read_end - big_warm.start, 0.0) + reload_seconds(card, big_warm.demand))
     assert big_warm.ready < big_cold.ready
-    assert len(warm.spans) == len(cold.spans) and warm.now < cold.now
+    assert len(warm.spans) == len(cold.spans) and warm.clock < cold.clock
+
+
+def test_backfill_keeps_an_instance_only_for_what_ends_before_the_waiting_model_could_load() -> None:
+    node = sizing.Inventory((sizing.Node(64.0, 8, 10**12, 80 * sizing.GiB, "H100"),))
+    gpus = {n: Demand(sizing.Shape("m", "bfloat16", n, 1, 0, 0, 0), 0) for n in (1, 2, 8)}
+    room = Capacity(node)
+    one, two = room.take(gpus[1]), room.take(gpus[2])
+    assert one is not None and two is not None
+    room.take(gpus[2])  # 5 GPUs held, 3 free: the 8-GPU model waits
+    held = [(30.0, one, gpus[1]), (50.0, two, gpus[2]), (80.0, two, gpus[2])]
+    assert room_at(room, gpus[8], 10.0, held) == 80.0  # the last of them frees the node
+    assert room.idle_gpus == 3  # the room free now is left as it is
+    assert room_at(room, gpus[2], 10.0, held) == 10.0  # fits now: no slack
+    assert room_at(room, gpus[8], 100.0, held) == 100.0  # projected ends passed: as soon as it can
+    assert room_at(room, gpus[8], 10.0, held[:2]) is None  # never fits while the third stays
+    # The longest prefix of the ready cells whose one-job estimate fits the slack.
+    assert backfill(lambda n: 4.0 * n, 10, 18.0) == 4
+    assert backfill(lambda n: 4.0 * n, 10, 100.0) == 10
+    assert backfill(lambda n: 4.0 * n, 10, 3.0) == 0
+    waiting, cards = [study("h100_8")[0].cards[0]], list(study("h100_8")[0].cards)
+    assert keep_loaded(True, waiting, {cards[1].name}, Policy(backfill=True), fits=True)
+    assert not keep_loaded(True, waiting, {cards[1].name}, Policy(backfill=True), fits=False)  # no slack: it leaves
+    assert not keep_loaded(True, waiting, {cards[1].name}, Policy(backfill=False), fits=True)
+    assert not keep_loaded(True, waiting, {cards[1].name}, Policy(backfill=True, early_judging=False), fits=True)

@@ -44,16 +44,21 @@ def test_the_live_run_makes_the_forecasts_decisions(ray_nodes, tmp_path: Path) -
     """The 397B in BF16 takes both nodes' 16 GPUs (TP 8 x PP 2). The load order the forecast picks
     (widest_last: sweep.schedule) loads it once, last: the two small models answer first and stop, as
     it waits for their room; it answers and judges both of them in one residency; they load again to
-    judge its answers. Deterministic because nothing the loop decides here depends on how long a batch
-    takes, except one ordering that both backends share by a wide margin: the fake Qwen3.5-9B answers
-    12 s late (SWEEP_FAKE_SLOW, 6 s for each of its two batches), as the cost model has it answer after Qwen3-8B (18.0 GB of weights read
-    per step against 16.4 GB), so Qwen3-8B stops before the 9B's answers exist and neither judges early.
-    The order in which independent batches end is not compared (``decisions``). No replicas: the smoke
-    suite's work is worth no extra load. Batches of run.batch_cells=2: every answer job is two batches
-    and every judging job three, on both backends alike."""
+    judge its answers. Qwen3-8B, done answering while the 9B still answers, first judges the 9B's first
+    batch of answers (Policy.backfill: it ends before the 9B's projected end, which the 397B waits for
+    anyway). Deterministic because nothing the loop decides here depends on how long a batch takes,
+    except orderings that both backends share by a wide margin. The cost model has the 9B answer after
+    Qwen3-8B (18.0 GB of weights read per step against 16.4 GB) but its first batch land before the 8B's
+    second; the fake engines sleep 8 s (8B) and 12 s (9B) per batch of answers (SWEEP_FAKE_SLOW), so
+    live the 9B's first batch lands 4 s before the 8B's second, and the 8B's early verdicts 8 s before
+    the 9B's second batch; the live slack (the 9B's projected end: the cost model's load and answers
+    from its start) is tens of seconds. The order in which independent batches end is not compared
+    (``decisions``). No replicas: the smoke suite's work is worth no extra load. Batches of
+    run.batch_cells=2: every answer job is two batches and every judging job of six verdicts three, on
+    both backends alike."""
     cfg = fake_pool("model=[qwen3_5_397b_a17b,qwen3_8b,qwen3_5_9b]", "engine.concurrency=8",
                     f"warehouse.root={tmp_path}", "run.name=trace", "run.batch_cells=2")
-    ray_nodes(workers=2, gpus=8, cpus=8, SWEEP_FAKE_SLOW="Qwen3.5-9B:6")
+    ray_nodes(workers=2, gpus=8, cpus=8, SWEEP_FAKE_SLOW="Qwen3-8B:8,Qwen3.5-9B:12")
     inventory = inventory_from_ray(cfg)
     _, forecast = best_policy(plan(cfg, "trace", inventory), cfg, inventory)
     result = run(cfg)
@@ -68,6 +73,8 @@ def test_the_live_run_makes_the_forecasts_decisions(ray_nodes, tmp_path: Path) -
              for life, batches in live[1].items()}
     answered = [("answers", "answers", False, 2), ("answers", "answers", False, 1), ("stopped",)]
     judged = [("judgments", "judgments", False, 2)] * 3 + [("stopped",)]
-    assert shape == {("Qwen3.5-9B", 1): answered, ("Qwen3-8B", 1): answered,
+    backfilled = [*answered[:2], ("answers", "judgments", True, 2), ("stopped",)]  # 2 of the 9B's answers
+    assert shape == {("Qwen3.5-9B", 1): answered, ("Qwen3-8B", 1): backfilled,
                      ("Qwen3.5-397B-A17B", 1): [*answered[:2], *judged],  # one residency: its answers, then 2 x 3
-                     ("Qwen3.5-9B", 2): judged, ("Qwen3-8B", 2): judged}  # the 397B's 3 and each other's 3
+                     ("Qwen3.5-9B", 2): judged,  # the 397B's 3 and the 8B's 3
+                     ("Qwen3-8B", 2): judged[1:]}  # the 397B's 3 and the 9B's last

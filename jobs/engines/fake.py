@@ -8,7 +8,7 @@ cluster they were started in:
     SWEEP_FAKE_DELAY_S=2          sleep this long per batch (time to kill something mid-batch)
     SWEEP_FAKE_CELL_S=0.005       sleep this long per request of a batch: an engine's time that grows with
                                   its batch (bench/stream.py compares the sweep's wall time with it)
-    SWEEP_FAKE_SLOW=NAME:SECONDS  the card named NAME sleeps this long more per batch of answers
+    SWEEP_FAKE_SLOW=NAME:SECONDS[,NAME:SECONDS]  the card named NAME sleeps this long more per batch of answers
     SWEEP_FAKE_FAIL_VERDICTS_ONCE=PATH  the first batch of verdicts anywhere raises (PATH marks it)
     SWEEP_FAKE_HANG_ONCE=PATH     the first batch anywhere hangs (PATH marks that it happened)
     SWEEP_FAKE_NEEDS_TOKENS=100   answers need this many tokens: a smaller max_tokens is cut off
@@ -53,9 +53,9 @@ class FakeEngine:
         if fail and any(r.json_schema for r in requests) and not Path(fail).exists():
             Path(fail).touch()
             raise RuntimeError("injected engine failure")
-        slow, _, delay = os.environ.get("SWEEP_FAKE_SLOW", "").rpartition(":")
-        if slow == self.card.name and any(r.json_schema is None for r in requests):
-            time.sleep(float(delay))
+        slow = dict(item.rpartition(":")[::2] for item in os.environ.get("SWEEP_FAKE_SLOW", "").split(",") if item)
+        if self.card.name in slow and any(r.json_schema is None for r in requests):
+            time.sleep(float(slow[self.card.name]))
         return [self._one(r) for r in requests]
 
     def _one(self, r: Request) -> Completion:
