@@ -211,27 +211,32 @@ def best_policy(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory,
     """The load order whose forecast ends first (then: fewer loads), with the configured replicas
     and early judging (or ``base``'s other fields: bench/scheduler_sim.py); the live run uses it.
 
-    First the named ORDERS; then a local search over explicit orders (order="given") from each of
-    them, the best first: move one model to another position, keep the move when the forecast ends
-    sooner, until no move helps or the forecast meets its lower bound; the search stops when
-    SEARCH_FORECASTS forecasts (or SEARCH_CELLS cells) are spent (GPU clusters only). A neighbourhood is
-    (n-1)^2 orders for n models, so the search is capped rather than run to the end on big pools."""
+    First the named ORDERS (where the search below runs, each also with Policy.late_load); then a local
+    search over explicit orders (order="given") from each of them, the best first: move one model to
+    another position, keep the move when the forecast ends sooner, until no move helps or the forecast
+    meets its lower bound; the search stops when SEARCH_FORECASTS forecasts (or SEARCH_CELLS cells) are
+    spent (GPU clusters only). A neighbourhood is (n-1)^2 orders for n models, so the search is capped
+    rather than run to the end on big pools."""
     base = base or Policy(replicas=conf.run.replicas, early_judging=conf.run.early_judging,
                           read_ahead=conf.run.read_ahead)
     basis = Basis(the_plan, conf, inventory)
-    runs = sorted(((p, basis.forecast(p)) for p in (replace(base, order=o) for o in ORDERS)), key=lambda r: _score(r[1]))
     # On CPU the instances of a node take turns, so the order moves little (1 s of 775 s for the smoke
     # pool with 2 samples): runs without GPUs keep the named order.
     budget = min(SEARCH_FORECASTS, SEARCH_CELLS // max(len(basis.work), 1)) if inventory.gpus else 0
     if budget < (len(basis.hosts) - 1) ** 2:  # not one neighbourhood: keep the named order
         budget = 0
+    named = [replace(base, order=o) for o in ORDERS]
+    if budget and base.backfill and not base.late_load:  # where the plan searches, it tries late_load too
+        named += [replace(p, late_load=True) for p in named]
+    runs = sorted(((p, basis.forecast(p)) for p in named), key=lambda r: _score(r[1]))
     best = runs[0]
     for policy, f in runs:
         if not budget or _at_bound(best[1]):
             break
         # The loop loads engines, by their hosts.
         order = load_order(list(basis.hosts), basis.demands, basis.gen_s, basis.load_s, policy)
-        found, budget = _climb(basis, replace(base, order="given", sequence=tuple(c.name for c in order)), f, budget)
+        found, budget = _climb(basis, replace(policy, order="given", sequence=tuple(c.name for c in order)), f,
+                               budget)
         best = min(best, found, key=lambda r: _score(r[1]))
     return best
 

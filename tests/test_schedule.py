@@ -90,10 +90,13 @@ def test_the_plan_takes_the_best_named_order_or_a_better_searched_one() -> None:
 
 
 @pytest.mark.parametrize("cluster", ["h100_8", "h100_2x8", "h100_64", "h200_8"])
-def test_the_fp8_plan_ends_within_a_tenth_of_its_bound(cluster: str) -> None:
+@pytest.mark.parametrize("samples", [1, 8])
+def test_the_fp8_plan_ends_within_a_tenth_of_its_bound(cluster: str, samples: int) -> None:
     # Issue 15's acceptance plan (model=all evals=hard plan=true engine.prefer_fp8=true): the old orders gave
-    # 1.57 / 1.03 / 1.00 / 1.07 (BENCHMARKS.md); 8 x H100 needed the 397B loaded once, last.
-    cfg = compose_config("model=all", "evals=hard", "engine.prefer_fp8=true", f"cluster={cluster}")
+    # 1.57 / 1.03 / 1.00 / 1.07 (BENCHMARKS.md); 8 x H100 needed the 397B loaded once, last; with 8 samples,
+    # 8 x H100 needs backfill (1.134 -> 1.067) and 2 x 8 H100 late_load, which the search tries (1.127 -> 1.082).
+    cfg = compose_config("model=all", "evals=hard", "engine.prefer_fp8=true", f"cluster={cluster}",
+                         f"run.samples={samples}")
     inventory = sizing.described(cfg.cluster)
     _, f = best_policy(plan(cfg, "s", inventory), cfg, inventory)
     assert f.lower_bound_s <= f.makespan_s <= 1.10 * f.lower_bound_s
