@@ -150,10 +150,10 @@ class Policy:
     late_load: bool = False
     """With backfill: when one model is left waiting for room, it may also load later, by as much as its
     answers (its load and answers estimated) still end before the other instances' latest projected end,
-    so an instance done answering judges that much longer (sweep.scheduler). Off by default: it gives up
-    backfill's promise (the waiting model loads no later) on estimates alone, and made one row of
-    bench/scheduler_sim.py slower (397B FP8, 8 x H200, 1 sample: 335 -> 336 s); issue 15's plan on
-    2 x 8 H100 at 8 samples: 410 -> 393 s."""
+    so an instance done answering judges that much longer (sweep.scheduler). Not on for every plan: it
+    gives up backfill's promise (the waiting model loads no later) on estimates alone, and made one row of
+    bench/scheduler_sim.py slower (397B FP8, 8 x H200, 1 sample: 335 -> 336 s); best_policy tries it beside
+    each named order and keeps it where it ends first (issue 15's plan on 2 x 8 H100 at 8 samples: 410 -> 393 s)."""
     replicas: bool = True
     """When a model's batch is submitted and no model of the phase waits for room, start
     data-parallel replicas on idle GPUs while each instance's share stays worth a load
