@@ -13,9 +13,11 @@ from sweep.forecast import SIMULATED, Simulated, local_inventory
 from sweep.plan import plan
 from sweep.queue import CellQueue
 from sweep.schedule import Policy
-from sweep.scheduler import JUDGMENTS, Batch, Done, Lost, NullSink, Phase, Scheduler, Submitted, chunks
+from sweep.scheduler import (JUDGMENTS, Batch, Done, Lost, NullSink, Phase, Scheduler, Started, Stopped, Submitted,
+                             chunks)
+from sweep import sizing
 from sweep.sizing import described
-from tests.conftest import fake_pool
+from tests.conftest import compose_config, fake_pool
 
 
 def test_chunks_cut_cells_then_pairs_into_batches_of_at_most_the_size() -> None:
@@ -110,6 +112,28 @@ def test_judges_start_the_judging_phase_while_early_judging_is_still_in_flight()
     early = [i for i, e in enumerate(loop.trace) if isinstance(e, Submitted) and e.early]
     assert early[-1] > judging  # early batches still went out after the answers phase ended
     assert any(isinstance(e, Submitted) and not e.early for e in loop.trace[judging:early[-1]])
+
+
+def test_an_instance_whose_early_batch_holds_its_lane_into_the_judging_phase_stays_for_its_own_job() -> None:
+    """Two CPU nodes, three engines: SmolLM2 judges early on its node while the others answer, and that batch
+    is still computing when the last answer lands. Its judging-phase job must wait for its lane (the batch
+    holds it), so when the batch ends the instance stays for that job instead of stopping and reloading."""
+    cfg = compose_config("evals=smoke", "run.share_engines=false", "run.batch_cells=2")  # CPU cards' own sizes
+    node = sizing.Node(2.0, 0, 8 * sizing.GiB)  # two of the three per node
+    inventory = sizing.Inventory((node, node))
+    the_plan = plan(cfg, "t", inventory)
+    sink = Landed()
+    loop = Scheduler(the_plan, cfg, inventory, Policy(), Simulated(inventory), CellQueue(the_plan, cfg.judge, {}),
+                     sink)
+    loop.run()
+    assert Counter(sink.keys) == Counter(c.key for c in (*the_plan.generate, *the_plan.judge))
+    judging = next(i for i, e in enumerate(loop.trace) if isinstance(e, Phase) and e.kind == JUDGMENTS)
+    smol = [e for e in loop.trace if getattr(e, "instance", None) == "SmolLM2-135M"]
+    # It judged early, then judged in the judging phase, without stopping between: one life.
+    assert any(isinstance(e, Submitted) and e.early for e in smol)
+    assert any(isinstance(e, Submitted) and not e.early and e.kind == JUDGMENTS for e in smol)
+    assert [type(e).__name__ for e in smol if isinstance(e, (Started, Stopped))] == ["Started", "Stopped"]
+    assert loop.loads == 3 and judging > 0
 
 
 def test_an_early_batch_that_fails_in_the_judging_phase_is_judged_again() -> None:
