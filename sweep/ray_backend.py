@@ -239,6 +239,15 @@ class RayBackend:
             self.landings.append(Landing(key, actor.planned, tuple(landed.get(i, "") for i in range(len(actor.planned)))))
             remove_placement_group(actor.group)
 
+    def close(self) -> None:
+        """Stop every instance, and cancel the read-aheads no instance waited for: the run needs them no
+        more, and a read of a large checkpoint would keep its node's storage busy after the run."""
+        for key in list(self.actors):
+            self.stop(key)
+        for ref in self.reading:
+            ray.cancel(ref, force=True)  # force: a task blocked in a read only stops with its worker
+        self.reading.clear()
+
     def inventory(self) -> sizing.Inventory:
         self._inventory = inventory_from_ray(self.conf)
         return self._inventory

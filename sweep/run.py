@@ -254,8 +254,7 @@ class Executor:
             try:
                 self.loop.run()
             finally:  # a driver that fails mid-run (a write refused, an interrupt) frees its GPUs at once
-                for key in list(self.backend.actors):
-                    self.backend.stop(key)
+                self.backend.close()
 
     @property
     def loads(self) -> int:

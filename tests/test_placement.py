@@ -21,6 +21,8 @@ from ray.util.state import list_actors
 from sweep import sizing
 from sweep.forecast import forecast
 from sweep.plan import plan
+from sweep.queue import CellQueue
+from sweep.ray_backend import RayBackend, inventory_from_ray
 from sweep.run import run
 from sweep.schedule import Capacity, demand
 from tests.conftest import compose_config, exact_rows, fake_pool
@@ -218,3 +220,27 @@ def test_read_ahead_reads_a_waiting_models_weights_on_the_nodes_it_may_load_on(r
     assert all(r.landed == r.planned and r.bytes_read == sum(sizes) for r in big), big
     # The 8B's Hub checkpoint (fake/...) is in no Hub cache here: nothing to read, nothing fetched.
     assert all(r.bytes_read == 0 for r in result.read_aheads if r.model == "Qwen3-8B")
+
+
+def test_read_aheads_no_instance_waited_for_are_cancelled_when_the_run_ends(ray_nodes, tmp_path: Path) -> None:  # noqa: ANN001
+    """A read-ahead still reading when the run ends (its model loaded elsewhere, or never) must not keep the
+    node's storage busy: RayBackend.close, which the driver calls however the run ends, cancels it. The
+    checkpoint is a 200 GB sparse file: seconds to read through, nothing on disk."""
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "config.json").write_text("{}")
+    with open(weights / "pytorch_model.bin", "wb") as f:
+        f.truncate(200 << 30)
+    ray_nodes(workers=1, gpus=8, cpus=8)
+    cfg = fake_pool("model=[qwen3_8b,qwen3_5_9b]", f"model.cards.qwen3_8b.path={weights}", f"warehouse.root={tmp_path}")
+    inventory = inventory_from_ray(cfg)
+    the_plan = plan(cfg, "cancel", inventory)
+    backend = RayBackend(the_plan, cfg, inventory, CellQueue(the_plan, cfg.judge, {}), lambda _: None)
+    card = the_plan.card("Qwen3-8B")
+    backend.read_ahead(card, demand(card, cfg, inventory), (next(i for i, n in enumerate(inventory.nodes) if n.gpus),))
+    (ref,) = backend.reading
+    assert ray.wait([ref], timeout=3)[0] == []  # still reading
+    backend.close()
+    with pytest.raises((ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError)):
+        ray.get(ref, timeout=60)
+    assert backend.reading == {}
