@@ -54,7 +54,7 @@ def local_weights(card: ModelCard, dtype: str) -> str:
     if card.gguf is None:
         assert card.hf_repo is not None  # validate() guarantees one source
         return card.hf_repo
-    out = CACHE / f"{Path(card.gguf.file).stem}-{dtype}"
+    out = converted(card.gguf, dtype)
     if not (out / "config.json").is_file():
         convert(card.gguf, out, dtype)
     return str(out)
@@ -71,7 +71,7 @@ def weight_files(card: ModelCard, dtype: str, repo: Optional[str], revision: Opt
     if card.path is not None:
         folder = Path(card.path)
     elif card.gguf is not None:
-        folder = CACHE / f"{Path(card.gguf.file).stem}-{dtype}"
+        folder = converted(card.gguf, dtype)
     else:
         from huggingface_hub import snapshot_download  # here: the driver, which imports this module, needs none
 
@@ -91,6 +91,11 @@ def read_through(files: Sequence[Path]) -> int:
             while n := fh.readinto(block):
                 read += n
     return read
+
+
+def converted(src: GgufSource, dtype: str) -> Path:
+    """The folder a packaged GGUF model is converted into, in ``dtype``."""
+    return CACHE / f"{Path(src.file).stem}-{dtype}"
 
 
 def convert(src: GgufSource, out: Path, dtype: str) -> None:

@@ -103,7 +103,7 @@ class Basis:
         Policy.replicas a model's answers and its judging split over as many instances as the loop would."""
         if not self.inventory.gpus:
             return None
-        key = (policy.warm_reloads or policy.read_ahead, policy.read_ahead, policy.replicas)
+        key = (policy.page_cache, policy.read_ahead, policy.replicas)
         if key not in self._bounds:
             warm, ahead, replicas = key
             again = {c.name: reload_seconds(c, self.demands[c.name]) for c in self.hosts}
@@ -126,7 +126,7 @@ class Basis:
         # Without GPUs, CPU instances take turns per node: a node is one "GPU".
         out = Forecast(model_s=dict(self.model_s), gpu_s=self.gpu_s, gpus=inventory.gpus or len(inventory.nodes),
                        bound=self.bound(policy))
-        clock = Simulated(inventory, PageCache(inventory) if policy.warm_reloads or policy.read_ahead else None)
+        clock = Simulated(inventory, PageCache(inventory) if policy.page_cache else None)
         loop = Scheduler(self.plan, self.conf, inventory, policy, clock, self.queue.copy(), work=self.work)
         loop.run()
         out.spans, out.makespan_s, out.trace = clock.spans, clock.now(), loop.trace

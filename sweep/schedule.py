@@ -9,6 +9,7 @@ and bench/scheduler_sim.py, so what a plan prints is what the live run does.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Callable, Collection, Optional, Sequence, TypeVar
 
@@ -172,6 +173,11 @@ class Policy:
     storage (sweep.ray_backend: a task per node; sweep.cost.PageCache models it, and keeps what was read as
     warm_reloads does). ``run.read_ahead``; off by default: not run on a GPU cluster here."""
 
+    @property
+    def page_cache(self) -> bool:
+        """Whether loads find what their nodes read before (warm_reloads, and read_ahead, which reads into it)."""
+        return self.warm_reloads or self.read_ahead
+
 
 def read_ahead_nodes(d: Demand, inventory: Inventory) -> tuple[int, ...]:
     """The nodes an instance of ``d`` may load on (Capacity.take decides which when there is room): those
@@ -268,13 +274,7 @@ def room_at(free: Capacity, d: Demand, now: float, ends: Sequence[tuple[float, P
 def backfill(estimate: Callable[[int], float], items: int, slack_s: float) -> int:
     """How many of an instance's ready cells (a prefix of ``items``) it judges within ``slack_s``:
     the most whose ``estimate`` (of the first n, one job) fits; 0 when none does."""
-    if estimate(items) <= slack_s:
+    if estimate(items) <= slack_s:  # one estimate when all fit (the common case)
         return items
-    lo, hi = 0, items - 1  # estimate grows with the cells: bisect for the longest prefix that fits
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if estimate(mid) <= slack_s:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    # The estimate grows with the cells: the first prefix length that doesn't fit, less one.
+    return max(bisect.bisect_right(range(items), slack_s, key=estimate) - 1, 0)

@@ -340,10 +340,14 @@ class Scheduler:
             cells, pairs = self.queue.ready(key)
             if not cells and not pairs:
                 continue
-            self.queue.take(key, cells, pairs)
             if live.lane:
                 busy.add(live.lane)
-            self._assign(key, Job(key, JUDGMENTS, tuple(cells), tuple(pairs), early=True), live.lane)
+            self._judge_these_early(key, cells, pairs)
+
+    def _judge_these_early(self, key: str, cells: Sequence[Any], pairs: Sequence[CompareCell]) -> None:
+        """Take these ready cells from the queue and give them to instance ``key`` as an early judging job."""
+        self.queue.take(key, cells, pairs)
+        self._assign(key, Job(key, JUDGMENTS, tuple(cells), tuple(pairs), early=True), self.alive[key].lane)
 
     def _assign(self, key: str, job: Job, turn: Optional[str]) -> None:
         """Give instance ``key`` the cells of ``job`` (its part of one), as batches of ``run.batch_cells``."""
@@ -400,8 +404,7 @@ class Scheduler:
                                                       bool(cells or pairs)):
             self._stop(batch.instance)
         elif cells or pairs:  # assigned now: an idle instance kept for it would get every ready cell
-            self.queue.take(model, cells, pairs)
-            self._assign(model, Job(model, JUDGMENTS, tuple(cells), tuple(pairs), early=True), None)
+            self._judge_these_early(model, cells, pairs)
 
     def _backfill(self, key: str) -> tuple[list[Any], list[CompareCell]]:
         """Policy.backfill: the ready cells GPU instance ``key`` (done with its answers) judges early while a
