@@ -218,7 +218,7 @@ def best_policy(the_plan: SweepPlan, conf: SweepConfig, inventory: Inventory,
     spent (GPU clusters only). A neighbourhood is (n-1)^2 orders for n models, so the search is capped
     rather than run to the end on big pools."""
     base = base or Policy(replicas=conf.run.replicas, early_judging=conf.run.early_judging,
-                          read_ahead=conf.run.read_ahead)
+                          backfill=conf.run.backfill, read_ahead=conf.run.read_ahead)
     basis = Basis(the_plan, conf, inventory)
     # On CPU the instances of a node take turns, so the order moves little (1 s of 775 s for the smoke
     # pool with 2 samples): runs without GPUs keep the named order.

@@ -214,6 +214,23 @@ def test_replicas_and_early_judging_can_be_turned_off_from_the_config() -> None:
         compose_config("run.early_judging=sometimes")
 
 
+def test_backfill_and_read_ahead_are_set_from_the_config() -> None:
+    """Issue 15's plan on 8 x H100 with 8 samples: backfill (on by default) ends it sooner; run.backfill=false
+    turns it off, run.read_ahead=true on (and sooner still), in the plan the live run takes."""
+    runs = {}
+    for name, extra in (("default", ()), ("no backfill", ("run.backfill=false",)), ("ahead", ("run.read_ahead=true",))):
+        cfg = compose_config("model=all", "evals=hard", "engine.prefer_fp8=true", "cluster=h100_8", "run.samples=8",
+                             *extra)
+        inventory = sizing.described(cfg.cluster)
+        runs[name] = best_policy(plan(cfg, "r", inventory), cfg, inventory)
+    (p_on, f_on), (p_off, f_off), (p_ahead, f_ahead) = runs.values()
+    assert p_on.backfill and not p_on.read_ahead and not p_off.backfill and p_ahead.read_ahead
+    assert f_ahead.makespan_s < f_on.makespan_s < f_off.makespan_s
+    for bad in ("run.backfill=sometimes", "run.read_ahead=maybe"):
+        with pytest.raises(Exception, match=bad.split("=")[0].split(".")[1]):
+            compose_config(bad)
+
+
 def test_a_moe_decode_step_reads_the_experts_of_the_real_batch() -> None:
     # 11 answers decode together: the step reads the experts 11 sequences route to, whatever
     # engine.concurrency allows (64 would read 72% of the 397B's experts instead of ~20%).

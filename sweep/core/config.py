@@ -393,6 +393,10 @@ class Run:
     more time than a load (sweep/schedule.py, ``worth_another``)."""
     early_judging: bool = True
     """While models still answer, loaded judges with nothing to do judge the answers that exist."""
+    backfill: bool = True
+    """While a model waits for room, an instance that has answered judges the ready cells whose estimate ends
+    before that model could load anyway, then leaves (sweep.schedule.Policy.backfill). Live it decides on the
+    cost model's estimates against the real clock; false: it leaves at once, as before."""
     read_ahead: bool = False
     """While a model waits for room, the nodes it may load on read its weight files into their page cache
     (a Ray task per node), so its load reads host memory instead of storage (sweep.schedule.Policy.read_ahead).
